@@ -1,0 +1,15 @@
+"""ulmfit_lab: ULMFiT (Howard & Ruder 2018) text classification on fastai.
+
+Public API: `SentimentClassifier`, `load_config`, `run_pipeline`, `Predictor`.
+"""
+
+from .api import SentimentClassifier
+from .config import Config, ConfigError, load_config
+from .data import DataError
+from .models import CheckpointError
+from .pipeline import run_pipeline
+from .predict import Predictor
+
+__version__ = "0.1.0"
+__all__ = ["CheckpointError", "Config", "ConfigError", "DataError", "Predictor", "SentimentClassifier",
+           "load_config", "run_pipeline"]

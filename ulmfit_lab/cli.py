@@ -1,0 +1,123 @@
+"""`ulmfit-lab`: a thin command line over the plain functions in `pipeline` and `predict`.
+
+Every training command takes a YAML config and dotted overrides, e.g.
+`ulmfit-lab run configs/quickstart.yaml data.path=aclImdb.tar.xz classifier.epochs=2`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .config import ConfigError, load_config
+from .data import DataError
+from .models import CheckpointError
+from .rundir import RunLockedError
+
+_STAGE_CMDS = {
+    "lm": ("lm", "Stage 1: pretrain the general-domain LM (or resolve pretrained weights)."),
+    "lm-finetune": ("lm_finetune", "Stage 2: fine-tune the LM on the target texts (runs stage 1 if needed)."),
+    "train-classifier": ("classifier", "Stage 3: train the classifier (runs stages 1-2 if needed)."),
+    "evaluate": ("evaluate", "Evaluate the classifier on the test split: accuracy, macro-F1, confusion matrix."),
+    "run": ("evaluate", "The whole pipeline: data, LM, LM fine-tuning, classifier, evaluation."),
+}
+
+_OVERRIDES_HELP = (
+    "dotted overrides KEY=VALUE, values parsed as YAML, e.g. classifier.epochs=2 data.path=aclImdb.tar.xz "
+    "run.dir=runs/x lm_pretrain.source=pretrained lm_pretrain.weights=lm.pth lm_pretrain.vocab=itos.pkl"
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ulmfit-lab", description="ULMFiT text classification: LM pretraining, "
+                                "LM fine-tuning and classifier training, stage by stage or all at once.")
+    sub = p.add_subparsers(dest="command", required=True)
+    for name, (_, help_text) in _STAGE_CMDS.items():
+        sp = sub.add_parser(name, help=help_text, description=help_text + " Completed stages whose config "
+                            "and inputs are unchanged are skipped; an interrupted stage resumes from its "
+                            "last finished epoch.")
+        sp.add_argument("config", help="YAML config file (see configs/)")
+        sp.add_argument("overrides", nargs="*", help=_OVERRIDES_HELP)
+    pp = sub.add_parser("predict", help="Predict labels for a file of texts with a trained classifier.",
+                        description="Predict with a trained classifier. Writes the input's columns plus "
+                        "`prediction` and one `proba_<label>` column per class.")
+    pp.add_argument("model", help="a model folder (from SentimentClassifier.save or RUN/classifier/model) or a run dir")
+    pp.add_argument("input", help="CSV/TSV/JSONL/parquet with a text column, or a .txt file with one text per line")
+    pp.add_argument("--output", "-o", help="output file (.csv/.tsv/.jsonl/.parquet); default: print CSV to stdout")
+    pp.add_argument("--text-column", default="text", help="column holding the texts (default: text)")
+    pp.add_argument("--batch-size", type=int, default=64, help="texts per batch (default: 64)")
+    return p
+
+
+def _resolve_model(path: Path) -> Path:
+    if (path / "model.json").is_file():
+        return path
+    if (path / "classifier" / "model" / "model.json").is_file():
+        return path / "classifier" / "model"
+    raise CheckpointError(f"{path}: no model here; expected a saved model folder or a run directory with "
+                          "classifier/model (train one with `ulmfit-lab train-classifier CONFIG`)")
+
+
+def predict_file(model: str, input_path: str, output: str | None, text_column: str = "text",
+                 batch_size: int = 64) -> None:
+    """Read texts from a file, predict, and write them with `prediction` and `proba_*` columns."""
+    from tqdm.auto import tqdm
+
+    from .data import read_table
+    from .predict import Predictor
+
+    predictor = Predictor.load(_resolve_model(Path(model)))
+    df = read_table(input_path)
+    if text_column not in df.columns:
+        raise DataError(f"{input_path}: no column {text_column!r}; columns found: {list(df.columns)}. "
+                        "Use --text-column NAME")
+    texts = df[text_column].tolist()
+    chunk = max(batch_size * 16, 1024)
+    probas = [predictor.predict_proba(texts[i:i + chunk], batch_size)
+              for i in tqdm(range(0, len(texts), chunk), desc="Predicting", unit="chunk", file=sys.stderr)]
+    import numpy as np
+
+    proba = np.concatenate(probas) if probas else np.zeros((0, len(predictor.labels)))
+    out = df.copy()
+    out["prediction"] = [predictor.labels[i] for i in proba.argmax(1)]
+    for j, lab in enumerate(predictor.labels):
+        out[f"proba_{lab}"] = proba[:, j]
+    if output is None:
+        out.to_csv(sys.stdout, index=False)
+        return
+    ext = Path(output).suffix.lower()
+    if ext == ".parquet":
+        out.to_parquet(output, index=False)
+    elif ext in (".jsonl", ".ndjson"):
+        out.to_json(output, orient="records", lines=True, force_ascii=False)
+    else:
+        out.to_csv(output, index=False, sep="\t" if ext == ".tsv" else ",")
+    print(f"wrote {len(out)} predictions to {output}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "predict":
+            predict_file(args.model, args.input, args.output, args.text_column, args.batch_size)
+            return 0
+        from .pipeline import run_pipeline
+
+        cfg = load_config(args.config, args.overrides)
+        res = run_pipeline(cfg, until=_STAGE_CMDS[args.command][0])
+        summary = {n: getattr(res, n).metrics for n in ("lm_finetune", "classifier", "evaluate")
+                   if getattr(res, n) is not None and getattr(res, n).metrics}
+        for stage_metrics in summary.values():
+            stage_metrics.pop("confusion_matrix", None)
+        print(json.dumps({"run_dir": cfg.run.dir, "seconds": round(res.seconds, 1), "skipped": res.skipped(),
+                          **summary}, indent=2, default=str))
+        return 0
+    except (ConfigError, DataError, CheckpointError, RunLockedError) as e:
+        print(f"ulmfit-lab: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,354 @@
+"""YAML -> typed, frozen configs with dotted overrides.
+
+One section per stage. Every problem in a file (unknown keys, wrong types, bad values) is collected and
+reported in one `ConfigError`, each line with a hint, so a user fixes a config in one pass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message lists every problem found."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the labelled and unlabelled texts come from and how they are split and tokenized.
+
+    `path` may be a table file (CSV/TSV/JSONL/parquet), a folder with one sub-folder per class, an
+    aclImdb-style folder (`train/`, `test/`, class sub-folders, `unsup/`) or its `.tar.gz`/`.tar.xz`,
+    or `hf:NAME` for a Hugging Face dataset (needs the network unless it is cached).
+    """
+
+    path: str | None = None
+    train: str | None = None
+    valid: str | None = None
+    test: str | None = None
+    unlabelled: list[str] = field(default_factory=list)
+    unlabelled_folders: list[str] = field(default_factory=lambda: ["unsup"])
+    text_column: str = "text"
+    label_column: str = "label"
+    valid_pct: float = 0.1
+    test_pct: float = 0.0
+    max_train: int | None = None
+    max_test: int | None = None
+    max_unlabelled: int | None = None
+    drop_invalid: bool = False
+    lang: str = "en"
+    min_freq: int = 3
+    max_vocab: int = 60000
+    seed: int = 42
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """AWD-LSTM sizes, shared by every stage (the encoder moves from stage to stage)."""
+
+    emb_sz: int = 400
+    n_hid: int = 1152
+    n_layers: int = 3
+    bptt: int = 70
+    backwards: bool = False
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """What every training stage shares: schedule, optimizer and regularisation."""
+
+    epochs: int = 1
+    lr: float = 4e-3
+    bs: int = 64
+    drop_mult: float = 1.0
+    wd: float = 0.01
+    betas: tuple[float, float] = (0.7, 0.99)
+    clip: float | None = 0.4
+    cut_frac: float = 0.1
+    ratio: float = 32.0
+    lr_decay: float = 2.6
+    alpha: float = 2.0
+    beta: float = 1.0
+
+
+@dataclass(frozen=True)
+class LMPretrainConfig(TrainConfig):
+    """Stage 1. `source`: none (fine-tune from random init), scratch (pretrain on `corpus`) or
+    pretrained (load `weights` + `vocab`, fastai WT103 format or this package's own, by path or URL)."""
+
+    source: Literal["none", "scratch", "pretrained"] = "none"
+    corpus: list[str] = field(default_factory=list)
+    text_column: str = "text"
+    weights: str | None = None
+    vocab: str | None = None
+    max_docs: int | None = None
+    valid_pct: float = 0.05
+    epochs: int = 1
+    lr: float = 4e-3
+
+
+@dataclass(frozen=True)
+class LMFinetuneConfig(TrainConfig):
+    """Stage 2: LM fine-tuning on target text with discriminative LRs and STLR."""
+
+    enabled: bool = True
+    epochs: int = 1
+    lr: float = 4e-3
+    drop_mult: float = 0.3
+
+
+@dataclass(frozen=True)
+class ClassifierConfig(TrainConfig):
+    """Stage 3: concat-pooling head, gradual unfreezing, discriminative LRs, STLR, BPT3C."""
+
+    epochs: int = 4
+    lr: float = 1e-2
+    drop_mult: float = 0.5
+    head: list[int] = field(default_factory=lambda: [50])
+    gradual_unfreezing: bool = True
+    max_len: int = 1400
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Where a run writes, and on what it runs."""
+
+    dir: str = "runs/default"
+    seed: int = 42
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    num_workers: int = 0
+    cache_dir: str | None = None
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole ULMFiT run."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    lm_pretrain: LMPretrainConfig = field(default_factory=LMPretrainConfig)
+    lm_finetune: LMFinetuneConfig = field(default_factory=LMFinetuneConfig)
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(dataclasses.asdict(self))
+
+    def replace(self, *overrides: str, **sections: Any) -> Config:
+        """A copy with dotted overrides applied (`"classifier.epochs=2"`), checked like a file."""
+        raw = self.to_dict()
+        for name, value in sections.items():
+            raw[name] = value
+        return from_dict(apply_overrides(raw, overrides))
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def apply_overrides(raw: dict[str, Any], overrides: typing.Iterable[str]) -> dict[str, Any]:
+    """Apply `a.b=value` strings to a nested dict; values are parsed as YAML (`2`, `1e-3`, `[1,2]`)."""
+    raw = _plain(raw)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(
+                f"override {item!r}: expected KEY=VALUE with a dotted key, e.g. classifier.epochs=2"
+            )
+        key, _, text = item.partition("=")
+        parts = key.strip().split(".")
+        node = raw
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {item!r}: {part!r} is a value, not a section")
+            node = child
+        node[parts[-1]] = yaml.safe_load(text) if text.strip() else None
+    return raw
+
+
+def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] = ()) -> Config:
+    """Load a YAML config and apply dotted overrides.
+
+    Args:
+        path: a YAML file; None starts from the defaults.
+        overrides: strings like `"classifier.epochs=2"` or `"data.path=aclImdb.tar.xz"`.
+
+    Returns:
+        The validated, frozen `Config`.
+
+    Raises:
+        ConfigError: listing every unknown key, wrong type and bad value at once.
+    """
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path} (expected a YAML file; see configs/)")
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a mapping of sections, found {type(raw).__name__}")
+    return from_dict(apply_overrides(raw, overrides), source=str(path) if path else "config")
+
+
+def from_dict(raw: dict[str, Any], source: str = "config") -> Config:
+    errors: list[str] = []
+    cfg = _build(Config, raw, "", errors)
+    if not errors:
+        errors.extend(_check_values(cfg))
+    if errors:
+        lines = "\n".join(f"  - {e}" for e in errors)
+        raise ConfigError(f"{source}: {len(errors)} problem(s):\n{lines}")
+    return cfg
+
+
+def _build(cls: type, raw: Any, prefix: str, errors: list[str]) -> Any:
+    if not isinstance(raw, dict):
+        errors.append(f"{prefix.rstrip('.') or 'top level'}: expected a mapping, found {raw!r}")
+        return None
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in raw.items():
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), fields, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"valid keys: {', '.join(fields)}"
+            errors.append(f"{prefix}{key}: unknown key ({hint})")
+            continue
+        hint_t = hints[key]
+        if dataclasses.is_dataclass(hint_t):
+            kwargs[key] = _build(hint_t, value, f"{prefix}{key}.", errors)
+        else:
+            ok, converted = _coerce(value, hint_t)
+            if ok:
+                kwargs[key] = converted
+            else:
+                errors.append(f"{prefix}{key}: expected {_type_name(hint_t)}, found {value!r}")
+    if any(v is None and dataclasses.is_dataclass(hints[k]) for k, v in kwargs.items()):
+        return None
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, tp: Any) -> tuple[bool, Any]:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        for arg in args:
+            ok, v = _coerce(value, arg)
+            if ok:
+                return True, v
+        return False, None
+    if tp is type(None):
+        return value is None, None
+    if origin is Literal:
+        return value in args, value
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            return False, None
+        out = [_coerce(v, args[0]) for v in value]
+        return all(ok for ok, _ in out), [v for _, v in out]
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            return False, None
+        out = [_coerce(v, a) for v, a in zip(value, args)]
+        return all(ok for ok, _ in out), tuple(v for _, v in out)
+    if tp is bool:
+        return isinstance(value, bool), value
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads `1e-3` (no dot) as a string
+            try:
+                return True, float(value)
+            except ValueError:
+                return False, None
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return ok, float(value) if ok else None
+    if tp is str:
+        return isinstance(value, str), value
+    return False, None
+
+
+def _type_name(tp: Any) -> str:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in args)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin is list:
+        return f"a list of {_type_name(args[0])}"
+    if origin is tuple:
+        return f"a list of {len(args)} ({', '.join(_type_name(a) for a in args)})"
+    return "null" if tp is type(None) else getattr(tp, "__name__", str(tp))
+
+
+def _check_values(cfg: Config) -> list[str]:
+    errs = []
+
+    def positive(name: str, value: float | int | None, allow_none: bool = False) -> None:
+        if value is None and allow_none:
+            return
+        if value is None or value <= 0:
+            errs.append(f"{name}: must be > 0, found {value!r}")
+
+    def fraction(name: str, value: float, upper_open: bool = True) -> None:
+        if not (0.0 <= value < 1.0):
+            errs.append(f"{name}: must be in [0, 1), found {value!r}")
+
+    for section in ("lm_pretrain", "lm_finetune", "classifier"):
+        t: TrainConfig = getattr(cfg, section)
+        for name in ("epochs", "lr", "bs", "lr_decay"):
+            positive(f"{section}.{name}", getattr(t, name))
+        positive(f"{section}.clip", t.clip, allow_none=True)
+        if not (0.0 < t.cut_frac < 1.0):
+            errs.append(f"{section}.cut_frac: must be in (0, 1), found {t.cut_frac!r}")
+        if t.ratio < 1:
+            errs.append(f"{section}.ratio: must be >= 1, found {t.ratio!r}")
+        if t.drop_mult <= 0:  # fastai's WeightDropout breaks at p=0 (dropout returns the Parameter itself)
+            errs.append(f"{section}.drop_mult: must be > 0 (use e.g. 0.01 for almost no dropout), "
+                        f"found {t.drop_mult!r}")
+        for name in ("wd", "alpha", "beta"):
+            if getattr(t, name) < 0:
+                errs.append(f"{section}.{name}: must be >= 0, found {getattr(t, name)!r}")
+    for name in ("emb_sz", "n_hid", "n_layers", "bptt"):
+        positive(f"model.{name}", getattr(cfg.model, name))
+    for name in ("max_train", "max_test"):
+        positive(f"data.{name}", getattr(cfg.data, name), allow_none=True)
+    if cfg.data.max_unlabelled is not None and cfg.data.max_unlabelled < 0:
+        errs.append(f"data.max_unlabelled: must be >= 0 (0: no unlabelled texts), found {cfg.data.max_unlabelled}")
+    positive("data.min_freq", cfg.data.min_freq)
+    positive("data.max_vocab", cfg.data.max_vocab)
+    for name in ("valid_pct", "test_pct"):
+        fraction(f"data.{name}", getattr(cfg.data, name))
+    if cfg.data.valid_pct + cfg.data.test_pct >= 1:
+        errs.append("data.valid_pct + data.test_pct: must leave training data (sum < 1)")
+    fraction("lm_pretrain.valid_pct", cfg.lm_pretrain.valid_pct)
+    positive("classifier.max_len", cfg.classifier.max_len)
+    if cfg.classifier.head and min(cfg.classifier.head) <= 0:
+        errs.append(f"classifier.head: layer sizes must be > 0, found {cfg.classifier.head!r}")
+    lp = cfg.lm_pretrain
+    if lp.source == "scratch" and not lp.corpus:
+        errs.append("lm_pretrain.corpus: source is 'scratch' but no corpus is given (list of paths)")
+    if lp.source == "pretrained" and not lp.weights:
+        errs.append(
+            "lm_pretrain.weights: source is 'pretrained' but no weights are given "
+            "(a .pth/.safetensors path, a URL, or an LM directory)"
+        )
+    if cfg.data.path is None and cfg.data.train is None:
+        pass  # data may come from the Python API; the data stage checks it when it runs
+    return errs

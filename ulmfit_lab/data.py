@@ -1,0 +1,360 @@
+"""Data sources -> one labelled table per split plus unlabelled texts, checked before any training.
+
+Sources: a pandas DataFrame, CSV/TSV/JSONL/parquet/txt files, a folder with one sub-folder per class,
+an aclImdb-style tree (`train/`, `test/`, `unsup/`) or its tar archive, or `hf:NAME[:CONFIG]`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .config import DataConfig
+
+TEXT, LABEL = "text", "label"
+_TABLE_EXT = {".csv": ",", ".tsv": "\t", ".tab": "\t"}
+
+
+class DataError(ValueError):
+    """Input data is missing or malformed; the message says what was expected, found, and what to do."""
+
+
+@dataclass
+class LabelledData:
+    """Splits as DataFrames with columns `text` and `label`, plus texts for LM fine-tuning only."""
+
+    train: pd.DataFrame
+    valid: pd.DataFrame
+    test: pd.DataFrame | None = None
+    unlabelled: list[str] = field(default_factory=list)
+
+    @property
+    def classes(self) -> list:
+        return sorted(self.train[LABEL].unique().tolist(), key=lambda x: (str(type(x)), x))
+
+    def fingerprint(self) -> str:
+        """A hash of every text and label, so a cached result is reused only for the same data."""
+        h = hashlib.sha256()
+        for name, df in (("train", self.train), ("valid", self.valid), ("test", self.test)):
+            h.update(name.encode())
+            if df is not None:
+                h.update(pd.util.hash_pandas_object(df[[TEXT, LABEL]].astype(str), index=False).values)
+        h.update(pd.util.hash_pandas_object(pd.Series(self.unlabelled, dtype=str), index=False).values)
+        return h.hexdigest()[:16]
+
+    def summary(self) -> dict:
+        return {
+            "train": len(self.train),
+            "valid": len(self.valid),
+            "test": 0 if self.test is None else len(self.test),
+            "unlabelled": len(self.unlabelled),
+            "classes": [_jsonable(c) for c in self.classes],
+        }
+
+
+def _jsonable(x):
+    return x.item() if isinstance(x, np.generic) else x
+
+
+# ---------------------------------------------------------------- reading files
+
+
+def read_text_file(path: Path) -> str:
+    """Read UTF-8 text; a bad byte is reported with its file and line."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise DataError(
+            f"{path}, line {line}: not valid UTF-8 (byte {data[e.start]:#04x} at offset {e.start}); "
+            "re-encode the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)"
+        ) from None
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read a CSV/TSV/JSONL/JSON/parquet table, or a .txt file with one text per line."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"data file not found: {path} (check the path, or set data.path=...)")
+    suffixes = [s.lower() for s in path.suffixes]
+    ext = suffixes[-1] if suffixes else ""
+    if ext in (".xz", ".gz", ".bz2", ".zst") and len(suffixes) > 1:
+        ext = suffixes[-2]
+    try:
+        if ext in _TABLE_EXT:
+            return pd.read_csv(path, sep=_TABLE_EXT[ext], encoding="utf-8")
+        if ext in (".jsonl", ".ndjson"):
+            return pd.read_json(path, lines=True)
+        if ext == ".json":
+            return pd.read_json(path)
+        if ext in (".parquet", ".pq"):
+            return pd.read_parquet(path)
+        if ext == ".txt":
+            return pd.DataFrame({TEXT: read_text_file(path).splitlines()})
+    except UnicodeDecodeError:
+        read_text_file(path)  # raises a DataError naming the line
+        raise
+    raise DataError(
+        f"{path}: unknown file type {ext or '(none)'}; expected .csv, .tsv, .jsonl, .json, .parquet, "
+        ".txt, a folder with one sub-folder per class, or a .tar.gz/.tar.xz of one"
+    )
+
+
+def _read_class_folders(root: Path, skip: list[str]) -> pd.DataFrame:
+    rows = []
+    for sub in sorted(p for p in root.iterdir() if p.is_dir() and p.name not in skip):
+        for f in sorted(sub.glob("*.txt")):
+            rows.append((read_text_file(f), sub.name))
+    df = pd.DataFrame(rows, columns=[TEXT, LABEL])
+    df.attrs["standard"] = True
+    return df
+
+
+def _read_folder_texts(folder: Path) -> list[str]:
+    return [read_text_file(f) for f in sorted(folder.glob("*.txt"))]
+
+
+def extract_archive(path: Path, cache_dir: Path) -> Path:
+    """Unpack a .tar(.gz/.xz/.bz2) once into the cache and return the folder it holds."""
+    st = path.stat()
+    tag = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:12]
+    dest = cache_dir / "archives" / f"{path.name.split('.')[0]}-{tag}"
+    done = dest / ".extracted"
+    if not done.exists():
+        dest.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(path) as tar:
+            tar.extractall(dest, filter="data")
+        done.touch()
+    entries = [p for p in dest.iterdir() if not p.name.startswith(".")]
+    return entries[0] if len(entries) == 1 and entries[0].is_dir() else dest
+
+
+def _is_archive(path: Path) -> bool:
+    name = path.name.lower()
+    return path.is_file() and any(name.endswith(s) for s in (".tar", ".tar.gz", ".tgz", ".tar.xz", ".tar.bz2"))
+
+
+def read_source(spec: str, cfg: DataConfig, cache_dir: Path) -> dict[str, pd.DataFrame | list[str]]:
+    """Read one data source into `{split: DataFrame}` (split 'all' when it has no split of its own)."""
+    if spec.startswith("hf:"):
+        return _read_hf(spec[3:])
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise DataError(f"data not found: {path} (expected a file, a folder or an archive; check the path)")
+    if _is_archive(path):
+        path = extract_archive(path, cache_dir)
+    if path.is_dir():
+        if (path / "train").is_dir():
+            out: dict[str, pd.DataFrame | list[str]] = {}
+            for split in ("train", "valid", "test"):
+                if (path / split).is_dir():
+                    out[split] = _read_class_folders(path / split, cfg.unlabelled_folders)
+            unsup = [t for name in cfg.unlabelled_folders if (path / "train" / name).is_dir()
+                     for t in _read_folder_texts(path / "train" / name)]
+            if unsup:
+                out["unlabelled"] = unsup
+            return out
+        return {"all": _read_class_folders(path, cfg.unlabelled_folders)}
+    return {"all": read_table(path)}
+
+
+def _read_hf(name: str) -> dict[str, pd.DataFrame | list[str]]:
+    import datasets
+
+    repo, _, conf = name.partition(":")
+    try:
+        dsd = datasets.load_dataset(repo, conf or None)
+    except Exception as e:  # the hub raises many types; all mean "could not get it"
+        raise DataError(
+            f"could not load Hugging Face dataset {repo!r}: {e}. Without network, pass a local path "
+            "instead (data.path=path/to/file_or_folder)"
+        ) from None
+    out: dict[str, pd.DataFrame | list[str]] = {}
+    for split, ds in dsd.items():
+        key = {"validation": "valid", "unsupervised": "unlabelled"}.get(split, split)
+        out[key] = ds.to_pandas()
+    if isinstance(out.get("unlabelled"), pd.DataFrame):
+        df = out["unlabelled"]
+        out["unlabelled"] = df[df.columns[0]].astype(str).tolist() if "text" not in df else df["text"].tolist()
+    return out
+
+
+# ---------------------------------------------------------------- checks and splits
+
+
+def standardize(df: pd.DataFrame, cfg: DataConfig, where: str, labelled: bool = True) -> pd.DataFrame:
+    """Rename the configured columns to text/label and check every cell; errors list what was found."""
+    if not isinstance(df, pd.DataFrame):
+        raise DataError(f"{where}: expected a table (DataFrame), found {type(df).__name__}")
+    if df.attrs.get("standard"):  # read from class folders: already text/label
+        cols = {TEXT: TEXT, LABEL: LABEL} if labelled else {TEXT: TEXT}
+    else:
+        cols = {cfg.text_column: TEXT, **({cfg.label_column: LABEL} if labelled else {})}
+        missing = [c for c in cols if c not in df.columns]
+        if missing:
+            raise DataError(
+                f"{where}: column(s) {missing} not found; columns found: {list(df.columns)}. "
+                "Set data.text_column=... and data.label_column=..."
+            )
+    out = df[list(cols)].rename(columns=cols).reset_index(drop=True)
+    if len(out) == 0:
+        raise DataError(f"{where}: the dataset is empty (0 rows); point data.path at a file with rows")
+    bad = ~out[TEXT].map(lambda t: isinstance(t, str))
+    if labelled:
+        bad |= out[LABEL].isna()
+    if bad.any():
+        rows = np.flatnonzero(bad.values)
+        msg = (f"{where}: {len(rows)} row(s) have a missing or non-string text or a missing label "
+               f"(first rows: {rows[:5].tolist()})")
+        if not cfg.drop_invalid:
+            raise DataError(msg + "; fix them, or set data.drop_invalid=true to drop them")
+        out = out[~bad].reset_index(drop=True)
+    blank = out[TEXT].str.strip() == ""
+    if blank.any():
+        rows = np.flatnonzero(blank.values)
+        msg = f"{where}: {len(rows)} text(s) are empty or whitespace only (first rows: {rows[:5].tolist()})"
+        if not cfg.drop_invalid:
+            raise DataError(msg + "; remove them, or set data.drop_invalid=true to drop them")
+        out = out[~blank].reset_index(drop=True)
+    if len(out) == 0:
+        raise DataError(f"{where}: no usable rows left after dropping invalid ones")
+    if labelled:
+        kinds = {type(_jsonable(v)).__name__ for v in out[LABEL]}
+        if len(kinds) > 1:
+            raise DataError(
+                f"{where}: labels mix types {sorted(kinds)}; use one type (all strings or all integers)"
+            )
+        out[LABEL] = out[LABEL].map(_jsonable)
+    return out
+
+
+def _sample(df: pd.DataFrame, n: int | None, seed: int, stratify: bool = True) -> pd.DataFrame:
+    if n is None or len(df) <= n:
+        return df
+    rng = np.random.default_rng(seed)
+    if not stratify:
+        return df.iloc[np.sort(rng.choice(len(df), n, replace=False))].reset_index(drop=True)
+    # proportional per class, so a small sample keeps the class balance
+    idx = []
+    for _, g in df.groupby(LABEL, sort=True):
+        k = max(1, round(n * len(g) / len(df)))
+        idx.extend(rng.choice(g.index.values, min(k, len(g)), replace=False))
+    idx = np.sort(np.array(idx[:n]) if len(idx) > n else np.array(idx))
+    return df.loc[idx].reset_index(drop=True)
+
+
+def _carve(df: pd.DataFrame, pct: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split off a stratified `pct` of rows, reproducibly."""
+    rng = np.random.default_rng(seed)
+    take = []
+    for _, g in df.groupby(LABEL, sort=True):
+        k = int(round(len(g) * pct))
+        if len(g) > 1:
+            k = min(max(k, 1), len(g) - 1)
+        take.extend(rng.choice(g.index.values, k, replace=False))
+    mask = df.index.isin(take)
+    return df[~mask].reset_index(drop=True), df[mask].reset_index(drop=True)
+
+
+def load_data(
+    cfg: DataConfig,
+    cache_dir: Path,
+    train: pd.DataFrame | None = None,
+    valid: pd.DataFrame | None = None,
+    test: pd.DataFrame | None = None,
+    unlabelled: list[str] | None = None,
+) -> LabelledData:
+    """Read, check and split the labelled data described by `cfg` (or passed in as DataFrames)."""
+    parts: dict[str, pd.DataFrame | list[str]] = {}
+    if cfg.path:
+        parts.update(read_source(cfg.path, cfg, cache_dir))
+    for split, spec in (("train", cfg.train), ("valid", cfg.valid), ("test", cfg.test)):
+        if spec:
+            src = read_source(spec, cfg, cache_dir)
+            parts[split] = src.get(split, src.get("all"))
+    for split, df in (("train", train), ("valid", valid), ("test", test)):
+        if df is not None:
+            parts[split] = df
+    if "train" not in parts and "all" in parts:
+        parts["train"] = parts.pop("all")
+    if "train" not in parts:
+        raise DataError(
+            "no training data: set data.path (a file, a class-per-folder tree or an archive), "
+            "data.train, or pass a DataFrame to fit()"
+        )
+
+    tr = standardize(parts["train"], cfg, "train")
+    va = standardize(parts["valid"], cfg, "valid") if "valid" in parts else None
+    te = standardize(parts["test"], cfg, "test") if "test" in parts else None
+    if te is None and cfg.test_pct > 0:
+        tr, te = _carve(tr, cfg.test_pct, cfg.seed + 1)
+    tr = _sample(tr, cfg.max_train, cfg.seed)
+    if va is None:
+        tr, va = _carve(tr, cfg.valid_pct, cfg.seed)
+    if te is not None:
+        te = _sample(te, cfg.max_test, cfg.seed)
+
+    classes = set(tr[LABEL])
+    if len(classes) < 2:
+        raise DataError(
+            f"train: only one class ({next(iter(classes))!r}) in {len(tr)} rows; a classifier needs "
+            "at least two. Check data.label_column and the data"
+        )
+    for name, df in (("valid", va), ("test", te)):
+        if df is not None:
+            unseen = sorted(set(df[LABEL]) - classes, key=str)
+            if unseen:
+                raise DataError(
+                    f"{name}: label(s) {unseen[:5]} do not occur in train (classes: {sorted(classes, key=str)}); "
+                    "fix the labels or add examples of them to train"
+                )
+    if len(va) == 0:
+        raise DataError("valid: empty; set data.valid_pct > 0 or give data.valid")
+
+    texts = list(unlabelled or [])
+    texts += [t for t in parts.get("unlabelled", []) if isinstance(t, str) and t.strip()]
+    for spec in cfg.unlabelled:
+        src = read_source(spec, cfg, cache_dir)
+        for v in src.values():
+            if isinstance(v, list):
+                texts += v
+            else:
+                texts += standardize(v, cfg, f"unlabelled {spec}", labelled=False)[TEXT].tolist()
+    if cfg.max_unlabelled is not None and len(texts) > cfg.max_unlabelled:
+        rng = np.random.default_rng(cfg.seed)
+        texts = [texts[i] for i in np.sort(rng.choice(len(texts), cfg.max_unlabelled, replace=False))]
+    return LabelledData(tr, va, te, texts)
+
+
+def read_corpus(specs: list[str], cfg: DataConfig, cache_dir: Path, text_column: str = "text",
+                max_docs: int | None = None) -> list[str]:
+    """Read a general-domain corpus (text files, tables with a text column, folders) as documents."""
+    docs: list[str] = []
+    for spec in specs:
+        path = Path(spec)
+        if path.is_file() and path.suffix.lower() in (".tokens", ".raw"):
+            docs += [d for d in read_text_file(path).split("\n \n = ") if d.strip()]
+            continue
+        for v in read_source(spec, cfg, cache_dir).values():
+            if isinstance(v, list):
+                docs += v
+            elif text_column in v.columns:
+                docs += [t for t in v[text_column].tolist() if isinstance(t, str) and t.strip()]
+            elif TEXT in v.columns:
+                docs += [t for t in v[TEXT].tolist() if isinstance(t, str) and t.strip()]
+            else:
+                raise DataError(
+                    f"corpus {spec}: no text column {text_column!r}; columns found: {list(v.columns)}. "
+                    "Set lm_pretrain.text_column=..."
+                )
+    if not docs:
+        raise DataError(f"corpus {specs}: no documents found")
+    if max_docs is not None:
+        docs = docs[:max_docs]
+    return docs

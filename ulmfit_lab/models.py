@@ -1,0 +1,199 @@
+"""Build fastai's AWD-LSTM LM and classifier from a `ModelConfig`; layer groups; checkpoints.
+
+Layer groups drive both discriminative LRs and gradual unfreezing. For the LM they follow the paper
+(embedding lowest, then each LSTM layer), not fastai's `awd_lstm_lm_split`, which puts the embedding
+(tied to the decoder) in the last, highest-LR group.
+
+A checkpoint is a folder: `model.safetensors` (tied weights stored once), `vocab.json` and `model.json`
+(everything needed to rebuild the model). Nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import safetensors.torch as st
+import torch
+from fastai.text.learner import clean_raw_keys, match_embeds
+from fastai.text.models.awdlstm import AWD_LSTM, awd_lstm_clas_config, awd_lstm_clas_split, awd_lstm_lm_config
+from fastai.text.models.core import get_language_model, get_text_classifier
+from torch import nn
+
+from .config import ModelConfig
+from .rundir import atomic_path, write_json
+
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint or pretrained file is missing, corrupt or does not fit the model."""
+
+
+def _arch(m: ModelConfig, base: dict) -> dict:
+    return dict(base, emb_sz=m.emb_sz, n_hid=m.n_hid, n_layers=m.n_layers)
+
+
+def build_lm(vocab_sz: int, m: ModelConfig, drop_mult: float = 1.0) -> nn.Module:
+    """fastai's AWD-LSTM language model (tied embedding and decoder)."""
+    return get_language_model(AWD_LSTM, vocab_sz, config=_arch(m, awd_lstm_lm_config), drop_mult=drop_mult)
+
+
+def build_classifier(vocab_sz: int, n_class: int, m: ModelConfig, drop_mult: float = 0.5,
+                     head: list[int] | None = None, max_len: int = 1400) -> nn.Module:
+    """fastai's classifier: BPT3C `SentenceEncoder` + concat pooling [last, max, mean] + head."""
+    return get_text_classifier(AWD_LSTM, vocab_sz, n_class, seq_len=m.bptt, config=_arch(m, awd_lstm_clas_config),
+                               drop_mult=drop_mult, lin_ftrs=list(head or [50]), max_len=max_len)
+
+
+def lm_layer_groups(model: nn.Module) -> list[list[nn.Parameter]]:
+    """Paper order, lowest first: [embedding (= decoder weight)], [LSTM 1], ..., [LSTM n + decoder bias]."""
+    enc, dec = model[0], model[1]
+    groups = [list(enc.encoder.parameters())] + [list(r.parameters()) for r in enc.rnns]
+    if dec.decoder.bias is not None:
+        groups[-1].append(dec.decoder.bias)
+    return groups
+
+
+def classifier_layer_groups(model: nn.Module) -> list[list[nn.Parameter]]:
+    """fastai's split, lowest first: [embedding], [LSTM 1], ..., [LSTM n], [head]."""
+    return [list(g) for g in awd_lstm_clas_split(model)]
+
+
+def n_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(model: nn.Module, folder: Path, vocab: list[str], meta: dict[str, Any]) -> None:
+    """Write weights, vocab and metadata into `folder`, each file atomically."""
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / "vocab.json", vocab)
+    with atomic_path(folder / "model.safetensors") as tmp:
+        st.save_model(model, str(tmp))
+    write_json(folder / "model.json", {"format_version": FORMAT_VERSION, **meta})
+
+
+def read_checkpoint_meta(folder: Path) -> tuple[dict[str, Any], list[str]]:
+    folder = Path(folder)
+    for name in ("model.json", "vocab.json", "model.safetensors"):
+        if not (folder / name).is_file():
+            raise CheckpointError(
+                f"{folder}: missing {name}; expected a folder written by ulmfit-lab "
+                "(model.safetensors, model.json, vocab.json). Re-run the stage that makes it"
+            )
+    try:
+        meta = json.loads((folder / "model.json").read_text(encoding="utf-8"))
+        vocab = json.loads((folder / "vocab.json").read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{folder}: model.json or vocab.json is corrupt ({e}); re-run the stage") from None
+    if meta.get("format_version", 0) > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{folder}: format version {meta['format_version']} is newer than this ulmfit_lab "
+            f"({FORMAT_VERSION}); upgrade ulmfit_lab"
+        )
+    return meta, vocab
+
+
+def load_weights(model: nn.Module, path: Path) -> None:
+    try:
+        missing, unexpected = st.load_model(model, str(path), strict=False)
+    except (RuntimeError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: cannot load weights ({str(e).splitlines()[0]}); the file is corrupt "
+                              "or was made for another model size") from None
+    if missing or unexpected:
+        raise CheckpointError(f"{path}: weights do not fit the model (missing {missing[:3]}, "
+                              f"unexpected {unexpected[:3]})")
+
+
+def model_config_from_meta(meta: dict[str, Any]) -> ModelConfig:
+    return ModelConfig(**meta["model"])
+
+
+def lm_meta(m: ModelConfig, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"kind": "lm", "model": asdict(m), **(extra or {})}
+
+
+def load_lm_checkpoint(folder: Path, drop_mult: float = 1.0) -> tuple[nn.Module, list[str], dict]:
+    meta, vocab = read_checkpoint_meta(folder)
+    model = build_lm(len(vocab), model_config_from_meta(meta), drop_mult)
+    load_weights(model, Path(folder) / "model.safetensors")
+    return model, vocab, meta
+
+
+# ---------------------------------------------------------------- pretrained LMs (fastai WT103 format too)
+
+
+class _ListUnpickler(pickle.Unpickler):
+    """fastai's vocab `.pkl` is a pickled list of strings: refuse anything that would run code."""
+
+    def find_class(self, module, name):
+        raise CheckpointError(f"vocab pickle refers to {module}.{name}; only a plain list of strings is accepted")
+
+
+def read_vocab(path: Path) -> list[str]:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"pretrained vocab not found: {path} (expected itos as .json or fastai .pkl)")
+    if path.suffix == ".json":
+        vocab = json.loads(path.read_text(encoding="utf-8"))
+    else:
+        with open(path, "rb") as f:
+            vocab = _ListUnpickler(f).load()
+    if not isinstance(vocab, list) or not all(isinstance(w, str) for w in vocab):
+        raise CheckpointError(f"{path}: expected a list of token strings (itos)")
+    return vocab
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"pretrained weights not found: {path}; give lm_pretrain.weights a .pth, "
+                              ".safetensors or LM folder, or set lm_pretrain.source=none")
+    try:
+        if path.suffix == ".safetensors":
+            return st.load_file(str(path))
+        wgts = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for a bad file
+        raise CheckpointError(f"{path}: cannot read weights ({str(e).splitlines()[0][:200]}); "
+                              "the file is corrupt or truncated") from None
+    if isinstance(wgts, dict) and "model" in wgts and isinstance(wgts["model"], dict):
+        wgts = wgts["model"]  # saved with an optimizer state
+    return wgts
+
+
+def adapt_pretrained(wgts: dict[str, torch.Tensor], old_vocab: list[str], new_vocab: list[str],
+                     model: nn.Module) -> nn.Module:
+    """Load pretrained LM weights into `model`, mapping embedding rows onto `new_vocab`.
+
+    Words unknown to the pretrained vocab get the mean embedding (fastai's `match_embeds`).
+    """
+    wgts = dict(wgts)
+    if "0.encoder.weight" not in wgts:
+        raise CheckpointError(f"pretrained weights have no '0.encoder.weight'; keys found: {list(wgts)[:6]}")
+    if wgts["0.encoder.weight"].shape[0] != len(old_vocab):
+        raise CheckpointError(
+            f"pretrained embedding has {wgts['0.encoder.weight'].shape[0]} rows but its vocab has "
+            f"{len(old_vocab)} tokens: the weights and the vocab file do not belong together"
+        )
+    if "1.decoder.weight" not in wgts:
+        wgts["1.decoder.weight"] = wgts["0.encoder.weight"]
+    wgts = clean_raw_keys(match_embeds(wgts, old_vocab, new_vocab))
+    wgts.setdefault("0.encoder_dp.emb.weight", wgts["0.encoder.weight"])  # tied; stored once by safetensors
+    expected = model.state_dict()
+    bad = [f"{k}: pretrained {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
+           for k, v in wgts.items() if k in expected and v.shape != expected[k].shape]
+    missing = [k for k in expected if k not in wgts]
+    if bad or missing:
+        raise CheckpointError(
+            "pretrained LM does not match model.{emb_sz,n_hid,n_layers}: "
+            + "; ".join(bad[:4] + [f"missing {k}" for k in missing[:4]])
+            + ". Set the model section to the pretrained model's sizes"
+        )
+    model.load_state_dict({k: v for k, v in wgts.items() if k in expected})
+    return model

@@ -1,0 +1,1 @@
+"""One module per stage: data -> lm -> lm_finetune -> classifier -> evaluate."""

@@ -1,0 +1,82 @@
+"""What the stages share: the run context, typed results, and the skip-if-done wrapper."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+from fastai.torch_core import set_seed
+
+from ..config import Config
+from ..plots import plot_stage
+from ..rundir import StageDir, stage_key
+from ..training import pick_device
+
+R = TypeVar("R")
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("ULMFIT_LAB_CACHE", Path.home() / ".cache" / "ulmfit_lab"))
+
+
+@dataclass(frozen=True)
+class Context:
+    """One run: its config, its folder, the device and the cache. Stages read nothing else."""
+
+    cfg: Config
+    run_dir: Path
+    device: torch.device
+    cache_dir: Path
+
+    @classmethod
+    def create(cls, cfg: Config) -> Context:
+        cache = Path(cfg.run.cache_dir) if cfg.run.cache_dir else default_cache_dir()
+        return cls(cfg, Path(cfg.run.dir), pick_device(cfg.run), cache)
+
+    def stage(self, name: str, version: int, *parts: Any) -> StageDir:
+        return StageDir(self.run_dir / name, stage_key(name, version, *parts))
+
+    def log(self, msg: str) -> None:
+        print(f"[ulmfit-lab] {msg}", flush=True)
+
+
+@dataclass(frozen=True)
+class StageResult:
+    """Base of every stage's result: where it wrote, its key and its metrics."""
+
+    dir: str
+    key: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+    skipped: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d.pop("skipped")
+        return d
+
+    @classmethod
+    def from_dict(cls: type[R], d: dict[str, Any], **extra: Any) -> R:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in {**d, **extra}.items() if k in names})
+
+
+def run_cached(ctx: Context, stage: StageDir, name: str, cls: type[R], snapshot: dict[str, Any],
+               body: Callable[[], dict[str, Any]]) -> R:
+    """Skip the stage if its marker carries the same key; else run `body` and write the marker last."""
+    done = stage.done()
+    if done is not None:
+        ctx.log(f"{name}: up to date (key {stage.key}), skipped")
+        return cls.from_dict(done, skipped=True)
+    ctx.log(f"{name}: running -> {stage.path}")
+    stage.start(snapshot)
+    set_seed(ctx.cfg.run.seed)
+    result = body()
+    plot_stage(stage.path)
+    result.update(dir=str(stage.path), key=stage.key)
+    stage.finish(result)
+    return cls.from_dict(result)

@@ -1,0 +1,93 @@
+"""Stage 2: fine-tune the LM on target-domain text with discriminative LRs and STLR.
+
+The pretrained embedding is mapped onto the target vocab (unknown words get the mean embedding).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import safetensors.torch as st
+from fastai.metrics import Perplexity, accuracy
+from torch import nn
+
+from ..loaders import lm_loaders
+from ..models import (
+    CheckpointError,
+    adapt_pretrained,
+    build_lm,
+    lm_layer_groups,
+    lm_meta,
+    n_params,
+    read_checkpoint_meta,
+    read_state_dict,
+    read_vocab,
+    save_checkpoint,
+)
+from ..schedules import Phase
+from ..training import fit_phases, make_learner
+from .common import Context, StageResult, run_cached
+from .data import DataResult, ids_of
+from .lm import LMResult
+
+VERSION = 1
+
+
+@dataclass(frozen=True)
+class LMFinetuneResult(StageResult):
+    model_dir: str = ""
+
+
+def init_lm(ctx: Context, lm: LMResult, vocab: list[str], drop_mult: float) -> nn.Module:
+    """The target-vocab LM, initialised from the stage-1 LM (or randomly when there is none)."""
+    m = ctx.cfg.model
+    model = build_lm(len(vocab), m, drop_mult)
+    if lm.kind == "none":
+        return model
+    if lm.kind == "package":
+        meta, old_vocab = read_checkpoint_meta(Path(lm.weights))
+        if meta.get("model", {}).get("backwards", False) != m.backwards:
+            raise CheckpointError(f"{lm.weights} is a {'backward' if not m.backwards else 'forward'} LM but "
+                                  f"model.backwards={m.backwards}; use the LM of the same direction")
+        wgts = st.load_file(str(Path(lm.weights) / "model.safetensors"))
+    else:
+        wgts, old_vocab = read_state_dict(Path(lm.weights)), read_vocab(Path(lm.vocab))
+    adapt_pretrained(wgts, old_vocab, vocab, model)
+    known = len(set(vocab) & set(old_vocab))
+    ctx.log(f"lm_finetune: pretrained LM loaded; {known}/{len(vocab)} target tokens found in its vocab")
+    return model
+
+
+def run(ctx: Context, data: DataResult, lm: LMResult) -> LMFinetuneResult:
+    ft, m = ctx.cfg.lm_finetune, ctx.cfg.model
+    stage = ctx.stage("lm_finetune", VERSION, asdict(ft), asdict(m), data.key, lm.key, ctx.cfg.run.seed)
+
+    def body() -> dict:
+        vocab = data.vocab()
+        train_ids = ids_of(data.split("train"))
+        if data.split("unlabelled") is not None:
+            train_ids += ids_of(data.split("unlabelled"))
+        valid_ids = ids_of(data.split("valid"))
+        dls = lm_loaders(train_ids, valid_ids, ft.bs, m.bptt, m.backwards, ctx.device, ctx.cfg.run.seed)
+        model = init_lm(ctx, lm, vocab, ft.drop_mult)
+        learn = make_learner(dls, model, lm_layer_groups, ft, ctx.cfg.run, ctx.device, [accuracy, Perplexity()],
+                             stage.path)
+        before = float(learn.validate()[0])
+        n_tok = int(sum(map(len, train_ids)))
+        metrics = {"valid_loss_before": before, "valid_perplexity_before": float(np.exp(before)),
+                   "train_tokens": n_tok, "params": n_params(model)}
+        if ft.enabled:
+            ctx.log(f"lm_finetune: {n_params(model):,} parameters, {n_tok:,} tokens, {ft.epochs} epoch(s)")
+            fit_phases(learn, [Phase(len(lm_layer_groups(model)), ft.epochs)], ft, stage)
+            after = float(learn.validate()[0])
+            metrics.update(valid_loss=after, valid_perplexity=float(np.exp(after)))
+        out = stage.path / "model"
+        save_checkpoint(learn.model, out, vocab, lm_meta(m, {"direction": "bwd" if m.backwards else "fwd"}))
+        (stage.path / "summary.json").write_text(json.dumps(metrics, indent=2))
+        return {"model_dir": str(out), "metrics": metrics}
+
+    return run_cached(ctx, stage, "lm_finetune", LMFinetuneResult, {"lm_finetune": asdict(ft), "model": asdict(m)},
+                      body)

@@ -1,0 +1,223 @@
+"""The one training helper every stage shares: a fastai `Learner` with ULMFiT's schedule.
+
+Phases (gradual unfreezing) each run one STLR cycle over discriminative LRs. After every epoch the
+model and optimizer go to `last.pt` (atomically) with the position reached, so a killed run resumes
+at the next epoch instead of starting over.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from fastai.callback.core import Callback
+from fastai.callback.fp16 import MixedPrecision
+from fastai.callback.progress import ProgressCallback
+from fastai.callback.rnn import rnn_cbs
+from fastai.callback.schedule import ParamScheduler
+from fastai.callback.training import GradientClip
+from fastai.data.core import DataLoaders
+from fastai.learner import Learner
+from fastai.losses import CrossEntropyLossFlat
+from fastai.optimizer import Adam
+from fastai.torch_core import to_float
+from torch import nn
+
+from .config import RunConfig, TrainConfig
+from .rundir import StageDir, atomic_path
+from .schedules import Phase, discriminative_lrs, stlr_schedule
+
+
+def pick_device(run: RunConfig) -> torch.device:
+    if run.device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("run.device=cuda but no CUDA GPU is visible; use run.device=auto or cpu")
+    if run.device == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda")
+
+
+def amp_dtype(run: RunConfig, device: torch.device) -> torch.dtype | None:
+    """Mixed precision: bf16 (fp16 on older GPUs) on GPU by default, fp32 on CPU unless asked."""
+    if run.precision == "fp32" or (run.precision == "auto" and device.type != "cuda"):
+        return None
+    if run.precision == "fp16":
+        return torch.float16
+    if run.precision == "auto" and not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return torch.bfloat16
+
+
+class CpuAutocast(Callback):
+    """bf16 autocast on the CPU (fastai's `MixedPrecision` is CUDA only). bf16 needs no loss scaling."""
+
+    order = 10
+
+    def before_batch(self):
+        self.ctx = torch.autocast("cpu", dtype=torch.bfloat16)
+        self.ctx.__enter__()
+
+    def after_pred(self):
+        self.learn.pred = to_float(self.pred)
+
+    def after_loss(self):
+        self.ctx.__exit__(None, None, None)
+
+
+class EpochLogger(Callback):
+    """After each epoch: a metrics line in `metrics.jsonl`, the LR per group, and a resumable checkpoint."""
+
+    order = 65  # after Recorder (50) and ParamScheduler (60)
+
+    def __init__(self, stage: StageDir, phase: int, phases: list[Phase], start_epoch: int,
+                 extra: Callable[[], dict] | None = None):
+        self.stage, self.phase, self.phases, self.start_epoch = stage, phase, phases, start_epoch
+        self.extra = extra
+
+    def before_epoch(self):
+        self.t0 = time.time()
+        self.lr_trace: list[list[float]] = []
+
+    def after_batch(self):
+        if self.training and self.epoch >= self.start_epoch:
+            self.lr_trace.append([float(h["lr"]) for h in self.opt.hypers])
+
+    def after_epoch(self):
+        if self.epoch < self.start_epoch:  # fastai still calls after_epoch for skipped epochs
+            return
+        names = [n for n in self.recorder.metric_names if n not in ("epoch", "time")]
+        values = self.recorder.log[1:]
+        row: dict[str, Any] = {"phase": self.phase, "epoch": self.epoch}
+        row.update({n: _num(v) for n, v in zip(names, values)})
+        row["trainable_groups"] = [any(p.requires_grad for p in g) for g in self.opt.param_lists]
+        row["lr_per_group_start_mid_end"] = _lr_summary(self.lr_trace)
+        row["seconds"] = round(time.time() - self.t0, 2)
+        n_tok = getattr(self, "tokens_seen", None)
+        if n_tok:
+            row["train_tokens_per_s"] = round(n_tok / max(row["seconds"], 1e-9), 1)
+        if self.extra:
+            row.update(self.extra())
+        self.stage.log_metrics(row)
+        if not any(isinstance(cb, ProgressCallback) for cb in self.learn.cbs):
+            shown = " ".join(f"{k} {v:.4g}" for k, v in row.items() if isinstance(v, float) and k != "seconds")
+            print(f"[ulmfit-lab] {self.stage.path.name} phase {self.phase} epoch {self.epoch}: {shown} "
+                  f"({row['seconds']} s)", flush=True)
+        with open(self.stage.path / "lr_trace.jsonl", "a", encoding="utf-8") as f:
+            import json
+
+            f.write(json.dumps({"phase": self.phase, "epoch": self.epoch, "lrs": self.lr_trace}) + "\n")
+        last = self.epoch + 1 == self.n_epoch
+        nxt = (self.phase + 1, 0) if last else (self.phase, self.epoch + 1)
+        save_progress(self.learn, self.stage, nxt)
+
+
+def _num(v: Any) -> Any:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return v
+    return None if math.isnan(f) else f
+
+
+def _lr_summary(trace: list[list[float]]) -> list[list[float]]:
+    if not trace:
+        return []
+    return [trace[0], trace[len(trace) // 2], trace[-1]]
+
+
+def _plain(obj: Any) -> Any:
+    """numpy scalars -> Python numbers, so the optimizer state loads with `weights_only=True`."""
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_plain(v) for v in obj)
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def save_progress(learn: Learner, stage: StageDir, next_pos: tuple[int, int]) -> None:
+    state = {"key": stage.key, "next": list(next_pos), "model": learn.model.state_dict(),
+             "opt": _plain(learn.opt.state_dict())}
+    with atomic_path(stage.path / "last.pt") as tmp:
+        torch.save(state, tmp)
+
+
+def load_progress(learn: Learner, stage: StageDir) -> tuple[int, int]:
+    """Restore model + optimizer from `last.pt` if it belongs to this stage key; return where to go on."""
+    path = stage.path / "last.pt"
+    if not path.is_file():
+        return 0, 0
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a truncated file raises anything from EOFError to RuntimeError
+        print(f"[ulmfit-lab] ignoring unreadable checkpoint {path} ({type(e).__name__}); restarting the stage")
+        return 0, 0
+    if state.get("key") != stage.key:
+        return 0, 0
+    learn.model.load_state_dict(state["model"])
+    learn.opt.load_state_dict(state["opt"])
+    phase, epoch = state["next"]
+    print(f"[ulmfit-lab] resuming {stage.path.name} at phase {phase}, epoch {epoch}")
+    return int(phase), int(epoch)
+
+
+class TokenCounter(Callback):
+    """Counts non-pad training tokens, for tokens/s."""
+
+    order = 64
+
+    def before_epoch(self):
+        self.learn.tokens_seen = 0
+
+    def after_batch(self):
+        if self.training:
+            x = self.xb[0]
+            self.learn.tokens_seen += int((x != 1).sum())
+
+
+def make_learner(dls: DataLoaders, model: nn.Module, groups: Callable[[nn.Module], list], tc: TrainConfig,
+                 run: RunConfig, device: torch.device, metrics: list, path: Path) -> Learner:
+    """A fastai Learner with Adam(betas), AR/TAR (passed explicitly: fastai #3605), clipping, AMP."""
+    cbs: list[Callback] = list(rnn_cbs(alpha=tc.alpha, beta=tc.beta)) + [TokenCounter()]
+    if tc.clip:
+        cbs.append(GradientClip(tc.clip))
+    dtype = amp_dtype(run, device)
+    if dtype is not None and device.type == "cuda":
+        cbs.append(MixedPrecision(amp_mode="bf16" if dtype == torch.bfloat16 else "fp16"))
+    elif dtype == torch.bfloat16:
+        cbs.append(CpuAutocast())
+    elif dtype is not None:
+        raise ValueError("run.precision=fp16 needs a GPU; on CPU use bf16 or fp32")
+    opt_func = partial(Adam, mom=tc.betas[0], sqr_mom=tc.betas[1], wd=tc.wd)
+    learn = Learner(dls, model.to(device), loss_func=CrossEntropyLossFlat(), opt_func=opt_func, splitter=groups,
+                    metrics=metrics, cbs=cbs, path=path, model_dir=".")
+    if not run.progress:  # no bars; EpochLogger prints one line per epoch instead
+        learn.remove_cb(ProgressCallback)
+        learn.logger = lambda *_: None
+    learn.create_opt()
+    return learn
+
+
+def fit_phases(learn: Learner, phases: list[Phase], tc: TrainConfig, stage: StageDir,
+               extra_cbs: list[Callback] | None = None, extra_metrics: Callable[[], dict] | None = None) -> None:
+    """Run the phases with STLR over discriminative LRs, resuming from `last.pt` if present."""
+    n_groups = len(learn.opt.param_lists)
+    lrs = discriminative_lrs(tc.lr, n_groups, tc.lr_decay)
+    start_phase, start_epoch = load_progress(learn, stage)
+    for i, ph in enumerate(phases):
+        if i < start_phase:
+            continue
+        if ph.n_trainable >= n_groups:
+            learn.unfreeze()
+        else:
+            learn.freeze_to(-ph.n_trainable)
+        se = start_epoch if i == start_phase else 0
+        sched = ParamScheduler({"lr": stlr_schedule(lrs, tc.cut_frac, tc.ratio)})
+        logger = EpochLogger(stage, i, phases, se, extra_metrics)
+        learn.fit(ph.epochs, cbs=[sched, logger, *(extra_cbs or [])], start_epoch=se)
