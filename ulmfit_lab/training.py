@@ -148,6 +148,18 @@ def save_progress(learn: Learner, stage: StageDir, next_pos: tuple[int, int]) ->
         torch.save(state, tmp)
 
 
+def trim_logs(stage: StageDir, before: tuple[int, int]) -> None:
+    """Keep only the log rows of epochs before `before` (phase, epoch): a rerun or resume rewrites the rest."""
+    import json
+
+    for name in ("metrics.jsonl", "lr_trace.jsonl"):
+        path = stage.path / name
+        if path.is_file():
+            rows = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+            keep = [r for r in rows if tuple(json.loads(r)[k] for k in ("phase", "epoch")) < before]
+            path.write_text("".join(r + "\n" for r in keep), encoding="utf-8")
+
+
 def load_progress(learn: Learner, stage: StageDir) -> tuple[int, int]:
     """Restore model + optimizer from `last.pt` if it belongs to this stage key; return where to go on."""
     path = stage.path / "last.pt"
@@ -210,6 +222,7 @@ def fit_phases(learn: Learner, phases: list[Phase], tc: TrainConfig, stage: Stag
     n_groups = len(learn.opt.param_lists)
     lrs = discriminative_lrs(tc.lr, n_groups, tc.lr_decay)
     start_phase, start_epoch = load_progress(learn, stage)
+    trim_logs(stage, (start_phase, start_epoch))
     for i, ph in enumerate(phases):
         if i < start_phase:
             continue

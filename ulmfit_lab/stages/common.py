@@ -79,4 +79,5 @@ def run_cached(ctx: Context, stage: StageDir, name: str, cls: type[R], snapshot:
     plot_stage(stage.path)
     result.update(dir=str(stage.path), key=stage.key)
     stage.finish(result)
+    (stage.path / "last.pt").unlink(missing_ok=True)  # only needed to resume an unfinished stage
     return cls.from_dict(result)
