@@ -119,3 +119,12 @@ def test_empty_and_missing(tmp_path):
         load_data(DataConfig(train=str(tmp_path / "nope.csv")), tmp_path)
     with pytest.raises(DataError, match="no training data"):
         load_data(DataConfig(), tmp_path)
+
+
+def test_headerless_single_column_corpus(tmp_path):
+    from ulmfit_lab.data import read_corpus
+
+    path = tmp_path / "wiki.csv"
+    path.write_text('" = A = \n text one"\n" = B = \n text two"\n" = C = \n text three"\n', encoding="utf-8")
+    docs = read_corpus([str(path)], DataConfig(), tmp_path)
+    assert len(docs) == 3 and docs[0].startswith(" = A =")

@@ -77,7 +77,7 @@ def read_text_file(path: Path) -> str:
         ) from None
 
 
-def read_table(path: str | Path) -> pd.DataFrame:
+def read_table(path: str | Path, header: bool = True) -> pd.DataFrame:
     """Read a CSV/TSV/JSONL/JSON/parquet table, or a .txt file with one text per line."""
     path = Path(path)
     if not path.exists():
@@ -88,7 +88,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
         ext = suffixes[-2]
     try:
         if ext in _TABLE_EXT:
-            return pd.read_csv(path, sep=_TABLE_EXT[ext], encoding="utf-8")
+            return pd.read_csv(path, sep=_TABLE_EXT[ext], encoding="utf-8", header=0 if header else None)
         if ext in (".jsonl", ".ndjson"):
             return pd.read_json(path, lines=True)
         if ext == ".json":
@@ -342,6 +342,8 @@ def read_corpus(specs: list[str], cfg: DataConfig, cache_dir: Path, text_column:
             docs += [d for d in read_text_file(path).split("\n \n = ") if d.strip()]
             continue
         for v in read_source(spec, cfg, cache_dir).values():
+            if isinstance(v, pd.DataFrame) and v.shape[1] == 1 and text_column not in v.columns and path.is_file():
+                v = read_table(path, header=False).rename(columns={0: text_column})  # headerless (fastai's WikiText)
             if isinstance(v, list):
                 docs += v
             elif text_column in v.columns:
