@@ -128,3 +128,20 @@ def test_headerless_single_column_corpus(tmp_path):
     path.write_text('" = A = \n text one"\n" = B = \n text two"\n" = C = \n text three"\n', encoding="utf-8")
     docs = read_corpus([str(path)], DataConfig(), tmp_path)
     assert len(docs) == 3 and docs[0].startswith(" = A =")
+
+
+def test_hf_datasets_source_from_a_local_folder(tmp_path, df):
+    # `hf:NAME` goes through datasets.load_dataset; a local folder of split files needs no network
+    folder = tmp_path / "hf_local"
+    folder.mkdir()
+    df.to_csv(folder / "train.csv", index=False)
+    df.head(10).to_csv(folder / "test.csv", index=False)
+    data = load_data(DataConfig(path=f"hf:{folder}", valid_pct=0.25), tmp_path / "cache")
+    assert len(data.train) + len(data.valid) == 40 and len(data.test) == 10
+
+
+def test_hf_hub_failure_says_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    with pytest.raises(DataError, match="Without network, pass a local path"):
+        load_data(DataConfig(path="hf:no-such-user/no-such-dataset"), tmp_path)

@@ -20,7 +20,7 @@ def _plt():
 def plot_confusion(cm: np.ndarray, labels: list, path: Path) -> None:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(1.2 * len(labels) + 2.5, 1.2 * len(labels) + 2))
-    ax.imshow(cm, cmap="Blues")
+    ax.imshow(cm, cmap="Blues", vmin=0)
     ax.set_xticks(range(len(labels)), [str(x) for x in labels], rotation=45, ha="right")
     ax.set_yticks(range(len(labels)), [str(x) for x in labels])
     ax.set_xlabel("predicted")
@@ -28,7 +28,7 @@ def plot_confusion(cm: np.ndarray, labels: list, path: Path) -> None:
     for i in range(cm.shape[0]):
         for j in range(cm.shape[1]):
             ax.text(j, i, int(cm[i, j]), ha="center", va="center",
-                    color="white" if cm[i, j] > cm.max() / 2 else "black")
+                    color="white" if cm[i, j] > 0.6 * cm.max() else "black")
     ax.set_title("Confusion matrix")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -43,7 +43,9 @@ def plot_stage(stage_dir: Path) -> list[Path]:
     trace_file = stage_dir / "lr_trace.jsonl"
     if trace_file.is_file():
         rows = [json.loads(line) for line in trace_file.read_text().splitlines() if line.strip()]
-        lrs = np.array([lr for r in rows for lr in r["lrs"]])
+        # a frozen group's LR has no effect: leave it out of the plot (NaN) where the log says it was frozen
+        lrs = np.array([[lr if on else np.nan for lr, on in zip(step, r.get("trainable", [True] * len(step)))]
+                        for r in rows for step in r["lrs"]], dtype=float)
         if lrs.size:
             fig, ax = plt.subplots(figsize=(7, 4))
             for g in range(lrs.shape[1]):
@@ -51,7 +53,7 @@ def plot_stage(stage_dir: Path) -> list[Path]:
             ax.set_yscale("log")
             ax.set_xlabel("training step")
             ax.set_ylabel("learning rate")
-            ax.set_title(f"{stage_dir.name}: STLR x discriminative LRs")
+            ax.set_title(f"{stage_dir.name}: STLR x discriminative LRs (trained groups)")
             ax.legend(fontsize=8)
             fig.tight_layout()
             fig.savefig(stage_dir / "lr_schedule.png", dpi=100)

@@ -110,7 +110,8 @@ class EpochLogger(Callback):
         with open(self.stage.path / "lr_trace.jsonl", "a", encoding="utf-8") as f:
             import json
 
-            f.write(json.dumps({"phase": self.phase, "epoch": self.epoch, "lrs": self.lr_trace}) + "\n")
+            f.write(json.dumps({"phase": self.phase, "epoch": self.epoch, "trainable": row["trainable_groups"],
+                                "lrs": self.lr_trace}) + "\n")
         last = self.epoch + 1 == self.n_epoch
         nxt = (self.phase + 1, 0) if last else (self.phase, self.epoch + 1)
         save_progress(self.learn, self.stage, nxt)
