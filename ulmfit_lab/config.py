@@ -306,7 +306,7 @@ def _check_values(cfg: Config) -> list[str]:
         if value is None or value <= 0:
             errs.append(f"{name}: must be > 0, found {value!r}")
 
-    def fraction(name: str, value: float, upper_open: bool = True) -> None:
+    def fraction(name: str, value: float) -> None:
         if not (0.0 <= value < 1.0):
             errs.append(f"{name}: must be in [0, 1), found {value!r}")
 
@@ -349,6 +349,4 @@ def _check_values(cfg: Config) -> list[str]:
             "lm_pretrain.weights: source is 'pretrained' but no weights are given "
             "(a .pth/.safetensors path, a URL, or an LM directory)"
         )
-    if cfg.data.path is None and cfg.data.train is None:
-        pass  # data may come from the Python API; the data stage checks it when it runs
     return errs

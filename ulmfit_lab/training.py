@@ -7,6 +7,7 @@ at the next epoch instead of starting over.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable
@@ -108,8 +109,6 @@ class EpochLogger(Callback):
             print(f"[ulmfit-lab] {self.stage.path.name} phase {self.phase} epoch {self.epoch}: {shown} "
                   f"({row['seconds']} s)", flush=True)
         with open(self.stage.path / "lr_trace.jsonl", "a", encoding="utf-8") as f:
-            import json
-
             f.write(json.dumps({"phase": self.phase, "epoch": self.epoch, "trainable": row["trainable_groups"],
                                 "lrs": self.lr_trace}) + "\n")
         last = self.epoch + 1 == self.n_epoch
@@ -151,8 +150,6 @@ def save_progress(learn: Learner, stage: StageDir, next_pos: tuple[int, int]) ->
 
 def trim_logs(stage: StageDir, before: tuple[int, int]) -> None:
     """Keep only the log rows of epochs before `before` (phase, epoch): a rerun or resume rewrites the rest."""
-    import json
-
     for name in ("metrics.jsonl", "lr_trace.jsonl"):
         path = stage.path / name
         if path.is_file():
