@@ -44,7 +44,7 @@ def plot_stage(stage_dir: Path) -> list[Path]:
     if trace_file.is_file():
         rows = [json.loads(line) for line in trace_file.read_text().splitlines() if line.strip()]
         # a frozen group's LR has no effect: leave it out of the plot (NaN) where the log says it was frozen
-        lrs = np.array([[lr if on else np.nan for lr, on in zip(step, r.get("trainable", [True] * len(step)))]
+        lrs = np.array([[lr if on else np.nan for lr, on in zip(step, r["trainable"])]
                         for r in rows for step in r["lrs"]], dtype=float)
         if lrs.size:
             fig, ax = plt.subplots(figsize=(7, 4))
