@@ -126,8 +126,24 @@ def test_headerless_single_column_corpus(tmp_path):
 
     path = tmp_path / "wiki.csv"
     path.write_text('" = A = \n text one"\n" = B = \n text two"\n" = C = \n text three"\n', encoding="utf-8")
-    docs = read_corpus([str(path)], DataConfig(), tmp_path)
+    docs = read_corpus([str(path)], DataConfig(), tmp_path)[str(path)]
     assert len(docs) == 3 and docs[0].startswith(" = A =")
+
+
+def test_corpus_split_selector_keeps_test_out(tmp_path):
+    from ulmfit_lab.data import read_corpus
+
+    root = tmp_path / "imdbish"
+    for split, sub, text in [("train", "pos", "train pos"), ("train", "neg", "train neg"), ("test", "pos", "test pos"),
+                             ("test", "neg", "test neg"), ("train", "unsup", "unlabelled review")]:
+        (root / split / sub).mkdir(parents=True, exist_ok=True)
+        (root / split / sub / "0.txt").write_text(text, encoding="utf-8")
+    docs = read_corpus([f"{root}#unlabelled"], DataConfig(), tmp_path)
+    assert docs == {f"{root}#unlabelled": ["unlabelled review"]}
+    everything = read_corpus([str(root)], DataConfig(), tmp_path)[str(root)]
+    assert sorted(everything) == ["train neg", "train pos", "unlabelled review"]  # test is never read by default
+    with pytest.raises(DataError, match="unknown split"):
+        read_corpus([f"{root}#unsup"], DataConfig(), tmp_path)
 
 
 def test_hf_datasets_source_from_a_local_folder(tmp_path, df):

@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
 
         cfg = load_config(args.config, args.overrides)
         res = run_pipeline(cfg, until=_STAGE_CMDS[args.command][0])
-        summary = {n: getattr(res, n).metrics for n in ("lm_finetune", "classifier", "evaluate")
+        summary = {n: getattr(res, n).metrics for n in ("lm", "lm_finetune", "classifier", "evaluate")
                    if getattr(res, n) is not None and getattr(res, n).metrics}
         for stage_metrics in summary.values():
             stage_metrics.pop("confusion_matrix", None)

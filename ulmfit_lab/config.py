@@ -82,10 +82,16 @@ class TrainConfig:
 @dataclass(frozen=True)
 class LMPretrainConfig(TrainConfig):
     """Stage 1. `source`: none (fine-tune from random init), scratch (pretrain on `corpus`) or
-    pretrained (load `weights` + `vocab`, fastai WT103 format or this package's own, by path or URL)."""
+    pretrained (load `weights` + `vocab`, fastai WT103 format or this package's own, by path or URL).
+
+    Pretraining holds out `valid_pct` of each corpus source and reports the perplexity on each, and on
+    every `eval_corpus` (e.g. WikiText's validation split). `init`: an LM folder to continue from.
+    """
 
     source: Literal["none", "scratch", "pretrained"] = "none"
     corpus: list[str] = field(default_factory=list)
+    eval_corpus: list[str] = field(default_factory=list)
+    init: str | None = None
     text_column: str = "text"
     weights: str | None = None
     vocab: str | None = None
@@ -128,6 +134,7 @@ class RunConfig:
     num_workers: int = 0
     cache_dir: str | None = None
     progress: bool = True
+    checkpoint_minutes: float | None = 10.0  # also checkpoint inside an epoch this often (None: epoch ends only)
 
 
 @dataclass(frozen=True)
@@ -338,6 +345,7 @@ def _check_values(cfg: Config) -> list[str]:
     if cfg.data.valid_pct + cfg.data.test_pct >= 1:
         errs.append("data.valid_pct + data.test_pct: must leave training data (sum < 1)")
     fraction("lm_pretrain.valid_pct", cfg.lm_pretrain.valid_pct)
+    positive("run.checkpoint_minutes", cfg.run.checkpoint_minutes, allow_none=True)
     positive("classifier.max_len", cfg.classifier.max_len)
     if cfg.classifier.head and min(cfg.classifier.head) <= 0:
         errs.append(f"classifier.head: layer sizes must be > 0, found {cfg.classifier.head!r}")

@@ -332,16 +332,38 @@ def load_data(
     return LabelledData(tr, va, te, texts)
 
 
+CORPUS_SPLITS = ("all", "train", "valid", "test", "unlabelled")
+
+
 def read_corpus(specs: list[str], cfg: DataConfig, cache_dir: Path, text_column: str = "text",
-                max_docs: int | None = None) -> list[str]:
-    """Read a general-domain corpus (text files, tables with a text column, folders) as documents."""
-    docs: list[str] = []
+                max_docs: int | None = None) -> dict[str, list[str]]:
+    """Read a general-domain corpus as documents, one list per source spec.
+
+    A spec is a path (text file, WikiText `.tokens`, table with a text column, folder, archive) or
+    `hf:NAME`, optionally followed by `#split[+split]` to keep only some of its splits, e.g.
+    `aclImdb.tar.xz#unlabelled`. Without a selector every split but `test` is read, so a labelled
+    test set never leaks into LM pretraining.
+    """
+    out: dict[str, list[str]] = {}
     for spec in specs:
-        path = Path(spec)
+        path_spec, _, sel = spec.partition("#")
+        wanted = set(sel.split("+")) if sel else None
+        bad = sorted((wanted or set()) - set(CORPUS_SPLITS))
+        if bad:
+            raise DataError(f"corpus {spec}: unknown split(s) {bad}; expected some of {list(CORPUS_SPLITS)}, "
+                            "e.g. aclImdb.tar.xz#unlabelled")
+        path = Path(path_spec)
+        docs: list[str] = []
         if path.is_file() and path.suffix.lower() in (".tokens", ".raw"):
-            docs += [d for d in read_text_file(path).split("\n \n = ") if d.strip()]
+            docs = [d for d in read_text_file(path).split("\n \n = ") if d.strip()]
+            out[spec] = docs[:max_docs] if max_docs is not None else docs
             continue
-        for v in read_source(spec, cfg, cache_dir).values():
+        parts = read_source(path_spec, cfg, cache_dir)
+        found = [k for k in parts if (k in wanted if wanted else k != "test")]
+        if wanted and not found:
+            raise DataError(f"corpus {spec}: no split {sorted(wanted)} in it; splits found: {sorted(parts)}")
+        for split in found:
+            v = parts[split]
             if isinstance(v, pd.DataFrame) and v.shape[1] == 1 and text_column not in v.columns and path.is_file():
                 v = read_table(path, header=False).rename(columns={0: text_column})  # headerless (fastai's WikiText)
             if isinstance(v, list):
@@ -355,8 +377,7 @@ def read_corpus(specs: list[str], cfg: DataConfig, cache_dir: Path, text_column:
                     f"corpus {spec}: no text column {text_column!r}; columns found: {list(v.columns)}. "
                     "Set lm_pretrain.text_column=..."
                 )
-    if not docs:
-        raise DataError(f"corpus {specs}: no documents found")
-    if max_docs is not None:
-        docs = docs[:max_docs]
-    return docs
+        if not docs:
+            raise DataError(f"corpus {spec}: no documents found")
+        out[spec] = docs[:max_docs] if max_docs is not None else docs
+    return out

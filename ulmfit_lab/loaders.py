@@ -1,4 +1,9 @@
-"""fastai data loaders over token ids: `LMDataLoader` for the LM, `SortedDL` + chunk padding for BPT3C."""
+"""fastai data loaders over token ids: `LMDataLoader` for the LM, `SortedDL` + chunk padding for BPT3C.
+
+Both are subclassed only to make an epoch replayable: the loader records the order it drew for the
+current epoch, and a resumed run replays that order from the first batch not yet trained, so a run
+killed mid-epoch continues exactly where it stopped (see `training.EpochLogger`).
+"""
 
 from __future__ import annotations
 
@@ -19,6 +24,55 @@ def _tensor(ids: np.ndarray, backwards: bool) -> torch.Tensor:
     return t.flip(0) if backwards else t  # fastai's `reverse_text`
 
 
+class _Replayable:
+    """Mixin: remember this epoch's sample order; replay a saved one, skipping the batches already done."""
+
+    replay: dict | None = None  # {"order": ..., "skip": batches, "rng": state of self.rng after randomize}
+    epoch_order: list[int] | None = None
+
+    def _order(self, idxs: list[int]) -> list[int]:  # what identifies this epoch's order (plain ints)
+        return [int(i) for i in idxs]
+
+    def _replay_order(self, order: list[int]) -> list[int]:  # set that order up; return the sample idxs
+        return list(order)
+
+    def get_idxs(self):
+        if self.replay is None:
+            idxs = list(super().get_idxs())
+            self.epoch_order = self._order(idxs)
+            return idxs
+        rp, self.replay = self.replay, None
+        self.rng.setstate(rng_state(rp["rng"]))  # as it was after this epoch's randomize()
+        self.epoch_order = list(rp["order"])
+        return self._replay_order(self.epoch_order)[rp["skip"] * self.bs:]
+
+
+def rng_state(state) -> tuple:
+    """A saved `random.Random.getstate()`: torch.load(weights_only=True) gives lists back where it had tuples."""
+    return (state[0], tuple(state[1]), state[2])
+
+
+class ReplayLMDataLoader(_Replayable, LMDataLoader):
+    """fastai's `LMDataLoader`, shuffled by its own seeded rng (fastai's uses the global `random`)."""
+
+    def shuffle_fn(self, idxs):
+        self.rng.shuffle(self.items.idxs)  # in place: `self.lens` shares this index list
+        self.make_chunks()
+        return idxs
+
+    def _order(self, idxs):
+        return [int(i) for i in self.items.idxs]  # the document order; the sample idxs are always 0..n-1
+
+    def _replay_order(self, order):
+        self.items.idxs[:] = order
+        self.make_chunks()
+        return list(range(self.n))
+
+
+class ReplaySortedDL(_Replayable, SortedDL):
+    """fastai's `SortedDL` (length-sorted batches, shuffled by chunks), replayable."""
+
+
 def _lm_bs(total_tokens: int, bs: int, bptt: int) -> int:
     # a corpus smaller than bs * bptt still gives at least one full batch (matters for tiny data only)
     return max(1, min(bs, (total_tokens - 1) // (bptt + 1)))
@@ -32,7 +86,7 @@ def lm_loaders(train: Sequence[np.ndarray], valid: Sequence[np.ndarray], bs: int
         items = [LMTensorText(_tensor(d, backwards)) for d in docs if len(d) > 0]
         lens = [len(t) for t in items]
         b = _lm_bs(sum(lens), bs, bptt)
-        dls.append(LMDataLoader(items, lens=lens, bs=b, seq_len=bptt, shuffle=shuffle, drop_last=shuffle,
+        dls.append(ReplayLMDataLoader(items, lens=lens, bs=b, seq_len=bptt, shuffle=shuffle, drop_last=shuffle,
                                 device=device))
     if seed is not None:
         dls[0].rng.seed(seed)
@@ -54,7 +108,7 @@ def classifier_loaders(train_ids, train_y, valid_ids, valid_y, bs: int, bptt: in
     """Length-sorted batches (shuffled by chunks in training), as fastai's `SortedDL` does."""
     tr = classifier_items(train_ids, train_y, backwards)
     va = classifier_items(valid_ids, valid_y, backwards)
-    train_dl = SortedDL(tr, res=[len(x) for x, _ in tr], bs=min(bs, len(tr)), shuffle=True, drop_last=False,
+    train_dl = ReplaySortedDL(tr, res=[len(x) for x, _ in tr], bs=min(bs, len(tr)), shuffle=True, drop_last=False,
                         before_batch=pad_batch(bptt), device=device)
     valid_dl = SortedDL(va, res=[len(x) for x, _ in va], bs=bs * 2, shuffle=False,
                         before_batch=pad_batch(bptt), device=device)

@@ -119,6 +119,15 @@ def lm_meta(m: ModelConfig, extra: dict[str, Any] | None = None) -> dict[str, An
     return {"kind": "lm", "model": asdict(m), **(extra or {})}
 
 
+def read_lm_folder(folder: Path, backwards: bool) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Weights and vocab of an LM folder written by this package, checked to read in the same direction."""
+    meta, vocab = read_checkpoint_meta(Path(folder))
+    if meta.get("model", {}).get("backwards", False) != backwards:
+        raise CheckpointError(f"{folder} is a {'forward' if backwards else 'backward'} LM but model.backwards="
+                              f"{backwards}; use the LM of the same direction")
+    return st.load_file(str(Path(folder) / "model.safetensors")), vocab
+
+
 def load_lm_checkpoint(folder: Path, drop_mult: float = 1.0) -> tuple[nn.Module, list[str], dict]:
     meta, vocab = read_checkpoint_meta(folder)
     model = build_lm(len(vocab), model_config_from_meta(meta), drop_mult)

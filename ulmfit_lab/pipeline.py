@@ -52,7 +52,8 @@ def run_pipeline(cfg: Config, until: Stage = "evaluate", data: LabelledData | No
 
         write_text(ctx.run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         ctx.log(f"run directory {ctx.run_dir}, device {ctx.device}")
-        res.data = data_stage.run(ctx, data)
+        if until != "lm":  # pretraining the general-domain LM needs no labelled data
+            res.data = data_stage.run(ctx, data)
         if stop >= 1:
             res.lm = lm.run(ctx)
         if stop >= 2:

@@ -28,9 +28,11 @@ from fastai.learner import Learner
 from fastai.losses import CrossEntropyLossFlat
 from fastai.optimizer import Adam
 from fastai.torch_core import to_float
+from fastcore.foundation import L
 from torch import nn
 
 from .config import RunConfig, TrainConfig
+from .loaders import rng_state
 from .rundir import StageDir, atomic_path
 from .schedules import Phase, discriminative_lrs, stlr_schedule
 
@@ -71,22 +73,76 @@ class CpuAutocast(Callback):
 
 
 class EpochLogger(Callback):
-    """After each epoch: a metrics line in `metrics.jsonl`, the LR per group, and a resumable checkpoint."""
+    """Logs each epoch to `metrics.jsonl` and checkpoints to `last.pt`: at every epoch end, and every
+    `every_s` seconds mid-epoch (an LM epoch over a large corpus takes hours on a CPU).
 
-    order = 65  # after Recorder (50) and ParamScheduler (60)
+    A mid-epoch checkpoint carries what an exact continuation needs: the epoch's sample order, the
+    loaders' and torch's RNG states, the LM's hidden state and the epoch's log so far. Given `resume`
+    (such a checkpoint) it replays the interrupted epoch from the first batch not yet trained.
+    """
+
+    order = 65  # after Recorder (50) and ParamScheduler (60); before_train after ModelResetter (0)
 
     def __init__(self, stage: StageDir, phase: int, phases: list[Phase], start_epoch: int,
-                 extra: Callable[[], dict] | None = None):
+                 extra: Callable[[], dict] | None = None, every_s: float | None = None, resume: dict | None = None):
         self.stage, self.phase, self.phases, self.start_epoch = stage, phase, phases, start_epoch
-        self.extra = extra
+        self.extra, self.every_s, self.resume = extra, every_s, resume
 
     def before_epoch(self):
         self.t0 = time.time()
         self.lr_trace: list[list[float]] = []
+        self.skipped = 0  # batches of this epoch trained before a resume
+
+    def before_train(self):
+        self.t_ckpt = time.time()
+        rs, self.resume = self.resume, None
+        if not rs or self.epoch != self.start_epoch:
+            return
+        dl = self.dls.train
+        self.skipped = int(rs["batch"])
+        dl.replay = {"order": rs["order"], "skip": self.skipped, "rng": rs["dl_rng"]}
+        for _ in range(self.skipped):  # STLR goes on where it stopped (summed as fastai does, bit for bit)
+            self.learn.pct_train += 1.0 / (len(dl) * self.n_epoch)
+        self.learn.train_iter += self.skipped
+        self.lr_trace = rs["log"]["lr_trace"]
+        self.t0 -= rs["log"]["seconds"]
+        self.learn.tokens_seen = rs["log"]["tokens"]
+        self.restore = rs  # hidden state and torch RNG: at the first batch, after the loader drew its seed
+        print(f"[ulmfit-lab] {self.stage.path.name}: resuming phase {self.phase} epoch {self.epoch} "
+              f"at batch {self.skipped}/{len(dl)}", flush=True)
+
+    def before_batch(self):
+        rs, self.restore = getattr(self, "restore", None), None
+        if rs is None:
+            return
+        if rs.get("hidden") is not None:  # the LM carries its hidden state from batch to batch
+            enc = self.model[0]
+            enc.hidden = [(h.to(self.dls.device), c.to(self.dls.device)) for h, c in rs["hidden"]]
+            enc.bs = enc.hidden[0][0].shape[1]
+        torch.set_rng_state(rs["torch_rng"])
 
     def after_batch(self):
-        if self.training and self.epoch >= self.start_epoch:
-            self.lr_trace.append([float(h["lr"]) for h in self.opt.hypers])
+        if not self.training or self.epoch < self.start_epoch:
+            return
+        self.lr_trace.append([float(h["lr"]) for h in self.opt.hypers])
+        due = self.every_s is not None and time.time() - self.t_ckpt >= self.every_s
+        if due and self.iter + 1 < self.n_iter - self.skipped:  # the last batch gets the epoch-end checkpoint
+            self._checkpoint_mid_epoch()
+            self.t_ckpt = time.time()
+
+    def _checkpoint_mid_epoch(self):
+        dl = self.dls.train
+        hidden = getattr(self.model[0], "hidden", None)
+        state = {
+            "batch": self.skipped + self.iter + 1,
+            "order": dl.epoch_order,
+            "dl_rng": dl.rng.getstate(),
+            "torch_rng": torch.get_rng_state(),
+            "hidden": [(h.detach().cpu(), c.detach().cpu()) for h, c in hidden] if hidden else None,
+            "log": {"lr_trace": self.lr_trace, "seconds": time.time() - self.t0,
+                    "tokens": int(getattr(self.learn, "tokens_seen", 0))},
+        }
+        save_progress(self.learn, self.stage, (self.phase, self.epoch), state)
 
     def after_epoch(self):
         if self.epoch < self.start_epoch:  # fastai still calls after_epoch for skipped epochs
@@ -113,7 +169,8 @@ class EpochLogger(Callback):
                                 "lrs": self.lr_trace}) + "\n")
         last = self.epoch + 1 == self.n_epoch
         nxt = (self.phase + 1, 0) if last else (self.phase, self.epoch + 1)
-        save_progress(self.learn, self.stage, nxt)
+        save_progress(self.learn, self.stage, nxt, {"dl_rng": self.dls.train.rng.getstate(),
+                                                     "torch_rng": torch.get_rng_state()})
 
 
 def _num(v: Any) -> Any:
@@ -131,9 +188,11 @@ def _lr_summary(trace: list[list[float]]) -> list[list[float]]:
 
 
 def _plain(obj: Any) -> Any:
-    """numpy scalars -> Python numbers, so the optimizer state loads with `weights_only=True`."""
+    """numpy scalars -> Python numbers, fastcore `L` -> list, so the state loads with `weights_only=True`."""
     if isinstance(obj, dict):
         return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, L):
+        return [_plain(v) for v in obj]
     if isinstance(obj, (list, tuple)):
         return type(obj)(_plain(v) for v in obj)
     if isinstance(obj, np.generic):
@@ -141,11 +200,18 @@ def _plain(obj: Any) -> Any:
     return obj
 
 
-def save_progress(learn: Learner, stage: StageDir, next_pos: tuple[int, int]) -> None:
+def save_progress(learn: Learner, stage: StageDir, next_pos: tuple[int, int], extra: dict | None = None) -> None:
+    """`last.pt`: model, optimizer and where to go on (phase, epoch; `batch` > 0 inside an epoch)."""
     state = {"key": stage.key, "next": list(next_pos), "model": learn.model.state_dict(),
-             "opt": _plain(learn.opt.state_dict())}
+             "opt": _plain(learn.opt.state_dict()), "np_rng": _np_rng_state(), "batch": 0, **(extra or {})}
     with atomic_path(stage.path / "last.pt") as tmp:
         torch.save(state, tmp)
+
+
+def _np_rng_state() -> list:
+    # fastai's SortedDL shuffles with numpy's global RNG; stored as plain lists for weights_only loading
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    return [name, keys.tolist(), pos, has_gauss, gauss]
 
 
 def trim_logs(stage: StageDir, before: tuple[int, int]) -> None:
@@ -158,23 +224,31 @@ def trim_logs(stage: StageDir, before: tuple[int, int]) -> None:
             path.write_text("".join(r + "\n" for r in keep), encoding="utf-8")
 
 
-def load_progress(learn: Learner, stage: StageDir) -> tuple[int, int]:
-    """Restore model + optimizer from `last.pt` if it belongs to this stage key; return where to go on."""
+def read_progress(stage: StageDir) -> dict | None:
+    """`last.pt` if it belongs to this stage key (position `next`, `batch`, weights, optimizer, RNGs)."""
     path = stage.path / "last.pt"
     if not path.is_file():
-        return 0, 0
+        return None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a truncated file raises anything from EOFError to RuntimeError
         print(f"[ulmfit-lab] ignoring unreadable checkpoint {path} ({type(e).__name__}); restarting the stage")
-        return 0, 0
-    if state.get("key") != stage.key:
-        return 0, 0
+        return None
+    return state if state.get("key") == stage.key else None
+
+
+def restore_progress(learn: Learner, state: dict) -> None:
+    """Load weights, optimizer and RNG states; after freezing, which clears the optimizer state."""
     learn.model.load_state_dict(state["model"])
     learn.opt.load_state_dict(state["opt"])
+    learn.opt.hypers = L(learn.opt.hypers)  # saved as a plain list
+    name, keys, pos, has_gauss, gauss = state["np_rng"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    if state.get("batch", 0) == 0 and "dl_rng" in state:  # at an epoch boundary: the next epoch's shuffle
+        learn.dls.train.rng.setstate(rng_state(state["dl_rng"]))
+        torch.set_rng_state(state["torch_rng"])
     phase, epoch = state["next"]
-    print(f"[ulmfit-lab] resuming {stage.path.name} at phase {phase}, epoch {epoch}")
-    return int(phase), int(epoch)
+    print(f"[ulmfit-lab] resuming at phase {phase}, epoch {epoch}, batch {state.get('batch', 0)}", flush=True)
 
 
 class TokenCounter(Callback):
@@ -215,12 +289,18 @@ def make_learner(dls: DataLoaders, model: nn.Module, groups: Callable[[nn.Module
 
 
 def fit_phases(learn: Learner, phases: list[Phase], tc: TrainConfig, stage: StageDir,
-               extra_cbs: list[Callback] | None = None, extra_metrics: Callable[[], dict] | None = None) -> None:
-    """Run the phases with STLR over discriminative LRs, resuming from `last.pt` if present."""
+               extra_cbs: list[Callback] | None = None, extra_metrics: Callable[[], dict] | None = None,
+               checkpoint_s: float | None = None) -> None:
+    """Run the phases with STLR over discriminative LRs, resuming from `last.pt` if present.
+
+    `checkpoint_s`: also checkpoint every so many seconds inside an epoch (None: at epoch ends only).
+    """
     n_groups = len(learn.opt.param_lists)
     lrs = discriminative_lrs(tc.lr, n_groups, tc.lr_decay)
-    start_phase, start_epoch = load_progress(learn, stage)
+    state = read_progress(stage)
+    start_phase, start_epoch = state["next"] if state else (0, 0)
     trim_logs(stage, (start_phase, start_epoch))
+    mid_epoch = state if state and state.get("batch", 0) > 0 else None
     for i, ph in enumerate(phases):
         if i < start_phase:
             continue
@@ -229,6 +309,9 @@ def fit_phases(learn: Learner, phases: list[Phase], tc: TrainConfig, stage: Stag
         else:
             learn.freeze_to(-ph.n_trainable)
         se = start_epoch if i == start_phase else 0
+        if state is not None and i == start_phase:
+            restore_progress(learn, state)
         sched = ParamScheduler({"lr": stlr_schedule(lrs, tc.cut_frac, tc.ratio)})
-        logger = EpochLogger(stage, i, phases, se, extra_metrics)
+        logger = EpochLogger(stage, i, phases, se, extra_metrics, checkpoint_s,
+                             mid_epoch if i == start_phase else None)
         learn.fit(ph.epochs, cbs=[sched, logger, *(extra_cbs or [])], start_epoch=se)

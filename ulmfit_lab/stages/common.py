@@ -41,6 +41,12 @@ class Context:
     def stage(self, name: str, version: int, *parts: Any) -> StageDir:
         return StageDir(self.run_dir / name, stage_key(name, version, *parts))
 
+    @property
+    def checkpoint_s(self) -> float | None:
+        """Seconds between mid-epoch checkpoints (None: at epoch ends only)."""
+        m = self.cfg.run.checkpoint_minutes
+        return None if m is None else 60.0 * m
+
     def log(self, msg: str) -> None:
         print(f"[ulmfit-lab] {msg}", flush=True)
 

@@ -16,7 +16,16 @@ from fastai.metrics import Perplexity, accuracy
 
 from ..data import read_corpus
 from ..loaders import lm_loaders
-from ..models import CheckpointError, build_lm, lm_layer_groups, lm_meta, n_params, save_checkpoint
+from ..models import (
+    CheckpointError,
+    adapt_pretrained,
+    build_lm,
+    lm_layer_groups,
+    lm_meta,
+    n_params,
+    read_lm_folder,
+    save_checkpoint,
+)
 from ..schedules import Phase
 from ..text import build_vocab, numericalize, texts_hash, tokenize
 from ..training import fit_phases, make_learner
@@ -69,6 +78,18 @@ def _resolve_pretrained(ctx: Context) -> dict:
     return {"kind": "fastai", "weights": str(weights), "vocab": str(fetch(lp.vocab, ctx.cache_dir))}
 
 
+def split_corpus(sources: dict[str, list[str]], valid_pct: float, seed: int) -> tuple[list[str], dict[str, list[str]]]:
+    """Hold out `valid_pct` of each source's documents (at least one where it has two or more)."""
+    rng = np.random.default_rng(seed)
+    train, valid = [], {}
+    for name, docs in sources.items():
+        order = rng.permutation(len(docs))
+        n_valid = min(max(1, int(len(docs) * valid_pct)), len(docs) - 1) if valid_pct > 0 else 0
+        valid[name] = [docs[i] for i in order[:n_valid]]
+        train += [docs[i] for i in order[n_valid:]]
+    return train, {k: v for k, v in valid.items() if v}
+
+
 def run(ctx: Context) -> LMResult:
     lp, m = ctx.cfg.lm_pretrain, ctx.cfg.model
     if lp.source == "none":
@@ -77,32 +98,48 @@ def run(ctx: Context) -> LMResult:
         info = _resolve_pretrained(ctx)
         return LMResult(dir="", key=f"pretrained:{info['weights']}", **info)
 
-    docs = read_corpus(lp.corpus, ctx.cfg.data, ctx.cache_dir, lp.text_column, lp.max_docs)
     d = ctx.cfg.data
-    stage = ctx.stage("lm", VERSION, texts_hash(docs), asdict(lp), asdict(m),
-                      {"lang": d.lang, "min_freq": d.min_freq, "max_vocab": d.max_vocab, "seed": ctx.cfg.run.seed})
+    sources = read_corpus(lp.corpus, d, ctx.cache_dir, lp.text_column, lp.max_docs)
+    evals = read_corpus(lp.eval_corpus, d, ctx.cache_dir, lp.text_column) if lp.eval_corpus else {}
+    stage = ctx.stage("lm", VERSION, {k: texts_hash(v) for k, v in {**sources, **evals}.items()}, asdict(lp),
+                      asdict(m), {"lang": d.lang, "min_freq": d.min_freq, "max_vocab": d.max_vocab,
+                                  "seed": ctx.cfg.run.seed})
+
+    def tok(docs: list[str], what: str):
+        return tokenize(docs, d.lang, ctx.cache_dir, ctx.cfg.run.num_workers, f"Tokenizing {what}")
 
     def body() -> dict:
-        rng = np.random.default_rng(ctx.cfg.run.seed)
-        order = rng.permutation(len(docs))
-        n_valid = max(1, int(len(docs) * lp.valid_pct))
-        valid_docs = [docs[i] for i in order[:n_valid]]
-        train_docs = [docs[i] for i in order[n_valid:]]
-        tr_tok = tokenize(train_docs, d.lang, ctx.cache_dir, ctx.cfg.run.num_workers, "Tokenizing LM corpus")
-        va_tok = tokenize(valid_docs, d.lang, ctx.cache_dir, ctx.cfg.run.num_workers, "Tokenizing LM valid")
+        train_docs, held_out = split_corpus(sources, lp.valid_pct, ctx.cfg.run.seed)
+        tr_tok = tok(train_docs, "LM corpus")
         vocab = build_vocab([tr_tok], d.min_freq, d.max_vocab)
-        train_ids, valid_ids = numericalize(tr_tok, vocab), numericalize(va_tok, vocab)
-        dls = lm_loaders(train_ids, valid_ids, lp.bs, m.bptt, m.backwards, ctx.device, ctx.cfg.run.seed)
+        train_ids = numericalize(tr_tok, vocab)
+        valid_sets = {f"held-out {k}": numericalize(tok(v, f"held-out {k}"), vocab) for k, v in held_out.items()}
+        valid_sets.update({f"eval {k}": numericalize(tok(v, f"eval {k}"), vocab) for k, v in evals.items()})
+        valid_ids = [x for k, ids in valid_sets.items() if k.startswith("held-out") for x in ids]
+        dls = lm_loaders(train_ids, valid_ids or train_ids[:1], lp.bs, m.bptt, m.backwards, ctx.device,
+                         ctx.cfg.run.seed)
         model = build_lm(len(vocab), m, lp.drop_mult)
-        ctx.log(f"lm: pretraining {n_params(model):,} parameters on {sum(map(len, train_ids)):,} tokens")
+        if lp.init:  # go on from an earlier LM (e.g. a shipped one), mapped onto this vocab
+            adapt_pretrained(*read_lm_folder(Path(lp.init), m.backwards), vocab, model)
+        n_tok = sum(map(len, train_ids))
+        ctx.log(f"lm: pretraining {n_params(model):,} parameters on {n_tok:,} tokens ({len(train_docs):,} docs), "
+                f"vocab {len(vocab):,}, {lp.epochs} epoch(s)")
         learn = make_learner(dls, model, lm_layer_groups, lp, ctx.cfg.run, ctx.device, [accuracy, Perplexity()],
                              stage.path)
-        fit_phases(learn, [Phase(len(lm_layer_groups(model)), lp.epochs)], lp, stage)
+        fit_phases(learn, [Phase(len(lm_layer_groups(model)), lp.epochs)], lp, stage, checkpoint_s=ctx.checkpoint_s)
         out = stage.path / "model"
         save_checkpoint(learn.model, out, vocab, lm_meta(m, {"direction": "bwd" if m.backwards else "fwd"}))
+        ppl = {k: lm_perplexity(learn, ids, lp.bs, m) for k, ids in valid_sets.items()}
+        ctx.log("lm: perplexity " + ", ".join(f"{k}: {v:.1f}" for k, v in ppl.items()))
         valid_loss = float(learn.validate()[0])
         return {"kind": "package", "weights": str(out), "vocab": str(out / "vocab.json"),
                 "metrics": {"valid_loss": valid_loss, "valid_perplexity": float(np.exp(valid_loss)),
-                            "train_tokens": int(sum(map(len, train_ids))), "vocab_size": len(vocab)}}
+                            "perplexity": ppl, "train_tokens": int(n_tok), "vocab_size": len(vocab)}}
 
     return run_cached(ctx, stage, "lm", LMResult, {"lm_pretrain": asdict(lp), "model": asdict(m)}, body)
+
+
+def lm_perplexity(learn, ids: list[np.ndarray], bs: int, m) -> float:
+    """Perplexity of the learner's LM on `ids`, read as one stream the way validation reads it."""
+    dl = lm_loaders(ids, ids, bs, m.bptt, m.backwards, learn.dls.device)[1]
+    return float(np.exp(float(learn.validate(dl=dl)[0])))

@@ -10,19 +10,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import safetensors.torch as st
 from fastai.metrics import Perplexity, accuracy
 from torch import nn
 
 from ..loaders import lm_loaders
 from ..models import (
-    CheckpointError,
     adapt_pretrained,
     build_lm,
     lm_layer_groups,
     lm_meta,
     n_params,
-    read_checkpoint_meta,
+    read_lm_folder,
     read_state_dict,
     read_vocab,
     save_checkpoint,
@@ -48,11 +46,7 @@ def init_lm(ctx: Context, lm: LMResult, vocab: list[str], drop_mult: float) -> n
     if lm.kind == "none":
         return model
     if lm.kind == "package":
-        meta, old_vocab = read_checkpoint_meta(Path(lm.weights))
-        if meta.get("model", {}).get("backwards", False) != m.backwards:
-            raise CheckpointError(f"{lm.weights} is a {'backward' if not m.backwards else 'forward'} LM but "
-                                  f"model.backwards={m.backwards}; use the LM of the same direction")
-        wgts = st.load_file(str(Path(lm.weights) / "model.safetensors"))
+        wgts, old_vocab = read_lm_folder(Path(lm.weights), m.backwards)
     else:
         wgts, old_vocab = read_state_dict(Path(lm.weights)), read_vocab(Path(lm.vocab))
     adapt_pretrained(wgts, old_vocab, vocab, model)
@@ -81,7 +75,7 @@ def run(ctx: Context, data: DataResult, lm: LMResult) -> LMFinetuneResult:
                    "train_tokens": n_tok, "params": n_params(model)}
         if ft.enabled:
             ctx.log(f"lm_finetune: {n_params(model):,} parameters, {n_tok:,} tokens, {ft.epochs} epoch(s)")
-            fit_phases(learn, [Phase(len(lm_layer_groups(model)), ft.epochs)], ft, stage)
+            fit_phases(learn, [Phase(len(lm_layer_groups(model)), ft.epochs)], ft, stage, checkpoint_s=ctx.checkpoint_s)
             after = float(learn.validate()[0])
             metrics.update(valid_loss=after, valid_perplexity=float(np.exp(after)))
         out = stage.path / "model"

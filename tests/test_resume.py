@@ -1,0 +1,101 @@
+"""A run killed mid-epoch resumes from `last.pt` and ends with exactly the weights of an uninterrupted run."""
+
+import pytest
+import torch
+from fastai.callback.core import Callback
+from fastai.metrics import accuracy
+from fastai.torch_core import set_seed
+from synth import make_reviews
+
+from ulmfit_lab.config import ClassifierConfig, ModelConfig, RunConfig, TrainConfig
+from ulmfit_lab.loaders import classifier_loaders, lm_loaders
+from ulmfit_lab.models import build_classifier, build_lm, classifier_layer_groups, lm_layer_groups
+from ulmfit_lab.rundir import StageDir
+from ulmfit_lab.schedules import Phase, unfreeze_phases
+from ulmfit_lab.text import build_vocab, numericalize, tokenize
+from ulmfit_lab.training import fit_phases, make_learner
+
+M = ModelConfig(emb_sz=8, n_hid=12, n_layers=2, bptt=8)
+RUN = RunConfig(device="cpu", progress=False)
+CPU = torch.device("cpu")
+
+
+class Crash(Exception):
+    pass
+
+
+class _KillAt(Callback):
+    """Dies after `n` training batches in all (as SIGKILL would, but in-process)."""
+
+    order = 99
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def after_batch(self):
+        if self.training:
+            self.n -= 1
+            if self.n == 0:
+                raise Crash("killed")
+
+
+@pytest.fixture(scope="module")
+def ids():
+    df = make_reviews(96, seed=5)
+    tok = tokenize(df.text.tolist())
+    vocab = build_vocab([tok], min_freq=1)
+    return vocab, numericalize(tok, vocab), [0 if y == "neg" else 1 for y in df.label]
+
+
+def _lm_learner(ids, path):
+    vocab, x, _ = ids
+    dls = lm_loaders(x, x[:12], 4, M.bptt, False, CPU, seed=0)
+    tc = TrainConfig(epochs=2, lr=3e-3)
+    return make_learner(dls, build_lm(len(vocab), M, 0.5), lm_layer_groups, tc, RUN, CPU, [], path), tc
+
+
+def _clf_learner(ids, path):
+    vocab, x, y = ids
+    dls = classifier_loaders(x, y, x[:16], y[:16], 8, M.bptt, False, CPU, seed=0)
+    cc = ClassifierConfig(epochs=3, lr=1e-2, bs=8, drop_mult=0.5)
+    model = build_classifier(len(vocab), 2, M, cc.drop_mult, [8])
+    return make_learner(dls, model, classifier_layer_groups, cc, RUN, CPU, [accuracy], path), cc
+
+
+def _weights(learn):
+    return {k: v.detach().clone() for k, v in learn.model.state_dict().items()}
+
+
+@pytest.mark.parametrize("kind,kill_after", [("lm", 5), ("lm", 17), ("classifier", 6), ("classifier", 13)])
+def test_killed_mid_epoch_resumes_exactly(ids, tmp_path, kind, kill_after):
+    make = _lm_learner if kind == "lm" else _clf_learner
+
+    def phases(learn, tc):
+        n = len(learn.opt.param_lists)
+        return [Phase(n, tc.epochs)] if kind == "lm" else unfreeze_phases(n, tc.epochs)
+
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+    set_seed(0)
+    learn, tc = make(ids, tmp_path / "a")
+    fit_phases(learn, phases(learn, tc), tc, StageDir(tmp_path / "a", "k"))
+    want = _weights(learn)
+    n_batches = len(learn.dls.train)
+    assert kill_after < n_batches * tc.epochs  # the kill lands inside training
+
+    set_seed(0)
+    learn, tc = make(ids, tmp_path / "b")
+    stage = StageDir(tmp_path / "b", "k")
+    with pytest.raises(Exception, match="killed"):
+        fit_phases(learn, phases(learn, tc), tc, stage, extra_cbs=[_KillAt(kill_after)], checkpoint_s=0.0)
+    assert (tmp_path / "b" / "last.pt").is_file()
+
+    set_seed(1234)  # a new process: other global RNG states, other initial weights
+    learn, tc = make(ids, tmp_path / "b")
+    fit_phases(learn, phases(learn, tc), tc, stage, checkpoint_s=0.0)
+    got = _weights(learn)
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], rtol=0, atol=0, msg=f"{kind}: {k} differs after resume")
+    rows_a = (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()
+    rows_b = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
+    assert len(rows_a) == len(rows_b)
