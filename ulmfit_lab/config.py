@@ -134,6 +134,7 @@ class RunConfig:
     num_workers: int = 0
     cache_dir: str | None = None
     progress: bool = True
+    fused_softmax: bool = True  # LM training on CPU: chunked decoder + softmax (fused.py), same maths, faster
     checkpoint_minutes: float | None = 10.0  # also checkpoint inside an epoch this often (None: epoch ends only)
 
 

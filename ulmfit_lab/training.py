@@ -32,6 +32,7 @@ from fastcore.foundation import L
 from torch import nn
 
 from .config import RunConfig, TrainConfig
+from .fused import fuse_lm_loss
 from .loaders import rng_state
 from .rundir import StageDir, atomic_path
 from .schedules import Phase, discriminative_lrs, stlr_schedule
@@ -266,8 +267,12 @@ class TokenCounter(Callback):
 
 
 def make_learner(dls: DataLoaders, model: nn.Module, groups: Callable[[nn.Module], list], tc: TrainConfig,
-                 run: RunConfig, device: torch.device, metrics: list, path: Path) -> Learner:
-    """A fastai Learner with Adam(betas), AR/TAR (passed explicitly: fastai #3605), clipping, AMP."""
+                 run: RunConfig, device: torch.device, metrics: list, path: Path, lm: bool = False) -> Learner:
+    """A fastai Learner with Adam(betas), AR/TAR (passed explicitly: fastai #3605), clipping, AMP.
+
+    `lm`: the model is a language model; on the CPU it then trains with the fused decoder + softmax
+    (`fused.py`) unless `run.fused_softmax` is off.
+    """
     cbs: list[Callback] = list(rnn_cbs(alpha=tc.alpha, beta=tc.beta)) + [TokenCounter()]
     if tc.clip:
         cbs.append(GradientClip(tc.clip))
@@ -279,7 +284,10 @@ def make_learner(dls: DataLoaders, model: nn.Module, groups: Callable[[nn.Module
     elif dtype is not None:
         raise ValueError("run.precision=fp16 needs a GPU; on CPU use bf16 or fp32")
     opt_func = partial(Adam, mom=tc.betas[0], sqr_mom=tc.betas[1], wd=tc.wd)
-    learn = Learner(dls, model.to(device), loss_func=CrossEntropyLossFlat(), opt_func=opt_func, splitter=groups,
+    loss_func = CrossEntropyLossFlat()
+    if lm and run.fused_softmax and device.type == "cpu":
+        loss_func = fuse_lm_loss(model, dtype or torch.float32)
+    learn = Learner(dls, model.to(device), loss_func=loss_func, opt_func=opt_func, splitter=groups,
                     metrics=metrics, cbs=cbs, path=path, model_dir=".")
     if not run.progress:  # no bars; EpochLogger prints one line per epoch instead
         learn.remove_cb(ProgressCallback)

@@ -125,7 +125,7 @@ def run(ctx: Context) -> LMResult:
         ctx.log(f"lm: pretraining {n_params(model):,} parameters on {n_tok:,} tokens ({len(train_docs):,} docs), "
                 f"vocab {len(vocab):,}, {lp.epochs} epoch(s)")
         learn = make_learner(dls, model, lm_layer_groups, lp, ctx.cfg.run, ctx.device, [accuracy, Perplexity()],
-                             stage.path)
+                             stage.path, lm=True)
         fit_phases(learn, [Phase(len(lm_layer_groups(model)), lp.epochs)], lp, stage, checkpoint_s=ctx.checkpoint_s)
         out = stage.path / "model"
         save_checkpoint(learn.model, out, vocab, lm_meta(m, {"direction": "bwd" if m.backwards else "fwd"}))

@@ -68,7 +68,7 @@ def run(ctx: Context, data: DataResult, lm: LMResult) -> LMFinetuneResult:
         dls = lm_loaders(train_ids, valid_ids, ft.bs, m.bptt, m.backwards, ctx.device, ctx.cfg.run.seed)
         model = init_lm(ctx, lm, vocab, ft.drop_mult)
         learn = make_learner(dls, model, lm_layer_groups, ft, ctx.cfg.run, ctx.device, [accuracy, Perplexity()],
-                             stage.path)
+                             stage.path, lm=True)
         before = float(learn.validate()[0])
         n_tok = int(sum(map(len, train_ids)))
         metrics = {"valid_loss_before": before, "valid_perplexity_before": float(np.exp(before)),
