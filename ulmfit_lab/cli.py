@@ -40,6 +40,13 @@ def build_parser() -> argparse.ArgumentParser:
                             "last finished epoch.")
         sp.add_argument("config", help="YAML config file (see configs/)")
         sp.add_argument("overrides", nargs="*", help=_OVERRIDES_HELP)
+    sp = sub.add_parser("ship-lm", help="Package a pretrained LM (fp16 weights, sha256, model card) under a name.",
+                        description="Turn a finished `lm` stage (RUN_DIR/lm) into a named LM folder: fp16 "
+                        "safetensors, vocab.json, model.json with its sha256, and README.md (the model card). "
+                        "Folders in ulmfit_lab/pretrained/ are the registry names lm_pretrain.weights accepts.")
+    sp.add_argument("stage", help="the lm stage folder of a finished run, e.g. runs/pretrain_reviews_fwd/lm")
+    sp.add_argument("--name", required=True, help="registry name, e.g. reviews-fwd")
+    sp.add_argument("--dest", default=None, help="parent folder (default: the package's pretrained/ folder)")
     pp = sub.add_parser("predict", help="Predict labels for a file of texts with a trained classifier.",
                         description="Predict with a trained classifier. Writes the input's columns plus "
                         "`prediction` and one `proba_<label>` column per class.")
@@ -103,9 +110,20 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "predict":
             predict_file(args.model, args.input, args.output, args.text_column, args.batch_size)
             return 0
+        if args.command == "ship-lm":
+            from .hub import SHIPPED, card_from_stage, ship_lm
+
+            stage = Path(args.stage)
+            if not (stage / "DONE.json").is_file():
+                raise CheckpointError(f"{stage}: not a finished lm stage (no DONE.json); run `ulmfit-lab lm` first")
+            out = ship_lm(stage / "model", Path(args.dest or SHIPPED) / args.name, card_from_stage(stage))
+            print(f"wrote {out} ({(out / 'model.safetensors').stat().st_size / 1e6:.1f} MB)")
+            return 0
         from .pipeline import run_pipeline
 
         cfg = load_config(args.config, args.overrides)
+        Path(cfg.run.dir).mkdir(parents=True, exist_ok=True)
+        (Path(cfg.run.dir) / "command.txt").write_text("ulmfit-lab " + " ".join(argv or sys.argv[1:]) + "\n")
         res = run_pipeline(cfg, until=_STAGE_CMDS[args.command][0])
         summary = {n: getattr(res, n).metrics for n in ("lm", "lm_finetune", "classifier", "evaluate")
                    if getattr(res, n) is not None and getattr(res, n).metrics}

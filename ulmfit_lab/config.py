@@ -82,7 +82,8 @@ class TrainConfig:
 @dataclass(frozen=True)
 class LMPretrainConfig(TrainConfig):
     """Stage 1. `source`: none (fine-tune from random init), scratch (pretrain on `corpus`) or
-    pretrained (load `weights` + `vocab`, fastai WT103 format or this package's own, by path or URL).
+    pretrained (load `weights`: a shipped LM's name such as `reviews-fwd`, this package's LM folder, or
+    fastai's WT103 `.pth` + `vocab`; by path or URL, `sha256` pinning a download).
 
     Pretraining holds out `valid_pct` of each corpus source and reports the perplexity on each, and on
     every `eval_corpus` (e.g. WikiText's validation split). `init`: an LM folder to continue from.
@@ -95,6 +96,7 @@ class LMPretrainConfig(TrainConfig):
     text_column: str = "text"
     weights: str | None = None
     vocab: str | None = None
+    sha256: str | None = None
     max_docs: int | None = None
     valid_pct: float = 0.05
     epochs: int = 1

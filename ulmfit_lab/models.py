@@ -125,7 +125,8 @@ def read_lm_folder(folder: Path, backwards: bool) -> tuple[dict[str, torch.Tenso
     if meta.get("model", {}).get("backwards", False) != backwards:
         raise CheckpointError(f"{folder} is a {'forward' if backwards else 'backward'} LM but model.backwards="
                               f"{backwards}; use the LM of the same direction")
-    return st.load_file(str(Path(folder) / "model.safetensors")), vocab
+    wgts = st.load_file(str(Path(folder) / "model.safetensors"))
+    return {k: (v.float() if v.is_floating_point() else v) for k, v in wgts.items()}, vocab  # shipped: fp16
 
 
 def load_lm_checkpoint(folder: Path, drop_mult: float = 1.0) -> tuple[nn.Module, list[str], dict]:

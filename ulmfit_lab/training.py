@@ -46,6 +46,21 @@ def pick_device(run: RunConfig) -> torch.device:
     return torch.device("cuda")
 
 
+def device_name(device: torch.device) -> str:
+    """What ran a stage, for logs and model cards: the GPU's name, or the CPU's model and thread count."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"CPU {cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
 def amp_dtype(run: RunConfig, device: torch.device) -> torch.dtype | None:
     """Mixed precision: bf16 (fp16 on older GPUs) on GPU by default, fp32 on CPU unless asked."""
     if run.precision == "fp32" or (run.precision == "auto" and device.type != "cuda"):

@@ -1,13 +1,12 @@
 """Stage 1: the general-domain LM. Pretrain an AWD-LSTM on a corpus, or point at pretrained weights.
 
-Pretrained weights may be this package's LM folder, or fastai's WT103 format (`.pth` + vocab
-`.pkl`/`.json`), by local path or URL. A missing file is an error, never a warning.
+Pretrained weights may be a registry name of a shipped LM (`reviews-fwd`), this package's LM folder,
+or fastai's WT103 format (`.pth` + vocab `.pkl`/`.json`), by local path or URL (see `hub.py`). A
+missing file is an error, never a warning.
 """
 
 from __future__ import annotations
 
-import hashlib
-import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import numpy as np
 from fastai.metrics import Perplexity, accuracy
 
 from ..data import read_corpus
+from ..hub import fetch, resolve_lm
 from ..loaders import lm_loaders
 from ..models import (
     CheckpointError,
@@ -23,12 +23,13 @@ from ..models import (
     lm_layer_groups,
     lm_meta,
     n_params,
+    read_checkpoint_meta,
     read_lm_folder,
     save_checkpoint,
 )
 from ..schedules import Phase
 from ..text import build_vocab, numericalize, texts_hash, tokenize
-from ..training import fit_phases, make_learner
+from ..training import device_name, fit_phases, make_learner
 from .common import Context, StageResult, run_cached
 
 VERSION = 1
@@ -43,30 +44,9 @@ class LMResult(StageResult):
     vocab: str | None = None
 
 
-def fetch(spec: str, cache_dir: Path) -> Path:
-    """A local path as is; an http(s)/file URL downloaded once into the cache."""
-    if "://" not in spec:
-        path = Path(spec).expanduser()
-        if not path.exists():
-            raise CheckpointError(f"pretrained LM file not found: {path}; check lm_pretrain.weights/vocab")
-        return path
-    name = hashlib.sha256(spec.encode()).hexdigest()[:12] + "-" + spec.rstrip("/").rsplit("/", 1)[-1]
-    dest = cache_dir / "downloads" / name
-    if not dest.exists():
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_suffix(dest.suffix + ".part")
-        try:
-            urllib.request.urlretrieve(spec, tmp)
-        except OSError as e:
-            raise CheckpointError(f"could not download {spec}: {e}. Offline, download it elsewhere and "
-                                  "give the local path") from None
-        tmp.replace(dest)
-    return dest
-
-
 def _resolve_pretrained(ctx: Context) -> dict:
     lp = ctx.cfg.lm_pretrain
-    weights = fetch(lp.weights, ctx.cache_dir)
+    weights = resolve_lm(lp.weights, ctx.cache_dir, lp.sha256)
     if weights.is_dir():
         if not (weights / "model.safetensors").is_file():
             raise CheckpointError(f"{weights}: not an LM folder (no model.safetensors); give a .pth file "
@@ -76,6 +56,18 @@ def _resolve_pretrained(ctx: Context) -> dict:
         raise CheckpointError(f"lm_pretrain.vocab is needed with weights file {weights} "
                               "(fastai format: the itos .pkl or a JSON list)")
     return {"kind": "fastai", "weights": str(weights), "vocab": str(fetch(lp.vocab, ctx.cache_dir))}
+
+
+def _pretrained_key(info: dict) -> str:
+    """What identifies pretrained weights: a shipped LM's sha256, else the file's path, size and mtime."""
+    path = Path(info["weights"])
+    if info["kind"] == "package":
+        meta, _ = read_checkpoint_meta(path)
+        if meta.get("sha256"):
+            return f"pretrained:{meta['sha256'][:16]}"
+        path = path / "model.safetensors"
+    st_ = path.stat()
+    return f"pretrained:{path.resolve()}:{st_.st_size}:{st_.st_mtime_ns}"
 
 
 def split_corpus(sources: dict[str, list[str]], valid_pct: float, seed: int) -> tuple[list[str], dict[str, list[str]]]:
@@ -96,7 +88,7 @@ def run(ctx: Context) -> LMResult:
         return LMResult(dir="", key="none")
     if lp.source == "pretrained":
         info = _resolve_pretrained(ctx)
-        return LMResult(dir="", key=f"pretrained:{info['weights']}", **info)
+        return LMResult(dir="", key=_pretrained_key(info), **info)
 
     d = ctx.cfg.data
     sources = read_corpus(lp.corpus, d, ctx.cache_dir, lp.text_column, lp.max_docs)
@@ -134,7 +126,8 @@ def run(ctx: Context) -> LMResult:
         valid_loss = float(learn.validate()[0])
         return {"kind": "package", "weights": str(out), "vocab": str(out / "vocab.json"),
                 "metrics": {"valid_loss": valid_loss, "valid_perplexity": float(np.exp(valid_loss)),
-                            "perplexity": ppl, "train_tokens": int(n_tok), "vocab_size": len(vocab)}}
+                            "perplexity": ppl, "train_tokens": int(n_tok), "vocab_size": len(vocab),
+                            "params": n_params(model), "device": device_name(ctx.device)}}
 
     return run_cached(ctx, stage, "lm", LMResult, {"lm_pretrain": asdict(lp), "model": asdict(m)}, body)
 
