@@ -21,6 +21,14 @@ class ConfigError(ValueError):
     """A config file or override is invalid; the message lists every problem found."""
 
 
+NOT_IN_KEY = {"key": False}  # field metadata: a setting that does not change a stage's result
+
+
+def key_dict(section: Any) -> dict[str, Any]:
+    """A config section as a dict for stage keys, without the settings marked `NOT_IN_KEY`."""
+    return {f.name: getattr(section, f.name) for f in dataclasses.fields(section) if f.metadata.get("key", True)}
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """Where the labelled and unlabelled texts come from and how they are split and tokenized.
@@ -96,7 +104,7 @@ class LMPretrainConfig(TrainConfig):
     text_column: str = "text"
     weights: str | None = None
     vocab: str | None = None
-    sha256: str | None = None
+    sha256: str | None = field(default=None, metadata=NOT_IN_KEY)  # checks a download; changes no result
     max_docs: int | None = None
     valid_pct: float = 0.05
     epochs: int = 1

@@ -11,6 +11,7 @@ from pathlib import Path
 import safetensors.torch as st
 from fastai.metrics import accuracy
 
+from ..config import key_dict
 from ..models import build_classifier, build_lm, classifier_layer_groups, n_params, save_checkpoint
 from ..schedules import unfreeze_phases
 from ..training import fit_phases, make_learner
@@ -28,7 +29,7 @@ class ClassifierResult(StageResult):
 
 def run(ctx: Context, data: DataResult, encoder: LMFinetuneResult) -> ClassifierResult:
     cc, m = ctx.cfg.classifier, ctx.cfg.model
-    stage = ctx.stage("classifier", VERSION, asdict(cc), asdict(m), data.key, encoder.key, ctx.cfg.run.seed)
+    stage = ctx.stage("classifier", VERSION, key_dict(cc), key_dict(m), data.key, encoder.key, ctx.cfg.run.seed)
 
     def body() -> dict:
         vocab, classes = data.vocab(), data.classes

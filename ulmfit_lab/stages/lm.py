@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from fastai.metrics import Perplexity, accuracy
 
+from ..config import key_dict
 from ..data import read_corpus
 from ..hub import fetch, resolve_lm
 from ..loaders import lm_loaders
@@ -93,8 +94,8 @@ def run(ctx: Context) -> LMResult:
     d = ctx.cfg.data
     sources = read_corpus(lp.corpus, d, ctx.cache_dir, lp.text_column, lp.max_docs)
     evals = read_corpus(lp.eval_corpus, d, ctx.cache_dir, lp.text_column) if lp.eval_corpus else {}
-    stage = ctx.stage("lm", VERSION, {k: texts_hash(v) for k, v in {**sources, **evals}.items()}, asdict(lp),
-                      asdict(m), {"lang": d.lang, "min_freq": d.min_freq, "max_vocab": d.max_vocab,
+    stage = ctx.stage("lm", VERSION, {k: texts_hash(v) for k, v in {**sources, **evals}.items()}, key_dict(lp),
+                      key_dict(m), {"lang": d.lang, "min_freq": d.min_freq, "max_vocab": d.max_vocab,
                                   "seed": ctx.cfg.run.seed})
 
     def tok(docs: list[str], what: str):

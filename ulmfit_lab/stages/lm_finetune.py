@@ -13,6 +13,7 @@ import numpy as np
 from fastai.metrics import Perplexity, accuracy
 from torch import nn
 
+from ..config import key_dict
 from ..loaders import lm_loaders
 from ..models import (
     adapt_pretrained,
@@ -57,7 +58,7 @@ def init_lm(ctx: Context, lm: LMResult, vocab: list[str], drop_mult: float) -> n
 
 def run(ctx: Context, data: DataResult, lm: LMResult) -> LMFinetuneResult:
     ft, m = ctx.cfg.lm_finetune, ctx.cfg.model
-    stage = ctx.stage("lm_finetune", VERSION, asdict(ft), asdict(m), data.key, lm.key, ctx.cfg.run.seed)
+    stage = ctx.stage("lm_finetune", VERSION, key_dict(ft), key_dict(m), data.key, lm.key, ctx.cfg.run.seed)
 
     def body() -> dict:
         vocab = data.vocab()
