@@ -12,6 +12,7 @@ import pandas as pd
 
 from .config import Config, load_config
 from .data import LABEL, TEXT, DataError, load_data
+from .ensemble import ENSEMBLE_FILE, EnsemblePredictor, load_model, member_dirs, write_ensemble
 from .pipeline import PipelineResult, run_pipeline
 from .predict import Predictor
 
@@ -31,7 +32,8 @@ class SentimentClassifier:
     def __init__(self, config: Config | None = None):
         # the default is the quickstart recipe (minutes on a laptop CPU), not the paper's full size
         self.config = config or (load_config(QUICKSTART) if QUICKSTART.is_file() else Config())
-        self.predictor: Predictor | None = None
+        self.predictor: Predictor | EnsemblePredictor | None = None
+        self._model_dir: str | None = None
         self.result: PipelineResult | None = None
 
     @classmethod
@@ -64,10 +66,11 @@ class SentimentClassifier:
                          unlabelled=list(unlabelled or []))
         until = "evaluate" if test is not None else "classifier"
         self.result = run_pipeline(cfg, until=until, data=data)
-        self.predictor = Predictor.load(self.result.classifier.model_dir)
+        self._model_dir = self.result.model_dir
+        self.predictor = load_model(self._model_dir)
         return self
 
-    def _need_model(self) -> Predictor:
+    def _need_model(self) -> Predictor | EnsemblePredictor:
         if self.predictor is None:
             raise RuntimeError("this classifier is not trained: call fit(...) or SentimentClassifier.load(path)")
         return self.predictor
@@ -86,27 +89,27 @@ class SentimentClassifier:
 
     def save(self, path: str | Path) -> Path:
         """Write a self-contained model folder (weights, vocab, labels, config; no pickles)."""
-        src = Path(self._need_model_dir())
+        self._need_model()
+        src = Path(self._model_dir)
         dest = Path(path)
-        if dest.exists() and not (dest / "model.json").is_file():
+        if dest.exists() and not any((dest / f).is_file() for f in ("model.json", ENSEMBLE_FILE)):
             if any(dest.iterdir()):
                 raise FileExistsError(f"{dest} exists and is not a saved model; choose an empty or new folder")
         tmp = dest.with_name(dest.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(src, tmp)
+        if (src / ENSEMBLE_FILE).is_file():  # copy the members in: the saved folder stands alone
+            write_ensemble(tmp, member_dirs(src), copy=True)
+        else:
+            shutil.copytree(src, tmp)
         shutil.rmtree(dest, ignore_errors=True)
         tmp.rename(dest)
         return dest
-
-    def _need_model_dir(self) -> str:
-        self._need_model()
-        return self._model_dir if hasattr(self, "_model_dir") else self.result.classifier.model_dir
 
     @classmethod
     def load(cls, path: str | Path, device=None) -> SentimentClassifier:
         """Load a folder written by `save` (or a run's `classifier/model`)."""
         obj = cls()
-        obj.predictor = Predictor.load(path, device)
+        obj.predictor = load_model(path, device)
         obj._model_dir = str(path)
         return obj
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .config import ConfigError, load_config
 from .data import DataError
+from .ensemble import ENSEMBLE_FILE, load_model
 from .models import CheckpointError
 from .rundir import RunLockedError
 
@@ -59,10 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _resolve_model(path: Path) -> Path:
-    if (path / "model.json").is_file():
-        return path
-    if (path / "classifier" / "model" / "model.json").is_file():
-        return path / "classifier" / "model"
+    for candidate in (path, path / "ensemble", path / "classifier" / "model"):
+        if (candidate / "model.json").is_file() or (candidate / ENSEMBLE_FILE).is_file():
+            return candidate
     raise CheckpointError(f"{path}: no model here; expected a saved model folder or a run directory with "
                           "classifier/model (train one with `ulmfit-lab train-classifier CONFIG`)")
 
@@ -73,9 +73,8 @@ def predict_file(model: str, input_path: str, output: str | None, text_column: s
     from tqdm.auto import tqdm
 
     from .data import read_table
-    from .predict import Predictor
 
-    predictor = Predictor.load(_resolve_model(Path(model)))
+    predictor = load_model(_resolve_model(Path(model)))
     df = read_table(input_path)
     if text_column not in df.columns:
         raise DataError(f"{input_path}: no column {text_column!r}; columns found: {list(df.columns)}. "

@@ -66,7 +66,9 @@ class ModelConfig:
     n_hid: int = 1152
     n_layers: int = 3
     bptt: int = 70
-    backwards: bool = False
+    backwards: bool = False  # this model reads right to left (set per direction from `directions`)
+    # train one model per direction and ensemble them (the paper's fwd + bwd): ["fwd"], ["bwd"] or both
+    directions: list[str] = field(default_factory=lambda: ["fwd"], metadata=NOT_IN_KEY)
 
 
 @dataclass(frozen=True)
@@ -162,6 +164,11 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))
 
+    def for_direction(self, direction: str) -> Config:
+        """This config for one direction's models: `model.backwards` set, `directions` just that one."""
+        m = dataclasses.replace(self.model, backwards=direction == "bwd", directions=[direction])
+        return dataclasses.replace(self, model=m)
+
     def replace(self, *overrides: str, **sections: Any) -> Config:
         """A copy with dotted overrides applied (`"classifier.epochs=2"`), checked like a file."""
         raw = self.to_dict()
@@ -233,6 +240,8 @@ def from_dict(raw: dict[str, Any], source: str = "config") -> Config:
     if errors:
         lines = "\n".join(f"  - {e}" for e in errors)
         raise ConfigError(f"{source}: {len(errors)} problem(s):\n{lines}")
+    if cfg.model.backwards and cfg.model.directions == ["fwd"]:  # `model.backwards=true` alone: one bwd model
+        cfg = cfg.for_direction("bwd")
     return cfg
 
 
@@ -345,6 +354,9 @@ def _check_values(cfg: Config) -> list[str]:
                 errs.append(f"{section}.{name}: must be >= 0, found {getattr(t, name)!r}")
     for name in ("emb_sz", "n_hid", "n_layers", "bptt"):
         positive(f"model.{name}", getattr(cfg.model, name))
+    dirs = cfg.model.directions
+    if not dirs or len(set(dirs)) != len(dirs) or not set(dirs) <= {"fwd", "bwd"}:
+        errs.append(f"model.directions: expected [fwd], [bwd] or [fwd, bwd], found {dirs!r}")
     for name in ("max_train", "max_test"):
         positive(f"data.{name}", getattr(cfg.data, name), allow_none=True)
     if cfg.data.max_unlabelled is not None and cfg.data.max_unlabelled < 0:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
+
+import yaml
 
 from .config import Config
 from .data import LabelledData
+from .ensemble import write_ensemble
 from .rundir import run_lock, write_text
 from .stages import classifier, evaluate, lm, lm_finetune
 from .stages import data as data_stage
@@ -18,20 +22,54 @@ ORDER: list[str] = ["data", "lm", "lm_finetune", "classifier", "evaluate"]
 
 
 @dataclass
-class PipelineResult:
-    data: data_stage.DataResult | None = None
+class DirectionResult:
+    """One direction's models (forward, or backward as in the paper's ensemble)."""
+
     lm: lm.LMResult | None = None
     lm_finetune: lm_finetune.LMFinetuneResult | None = None
     classifier: classifier.ClassifierResult | None = None
+
+
+@dataclass
+class PipelineResult:
+    data: data_stage.DataResult | None = None
+    directions: dict[str, DirectionResult] = field(default_factory=dict)
     evaluate: evaluate.EvalResult | None = None
+    model_dir: str | None = None  # the classifier folder, or the ensemble folder of several directions
     seconds: float = 0.0
 
+    def _first(self, name: str):
+        return getattr(next(iter(self.directions.values())), name) if self.directions else None
+
+    @property
+    def lm(self) -> lm.LMResult | None:
+        return self._first("lm")
+
+    @property
+    def lm_finetune(self) -> lm_finetune.LMFinetuneResult | None:
+        return self._first("lm_finetune")
+
+    @property
+    def classifier(self) -> classifier.ClassifierResult | None:
+        return self._first("classifier")
+
+    def stages(self) -> dict[str, object]:
+        out: dict[str, object] = {"data": self.data}
+        for d, r in self.directions.items():
+            sfx = "" if d == "fwd" else f"_{d}"
+            out.update({f"lm{sfx}": r.lm, f"lm_finetune{sfx}": r.lm_finetune, f"classifier{sfx}": r.classifier})
+        out["evaluate"] = self.evaluate
+        return {k: v for k, v in out.items() if v is not None}
+
     def skipped(self) -> list[str]:
-        return [n for n in ORDER if getattr(self, n) is not None and getattr(self, n).skipped]
+        return [n for n, r in self.stages().items() if r.skipped]
 
 
 def run_pipeline(cfg: Config, until: Stage = "evaluate", data: LabelledData | None = None) -> PipelineResult:
     """Run every stage up to `until`, skipping the ones already done with the same inputs.
+
+    With `model.directions: [fwd, bwd]` the LM, LM fine-tuning and classifier stages run once per
+    direction (the backward ones in `*_bwd` folders), and evaluation scores each and their ensemble.
 
     Args:
         cfg: the run's config.
@@ -48,20 +86,30 @@ def run_pipeline(cfg: Config, until: Stage = "evaluate", data: LabelledData | No
     res = PipelineResult()
     stop = ORDER.index(until)
     with run_lock(ctx.run_dir):
-        import yaml
-
         write_text(ctx.run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         ctx.log(f"run directory {ctx.run_dir}, device {ctx.device}")
         if until != "lm":  # pretraining the general-domain LM needs no labelled data
             res.data = data_stage.run(ctx, data)
-        if stop >= 1:
-            res.lm = lm.run(ctx)
-        if stop >= 2:
-            res.lm_finetune = lm_finetune.run(ctx, res.data, res.lm)
+        for direction in cfg.model.directions:
+            dctx, r = ctx.for_direction(direction), DirectionResult()
+            res.directions[direction] = r
+            if stop >= 1:
+                r.lm = lm.run(dctx)
+            if stop >= 2:
+                r.lm_finetune = lm_finetune.run(dctx, res.data, r.lm)
+            if stop >= 3:
+                r.classifier = classifier.run(dctx, res.data, r.lm_finetune)
         if stop >= 3:
-            res.classifier = classifier.run(ctx, res.data, res.lm_finetune)
+            res.model_dir = _model_dir(ctx.run_dir, {d: r.classifier.model_dir for d, r in res.directions.items()})
         if stop >= 4:
-            res.evaluate = evaluate.run(ctx, res.data, res.classifier)
+            res.evaluate = evaluate.run(ctx, res.data, {d: r.classifier for d, r in res.directions.items()})
     res.seconds = time.time() - t0
     ctx.log(f"done in {res.seconds:.1f} s" + (f" (skipped: {', '.join(res.skipped())})" if res.skipped() else ""))
     return res
+
+
+def _model_dir(run_dir: Path, model_dirs: dict[str, str]) -> str:
+    """The run's model: the classifier folder, or an ensemble folder over the directions' classifiers."""
+    if len(model_dirs) == 1:
+        return next(iter(model_dirs.values()))
+    return str(write_ensemble(run_dir / "ensemble", {d: Path(p) for d, p in model_dirs.items()}))

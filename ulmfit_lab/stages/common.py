@@ -32,14 +32,20 @@ class Context:
     run_dir: Path
     device: torch.device
     cache_dir: Path
+    suffix: str = ""  # stage folders of the backward models end in `_bwd`
 
     @classmethod
     def create(cls, cfg: Config) -> Context:
         cache = Path(cfg.run.cache_dir) if cfg.run.cache_dir else default_cache_dir()
         return cls(cfg, Path(cfg.run.dir), pick_device(cfg.run), cache)
 
+    def for_direction(self, direction: str) -> Context:
+        """The context of one direction's models (`fwd` or `bwd`)."""
+        return dataclasses.replace(self, cfg=self.cfg.for_direction(direction),
+                                   suffix="" if direction == "fwd" else f"_{direction}")
+
     def stage(self, name: str, version: int, *parts: Any) -> StageDir:
-        return StageDir(self.run_dir / name, stage_key(name, version, *parts))
+        return StageDir(self.run_dir / f"{name}{self.suffix}", stage_key(name, version, *parts))
 
     @property
     def checkpoint_s(self) -> float | None:
@@ -74,6 +80,7 @@ class StageResult:
 def run_cached(ctx: Context, stage: StageDir, name: str, cls: type[R], snapshot: dict[str, Any],
                body: Callable[[], dict[str, Any]]) -> R:
     """Skip the stage if its marker carries the same key; else run `body` and write the marker last."""
+    name = stage.path.name  # e.g. classifier_bwd
     done = stage.done()
     if done is not None:
         ctx.log(f"{name}: up to date (key {stage.key}), skipped")
