@@ -99,3 +99,40 @@ def test_killed_mid_epoch_resumes_exactly(ids, tmp_path, kind, kill_after):
     rows_a = (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()
     rows_b = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
     assert len(rows_a) == len(rows_b)
+
+
+def test_time_budget_pauses_with_a_checkpoint_and_the_rerun_finishes_identically(ids, tmp_path):
+    import time
+
+    from ulmfit_lab.training import TrainingPaused
+
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+    set_seed(0)
+    learn, tc = _lm_learner(ids, tmp_path / "a")
+    fit_phases(learn, [Phase(3, tc.epochs)], tc, StageDir(tmp_path / "a", "k"))
+    want = _weights(learn)
+
+    stage = StageDir(tmp_path / "b", "k")
+    set_seed(0)
+    learn, tc = _lm_learner(ids, tmp_path / "b")
+    with pytest.raises(TrainingPaused, match="rerun the same command"):
+        fit_phases(learn, [Phase(3, tc.epochs)], tc, stage, deadline=time.time())
+    set_seed(99)
+    learn, tc = _lm_learner(ids, tmp_path / "b")
+    fit_phases(learn, [Phase(3, tc.epochs)], tc, stage)
+    for k, v in _weights(learn).items():
+        torch.testing.assert_close(v, want[k], rtol=0, atol=0, msg=k)
+
+
+def test_cli_pause_exit_code_and_resume(tmp_path, tiny_csvs, cache_dir):
+    from conftest import CONFIGS, run_cli
+
+    args = ["lm-finetune", str(CONFIGS / "tiny.yaml"), f"data.train={tiny_csvs['train']}",
+            f"run.dir={tmp_path / 'run'}", f"run.cache_dir={cache_dir}"]
+    paused = run_cli(*args, "run.stop_after_minutes=0.00001", check=False)
+    assert paused.returncode == 3 and "rerun the same command" in paused.stderr and "Traceback" not in paused.stderr
+    assert (tmp_path / "run" / "lm_finetune" / "last.pt").is_file()
+    assert not (tmp_path / "run" / "lm_finetune" / "DONE.json").exists()
+    done = run_cli(*args)
+    assert "resuming" in done.stdout and (tmp_path / "run" / "lm_finetune" / "DONE.json").is_file()

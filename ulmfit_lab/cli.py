@@ -16,6 +16,7 @@ from .data import DataError
 from .ensemble import ENSEMBLE_FILE, load_model
 from .models import CheckpointError
 from .rundir import RunLockedError
+from .training import TrainingPaused
 
 _STAGE_CMDS = {
     "lm": ("lm", "Stage 1: pretrain the general-domain LM (or resolve pretrained weights)."),
@@ -134,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError, CheckpointError, RunLockedError) as e:
         print(f"ulmfit-lab: error: {e}", file=sys.stderr)
         return 2
+    except TrainingPaused as e:
+        print(f"ulmfit-lab: {e}", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

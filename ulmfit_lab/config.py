@@ -148,6 +148,7 @@ class RunConfig:
     progress: bool = True
     fused_softmax: bool = True  # LM training on CPU: chunked decoder + softmax (fused.py), same maths, faster
     checkpoint_minutes: float | None = 10.0  # also checkpoint inside an epoch this often (None: epoch ends only)
+    stop_after_minutes: float | None = None  # pause (checkpoint, exit) after this long; rerun to go on
 
 
 @dataclass(frozen=True)
@@ -369,6 +370,7 @@ def _check_values(cfg: Config) -> list[str]:
         errs.append("data.valid_pct + data.test_pct: must leave training data (sum < 1)")
     fraction("lm_pretrain.valid_pct", cfg.lm_pretrain.valid_pct)
     positive("run.checkpoint_minutes", cfg.run.checkpoint_minutes, allow_none=True)
+    positive("run.stop_after_minutes", cfg.run.stop_after_minutes, allow_none=True)
     positive("classifier.max_len", cfg.classifier.max_len)
     if cfg.classifier.head and min(cfg.classifier.head) <= 0:
         errs.append(f"classifier.head: layer sizes must be > 0, found {cfg.classifier.head!r}")

@@ -88,6 +88,10 @@ class CpuAutocast(Callback):
         self.ctx.__exit__(None, None, None)
 
 
+class TrainingPaused(RuntimeError):
+    """Training stopped at its time budget (`run.stop_after_minutes`) after a checkpoint; rerun to go on."""
+
+
 class EpochLogger(Callback):
     """Logs each epoch to `metrics.jsonl` and checkpoints to `last.pt`: at every epoch end, and every
     `every_s` seconds mid-epoch (an LM epoch over a large corpus takes hours on a CPU).
@@ -100,9 +104,10 @@ class EpochLogger(Callback):
     order = 65  # after Recorder (50) and ParamScheduler (60); before_train after ModelResetter (0)
 
     def __init__(self, stage: StageDir, phase: int, phases: list[Phase], start_epoch: int,
-                 extra: Callable[[], dict] | None = None, every_s: float | None = None, resume: dict | None = None):
+                 extra: Callable[[], dict] | None = None, every_s: float | None = None, resume: dict | None = None,
+                 deadline: float | None = None):
         self.stage, self.phase, self.phases, self.start_epoch = stage, phase, phases, start_epoch
-        self.extra, self.every_s, self.resume = extra, every_s, resume
+        self.extra, self.every_s, self.resume, self.deadline = extra, every_s, resume, deadline
 
     def before_epoch(self):
         self.t0 = time.time()
@@ -141,8 +146,13 @@ class EpochLogger(Callback):
         if not self.training or self.epoch < self.start_epoch:
             return
         self.lr_trace.append([float(h["lr"]) for h in self.opt.hypers])
-        due = self.every_s is not None and time.time() - self.t_ckpt >= self.every_s
-        if due and self.iter + 1 < self.n_iter - self.skipped:  # the last batch gets the epoch-end checkpoint
+        inside = self.iter + 1 < self.n_iter - self.skipped  # the last batch gets the epoch-end checkpoint
+        if inside and self.deadline is not None and time.time() >= self.deadline:
+            self._checkpoint_mid_epoch()
+            raise TrainingPaused(f"{self.stage.path.name}: paused at its time budget (run.stop_after_minutes) "
+                                 f"in epoch {self.epoch}, batch {self.skipped + self.iter + 1}; rerun the same "
+                                 "command to continue from there")
+        if inside and self.every_s is not None and time.time() - self.t_ckpt >= self.every_s:
             self._checkpoint_mid_epoch()
             self.t_ckpt = time.time()
 
@@ -313,10 +323,11 @@ def make_learner(dls: DataLoaders, model: nn.Module, groups: Callable[[nn.Module
 
 def fit_phases(learn: Learner, phases: list[Phase], tc: TrainConfig, stage: StageDir,
                extra_cbs: list[Callback] | None = None, extra_metrics: Callable[[], dict] | None = None,
-               checkpoint_s: float | None = None) -> None:
+               checkpoint_s: float | None = None, deadline: float | None = None) -> None:
     """Run the phases with STLR over discriminative LRs, resuming from `last.pt` if present.
 
     `checkpoint_s`: also checkpoint every so many seconds inside an epoch (None: at epoch ends only).
+    `deadline` (a `time.time()`): past it, checkpoint and raise `TrainingPaused`.
     """
     n_groups = len(learn.opt.param_lists)
     lrs = discriminative_lrs(tc.lr, n_groups, tc.lr_decay)
@@ -336,5 +347,5 @@ def fit_phases(learn: Learner, phases: list[Phase], tc: TrainConfig, stage: Stag
             restore_progress(learn, state)
         sched = ParamScheduler({"lr": stlr_schedule(lrs, tc.cut_frac, tc.ratio)})
         logger = EpochLogger(stage, i, phases, se, extra_metrics, checkpoint_s,
-                             mid_epoch if i == start_phase else None)
+                             mid_epoch if i == start_phase else None, deadline)
         learn.fit(ph.epochs, cbs=[sched, logger, *(extra_cbs or [])], start_epoch=se)

@@ -47,7 +47,8 @@ def run(ctx: Context, data: DataResult, encoder: LMFinetuneResult) -> Classifier
         phases = unfreeze_phases(len(learn.opt.param_lists), cc.epochs, cc.gradual_unfreezing)
         ctx.log(f"classifier: {n_params(model):,} parameters, {len(tr)} train texts, "
                 f"phases (groups trained, epochs): {[(p.n_trainable, p.epochs) for p in phases]}")
-        fit_phases(learn, phases, cc, stage, checkpoint_s=ctx.checkpoint_s)
+        fit_phases(learn, phases, cc, stage, checkpoint_s=ctx.checkpoint_s,
+                   deadline=ctx.deadline)
         loss, acc = (float(v) for v in learn.validate())
         out = stage.path / "model"
         meta = {"kind": "classifier", "model": asdict(m), "labels": classes, "lang": ctx.cfg.data.lang,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,11 +34,14 @@ class Context:
     device: torch.device
     cache_dir: Path
     suffix: str = ""  # stage folders of the backward models end in `_bwd`
+    deadline: float | None = None  # time.time() at which training pauses (run.stop_after_minutes)
 
     @classmethod
     def create(cls, cfg: Config) -> Context:
         cache = Path(cfg.run.cache_dir) if cfg.run.cache_dir else default_cache_dir()
-        return cls(cfg, Path(cfg.run.dir), pick_device(cfg.run), cache)
+        budget = cfg.run.stop_after_minutes
+        return cls(cfg, Path(cfg.run.dir), pick_device(cfg.run), cache,
+                   deadline=None if budget is None else time.time() + 60 * budget)
 
     def for_direction(self, direction: str) -> Context:
         """The context of one direction's models (`fwd` or `bwd`)."""

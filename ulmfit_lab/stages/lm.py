@@ -119,7 +119,8 @@ def run(ctx: Context) -> LMResult:
                 f"vocab {len(vocab):,}, {lp.epochs} epoch(s)")
         learn = make_learner(dls, model, lm_layer_groups, lp, ctx.cfg.run, ctx.device, [accuracy, Perplexity()],
                              stage.path, lm=True)
-        fit_phases(learn, [Phase(len(lm_layer_groups(model)), lp.epochs)], lp, stage, checkpoint_s=ctx.checkpoint_s)
+        fit_phases(learn, [Phase(len(lm_layer_groups(model)), lp.epochs)], lp, stage, checkpoint_s=ctx.checkpoint_s,
+                   deadline=ctx.deadline)
         out = stage.path / "model"
         save_checkpoint(learn.model, out, vocab, lm_meta(m, {"direction": "bwd" if m.backwards else "fwd"}))
         ppl = {k: lm_perplexity(learn, ids, lp.bs, m) for k, ids in valid_sets.items()}

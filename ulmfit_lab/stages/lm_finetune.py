@@ -76,7 +76,8 @@ def run(ctx: Context, data: DataResult, lm: LMResult) -> LMFinetuneResult:
                    "train_tokens": n_tok, "params": n_params(model)}
         if ft.enabled:
             ctx.log(f"lm_finetune: {n_params(model):,} parameters, {n_tok:,} tokens, {ft.epochs} epoch(s)")
-            fit_phases(learn, [Phase(len(lm_layer_groups(model)), ft.epochs)], ft, stage, checkpoint_s=ctx.checkpoint_s)
+            fit_phases(learn, [Phase(len(lm_layer_groups(model)), ft.epochs)], ft, stage, checkpoint_s=ctx.checkpoint_s,
+                   deadline=ctx.deadline)
             after = float(learn.validate()[0])
             metrics.update(valid_loss=after, valid_perplexity=float(np.exp(after)))
         out = stage.path / "model"
