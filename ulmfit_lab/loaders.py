@@ -3,6 +3,10 @@
 Both are subclassed only to make an epoch replayable: the loader records the order it drew for the
 current epoch, and a resumed run replays that order from the first batch not yet trained, so a run
 killed mid-epoch continues exactly where it stopped (see `training.EpochLogger`).
+
+The documents are any sequence of id arrays: usually a `DocIds` over memory-mapped Arrow (the token
+cache), read one document at a time as fastai asks for it (`_LMDocs`, `_LabelledDocs`), so a corpus of
+any size costs a few bytes of memory per document, not a tensor per document.
 """
 
 from __future__ import annotations
@@ -22,6 +26,38 @@ from .text import PAD
 def _tensor(ids: np.ndarray, backwards: bool) -> torch.Tensor:
     t = torch.as_tensor(np.asarray(ids, dtype=np.int64))
     return t.flip(0) if backwards else t  # fastai's `reverse_text`
+
+
+def _lengths(docs: Sequence[np.ndarray]) -> np.ndarray:
+    lens = getattr(docs, "lengths", None)  # DocIds knows them without reading the documents
+    return np.asarray(lens if lens is not None else [len(d) for d in docs], dtype=np.int64)
+
+
+class _LMDocs:
+    """fastai's LM items, made on demand: document `idx[i]` as an `LMTensorText` (reversed for backwards)."""
+
+    def __init__(self, docs: Sequence[np.ndarray], idx: np.ndarray, backwards: bool):
+        self.docs, self.idx, self.backwards = docs, idx, backwards
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+    def __getitem__(self, i: int) -> LMTensorText:
+        return LMTensorText(_tensor(self.docs[int(self.idx[i])], self.backwards))
+
+
+class _LabelledDocs:
+    """Classifier items, made on demand: (`TensorText`, `TensorCategory`)."""
+
+    def __init__(self, docs: Sequence[np.ndarray], labels: Sequence[int] | None, backwards: bool):
+        self.docs, self.backwards = docs, backwards
+        self.labels = np.zeros(len(docs), dtype=np.int64) if labels is None else np.asarray(labels, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.docs)
+
+    def __getitem__(self, i: int) -> tuple:
+        return TensorText(_tensor(self.docs[i], self.backwards)), TensorCategory(int(self.labels[i]))
 
 
 class _Replayable:
@@ -83,8 +119,10 @@ def lm_loaders(train: Sequence[np.ndarray], valid: Sequence[np.ndarray], bs: int
     """The documents concatenated (shuffled each epoch) and cut into `bs` streams of `bptt` chunks."""
     dls = []
     for docs, shuffle in ((train, True), (valid, False)):
-        items = [LMTensorText(_tensor(d, backwards)) for d in docs if len(d) > 0]
-        lens = [len(t) for t in items]
+        all_lens = _lengths(docs)
+        idx = np.flatnonzero(all_lens > 0)  # empty documents add nothing to the stream
+        items = _LMDocs(docs, idx, backwards)
+        lens = all_lens[idx].tolist()
         b = _lm_bs(sum(lens), bs, bptt)
         dls.append(ReplayLMDataLoader(items, lens=lens, bs=b, seq_len=bptt, shuffle=shuffle, drop_last=shuffle,
                                 device=device))
@@ -93,9 +131,8 @@ def lm_loaders(train: Sequence[np.ndarray], valid: Sequence[np.ndarray], bs: int
     return DataLoaders(*dls, device=device)
 
 
-def classifier_items(ids: Sequence[np.ndarray], labels: Sequence[int] | None, backwards: bool) -> list[tuple]:
-    ys = labels if labels is not None else [0] * len(ids)
-    return [(TensorText(_tensor(d, backwards)), TensorCategory(int(y))) for d, y in zip(ids, ys)]
+def classifier_items(ids: Sequence[np.ndarray], labels: Sequence[int] | None, backwards: bool) -> _LabelledDocs:
+    return _LabelledDocs(ids, labels, backwards)
 
 
 def pad_batch(bptt: int):
@@ -108,9 +145,9 @@ def classifier_loaders(train_ids, train_y, valid_ids, valid_y, bs: int, bptt: in
     """Length-sorted batches (shuffled by chunks in training), as fastai's `SortedDL` does."""
     tr = classifier_items(train_ids, train_y, backwards)
     va = classifier_items(valid_ids, valid_y, backwards)
-    train_dl = ReplaySortedDL(tr, res=[len(x) for x, _ in tr], bs=min(bs, len(tr)), shuffle=True, drop_last=False,
-                        before_batch=pad_batch(bptt), device=device)
-    valid_dl = SortedDL(va, res=[len(x) for x, _ in va], bs=bs * 2, shuffle=False,
+    train_dl = ReplaySortedDL(tr, res=_lengths(train_ids).tolist(), bs=min(bs, len(tr)), shuffle=True,
+                              drop_last=False, before_batch=pad_batch(bptt), device=device)
+    valid_dl = SortedDL(va, res=_lengths(valid_ids).tolist(), bs=bs * 2, shuffle=False,
                         before_batch=pad_batch(bptt), device=device)
     if seed is not None:
         train_dl.rng.seed(seed)

@@ -17,7 +17,7 @@ from torch import nn
 
 from .loaders import pad_batch
 from .models import CheckpointError, build_classifier, load_weights, model_config_from_meta, read_checkpoint_meta
-from .text import UNK, FastaiTokenizer
+from .text import UNK, fast_tokenizer
 
 
 class Predictor:
@@ -30,8 +30,8 @@ class Predictor:
         self.labels: list = list(meta["labels"])
         self.bptt = int(meta["model"]["bptt"])
         self.backwards = bool(meta["model"].get("backwards", False))
-        self._tok = FastaiTokenizer(meta.get("lang", "en"))
-        self._o2i = {w: i for i, w in enumerate(vocab)}
+        self._tok = fast_tokenizer(meta.get("lang", "en"))  # fastai's tokens, memoized
+        self._o2i = {w: i for i, w in enumerate(vocab) if w != "xxfake"}  # as fastai's Numericalize
 
     @classmethod
     def load(cls, folder: str | Path, device: torch.device | None = None) -> Predictor:
@@ -47,7 +47,7 @@ class Predictor:
 
     def encode(self, texts: list[str]) -> list[np.ndarray]:
         return [np.fromiter((self._o2i.get(t, UNK) for t in toks), dtype=np.int64, count=len(toks))
-                for toks in self._tok(texts)]
+                for toks in self._tok.tokens(texts)]
 
     @torch.inference_mode()
     def predict_proba(self, texts: Iterable[str] | pd.Series, bs: int = 64) -> np.ndarray:

@@ -1,33 +1,50 @@
 """Tokenization and vocab, identical to fastai's (spaCy blank pipeline + `defaults.text_proc_rules`).
 
-Tokens are computed in batches through HF `datasets.map` and cached as Arrow files keyed by the
-texts and the tokenizer settings, so a second run on the same data starts in seconds.
+`tokenize` turns texts into token ids on disk (memory-mapped Arrow, cached by content and settings; see
+corpus.py), fast (fasttok.py) and in bounded memory. `build_vocab` is fastai's `make_vocab` over the
+token counts; `write_ids` maps a tokenized corpus onto a vocab as fastai's `Numericalize` does, streaming
+into Arrow again, and `numericalize` does the same in memory for small data.
 """
 
 from __future__ import annotations
 
-import hashlib
-import itertools
+import functools
+import json
 import os
 import shutil
+import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
 import datasets
 import numpy as np
+import pyarrow as pa
 
 # fastai's rules and special tokens; the tokenizer itself is fastai's, we only batch and cache it.
 from fastai.text.core import SpacyTokenizer, TokenizeWithRules, defaults
 from fastai.text.data import make_vocab
 
+from .corpus import (  # noqa: F401  (re-exported: the public API of tokenization)
+    IDS,
+    DatasetTexts,
+    DocIds,
+    FileTexts,
+    ListTexts,
+    TextSource,
+    Tokenized,
+    as_source,
+    texts_hash,
+    tokenize_corpus,
+)
+from .fasttok import FastTokenizer
+
 SPECIAL_TOKENS: list[str] = list(defaults.text_spec_tok)
 UNK, PAD, BOS = 0, 1, 2  # positions of xxunk, xxpad, xxbos in every vocab made here
-TOKENIZER_VERSION = 1  # bump when tokenization output changes meaning
 
 
 class FastaiTokenizer:
-    """fastai's `TokenizeWithRules(SpacyTokenizer(lang))`, built lazily so it pickles to workers."""
+    """fastai's `TokenizeWithRules(SpacyTokenizer(lang))` as is: the reference `FastTokenizer` must match."""
 
     def __init__(self, lang: str = "en"):
         self.lang = lang
@@ -41,94 +58,120 @@ class FastaiTokenizer:
             self._tok = TokenizeWithRules(SpacyTokenizer(self.lang))
         return [list(toks) for toks in self._tok(list(texts))]
 
-    def batch(self, batch: dict) -> dict:
-        return {"tokens": self(batch["text"])}
-
-
-def save_dataset(ds: datasets.Dataset, path: Path) -> None:
-    """`save_to_disk` without its progress bar (tokenization has its own)."""
-    was = datasets.utils.logging.is_progress_bar_enabled()
-    datasets.utils.logging.disable_progress_bar()
-    try:
-        ds.save_to_disk(str(path))
-    finally:
-        if was:
-            datasets.utils.logging.enable_progress_bar()
-
-
-def texts_hash(texts: Sequence[str]) -> str:
-    h = hashlib.sha256()
-    for t in texts:
-        h.update(t.encode("utf-8", "surrogatepass"))
-        h.update(b"\x00")
-    return h.hexdigest()[:16]
-
-
-def _num_proc(n_texts: int, num_workers: int) -> int | None:
-    # worker start-up costs seconds: only worth it for thousands of texts
-    n = num_workers or (os.cpu_count() or 1)
-    return n if n > 1 and n_texts >= 4000 else None
-
 
 def tokenize(
-    texts: Sequence[str],
+    texts,
     lang: str = "en",
     cache_dir: Path | None = None,
     num_workers: int = 0,
     desc: str = "Tokenizing",
-) -> datasets.Dataset:
-    """Tokenize texts into a Dataset with a `tokens` column, cached on disk by content and settings."""
-    key = f"tok-{texts_hash(texts)}-{lang}-v{TOKENIZER_VERSION}"
-    if cache_dir is not None:
-        path = Path(cache_dir) / "tokens" / key
-        if (path / "dataset_info.json").exists():
-            return datasets.load_from_disk(str(path))
-    ds = datasets.Dataset.from_dict({"text": list(texts)})
-    tok = FastaiTokenizer(lang)
-    ds = ds.map(
-        tok.batch,
-        batched=True,
-        batch_size=500,
-        num_proc=_num_proc(len(texts), num_workers),
-        remove_columns=["text"],
-        desc=desc,
-        new_fingerprint=key,
-        features=datasets.Features({"tokens": datasets.Sequence(datasets.Value("string"))}),
-    )
-    if cache_dir is None:
-        return ds
-    tmp = path.with_name(path.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    save_dataset(ds, tmp)
-    shutil.rmtree(path, ignore_errors=True)
-    os.replace(tmp, path)
-    return datasets.load_from_disk(str(path))
+    progress: bool = True,
+    text_column: str = "text",
+) -> Tokenized:
+    """Tokenize texts as fastai does, into token ids on disk, cached by content and settings.
+
+    Args:
+        texts: a list (or Series) of strings, a `datasets.Dataset` (its `text_column`), or a `TextSource`
+            such as `FileTexts(paths)`, which reads files lazily.
+        lang: spaCy language of the blank tokenizer.
+        cache_dir: where `tokens/<key>/` is kept; None: a temporary folder that lives as long as the result.
+        num_workers: worker processes (0: one per CPU; large corpora only).
+        desc: label of the progress bar.
+        progress: show a progress bar.
+        text_column: the column read from a `datasets.Dataset`.
+
+    Returns:
+        A `Tokenized`: ids per text into its own token table (`itos`) and the token counts.
+    """
+    return tokenize_corpus(as_source(texts, text_column), lang, cache_dir, num_workers, desc, progress)
 
 
-def count_tokens(token_sets: Sequence[datasets.Dataset]) -> Counter:
-    counter: Counter = Counter()
-    for ds in token_sets:
-        for batch in ds.iter(batch_size=2000):
-            counter.update(itertools.chain.from_iterable(batch["tokens"]))
-    return counter
+def build_vocab(token_sets: Sequence[Tokenized], min_freq: int = 3, max_vocab: int = 60000) -> list[str]:
+    """fastai's `make_vocab` over the token counts: special tokens first, padded to a multiple of 8.
+
+    Counts are merged in order of first occurrence over the sets in the given order, so ties in frequency
+    are broken exactly as fastai's Counter over the same texts breaks them.
+    """
+    count: Counter = Counter()
+    for t in token_sets:
+        for tok, c in zip(t.itos, t.counts.tolist()):
+            count[tok] += c
+    return make_vocab(count, min_freq=min_freq, max_vocab=max_vocab)
 
 
-def build_vocab(token_sets: Sequence[datasets.Dataset], min_freq: int = 3, max_vocab: int = 60000) -> list[str]:
-    """fastai's `make_vocab` over the token counts: special tokens first, padded to a multiple of 8."""
-    return make_vocab(count_tokens(token_sets), min_freq=min_freq, max_vocab=max_vocab)
+def vocab_map(itos: Sequence[str], vocab: Sequence[str]) -> np.ndarray:
+    """Corpus token id -> vocab id, as fastai's `Numericalize` maps (unknown -> xxunk; `xxfake` pads nothing)."""
+    o2i = {v: k for k, v in enumerate(vocab) if v != "xxfake"}
+    return np.fromiter((o2i.get(t, UNK) for t in itos), dtype=np.int32, count=len(itos))
 
 
-def numericalize(tokens: datasets.Dataset, vocab: Sequence[str]) -> list[np.ndarray]:
-    """Token ids per document (unknown words -> xxunk), as int32 arrays."""
-    o2i = {w: i for i, w in enumerate(vocab)}
-    out = []
-    for batch in tokens.iter(batch_size=2000):
-        out.extend(np.fromiter((o2i.get(t, UNK) for t in toks), dtype=np.int32, count=len(toks))
-                   for toks in batch["tokens"])
-    return out
+def numericalize(tokens: Tokenized, vocab: Sequence[str]) -> list[np.ndarray]:
+    """Token ids per document in `vocab` (int32 arrays, in memory): for small data; see `write_ids`."""
+    remap = vocab_map(tokens.itos, vocab)
+    return [remap[d] for d in tokens.docs()]
+
+
+def write_ids(tokens: Tokenized, vocab: Sequence[str], path: Path, columns: dict[str, Sequence] | None = None,
+              ) -> datasets.Dataset:
+    """Write the corpus as ids in `vocab` to the Arrow file `path`, batch by batch; return it memory-mapped.
+
+    `columns` (e.g. text, label) are stored beside `ids`, one value per document.
+    """
+    remap = vocab_map(tokens.itos, vocab)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        writer = datasets.arrow_writer.ArrowWriter(path=tmp)
+        row = 0
+        for chunk in tokens.ids.data.table.column("ids").chunks:
+            n = len(chunk)
+            if n == 0:
+                continue
+            values = remap[chunk.values.to_numpy()]  # the chunk's offsets index its full values buffer
+            cols = {"ids": pa.ListArray.from_arrays(chunk.offsets, pa.array(values, type=pa.int32()))}
+            for name, col in (columns or {}).items():
+                cols[name] = pa.array(list(col[row:row + n]))
+            writer.write_table(pa.table(cols))
+            row += n
+        if row == 0:
+            raise ValueError("write_ids: the tokenized corpus is empty")
+        writer.finalize()
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return datasets.Dataset.from_file(str(path))
+
+
+@functools.lru_cache(maxsize=4)
+def fast_tokenizer(lang: str = "en") -> FastTokenizer:
+    """One `FastTokenizer` per language for in-memory use in this process (its memo is bounded)."""
+    return FastTokenizer(lang)
 
 
 def encode(texts: Sequence[str], vocab: Sequence[str], lang: str = "en") -> list[np.ndarray]:
-    """Tokenize and numericalize a few texts in memory (the prediction path)."""
-    o2i = {w: i for i, w in enumerate(vocab)}
-    return [np.array([o2i.get(t, UNK) for t in toks], dtype=np.int64) for toks in FastaiTokenizer(lang)(texts)]
+    """Tokenize and numericalize a few texts in memory (the prediction path), int64 ids in `vocab`."""
+    o2i = {v: k for k, v in enumerate(vocab) if v != "xxfake"}
+    return [np.fromiter((o2i.get(t, UNK) for t in toks), dtype=np.int64, count=len(toks))
+            for toks in fast_tokenizer(lang).tokens(texts)]
+
+
+def save_vocab(path: Path, vocab: Sequence[str], min_freq: int, max_vocab: int, lang: str) -> None:
+    """The vocab as JSON: itos plus the settings that made it."""
+    from .rundir import write_json
+
+    write_json(Path(path), {"itos": list(vocab), "min_freq": min_freq, "max_vocab": max_vocab,
+                            "special_tokens": SPECIAL_TOKENS, "lang": lang, "tokenizer": "fastai-spacy-rules"})
+
+
+def load_vocab(path: Path) -> list[str]:
+    """itos from a vocab JSON written by `save_vocab` (or a plain JSON list)."""
+    obj = json.loads(Path(path).read_text(encoding="utf-8"))
+    return list(obj["itos"] if isinstance(obj, dict) else obj)
+
+
+def clear_cache(cache_dir: Path) -> None:
+    """Remove every cached tokenization under `cache_dir`."""
+    shutil.rmtree(Path(cache_dir) / "tokens", ignore_errors=True)

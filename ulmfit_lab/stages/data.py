@@ -1,25 +1,23 @@
 """Stage 0: read and check the data, tokenize it (cached), build the target vocab, store token ids.
 
 The LM fine-tuning corpus is the labelled train texts plus the unlabelled ones; its validation
-texts are the classifier's validation texts. The vocab comes from the LM fine-tuning corpus.
+texts are the classifier's validation texts. The vocab comes from the LM fine-tuning corpus. Each split
+is stored as one Arrow file (`ids` in the vocab, plus `text` and `label` for labelled splits), written
+batch by batch and read back memory-mapped, so no stage holds a Python list per document.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import datasets
-import numpy as np
-import pandas as pd
 
 from ..data import LABEL, TEXT, LabelledData, load_data
-from ..rundir import write_json
-from ..text import build_vocab, numericalize, save_dataset, tokenize
+from ..text import DocIds, build_vocab, load_vocab, save_vocab, tokenize, write_ids
 from .common import Context, StageResult, run_cached
 
-VERSION = 1
+VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -28,16 +26,22 @@ class DataResult(StageResult):
     classes: list = field(default_factory=list)
 
     def vocab(self) -> list[str]:
-        return json.loads(Path(self.vocab_path).read_text(encoding="utf-8"))
+        return load_vocab(Path(self.vocab_path))
 
     def split(self, name: str) -> datasets.Dataset | None:
         """Columns `ids` (token ids) and, for labelled splits, `text` and `label` (class index)."""
-        path = Path(self.dir) / name
-        return datasets.load_from_disk(str(path)) if path.exists() else None
+        path = Path(self.dir) / f"{name}.arrow"
+        return datasets.Dataset.from_file(str(path)) if path.exists() else None
+
+    def ids(self, *names: str) -> DocIds:
+        """Token ids of the named splits that exist, one after the other (memory-mapped)."""
+        sets = [self.split(n) for n in names]
+        out = [DocIds.from_dataset(ds) for ds in sets if ds is not None]
+        return sum(out[1:], out[0])
 
 
-def ids_of(ds: datasets.Dataset) -> list[np.ndarray]:
-    return [np.asarray(x, dtype=np.int64) for x in ds.with_format("numpy")["ids"]]
+def ids_of(ds: datasets.Dataset) -> DocIds:
+    return DocIds.from_dataset(ds)
 
 
 def run(ctx: Context, data: LabelledData | None = None) -> DataResult:
@@ -56,21 +60,17 @@ def run(ctx: Context, data: LabelledData | None = None) -> DataResult:
                             ("test", None if data.test is None else data.test[TEXT]),
                             ("unlabelled", data.unlabelled or None)):
             if texts is not None:
-                tok[name] = tokenize(list(texts), cfg.lang, ctx.cache_dir, ctx.cfg.run.num_workers,
-                                     desc=f"Tokenizing {name}")
+                tok[name] = tokenize(texts, cfg.lang, ctx.cache_dir, ctx.cfg.run.num_workers,
+                                     desc=f"Tokenizing {name}", progress=ctx.cfg.run.progress)
         lm_sets = [tok["train"]] + ([tok["unlabelled"]] if "unlabelled" in tok else [])
         vocab = build_vocab(lm_sets, cfg.min_freq, cfg.max_vocab)
-        write_json(stage.path / "vocab.json", vocab)
+        save_vocab(stage.path / "vocab.json", vocab, cfg.min_freq, cfg.max_vocab, cfg.lang)
         n_tokens = {}
-        for name, ds in tok.items():
-            ids = numericalize(ds, vocab)
-            n_tokens[name] = int(sum(len(x) for x in ids))
-            cols = {"ids": [x.tolist() for x in ids]}
-            df: pd.DataFrame | None = getattr(data, name) if name != "unlabelled" else None
-            if df is not None:
-                cols["text"] = df[TEXT].tolist()
-                cols["label"] = [cls_index[y] for y in df[LABEL]]
-            save_dataset(datasets.Dataset.from_dict(cols), stage.path / name)
+        for name, t in tok.items():
+            df = getattr(data, name) if name != "unlabelled" else None
+            cols = None if df is None else {"text": df[TEXT].tolist(), "label": [cls_index[y] for y in df[LABEL]]}
+            write_ids(t, vocab, stage.path / f"{name}.arrow", cols)
+            n_tokens[name] = t.n_tokens
         summary = data.summary()
         ctx.log(f"data: {summary['train']} train / {summary['valid']} valid / {summary['test']} test, "
                 f"{summary['unlabelled']} unlabelled; vocab {len(vocab)}; tokens {n_tokens}")

@@ -29,7 +29,7 @@ from ..models import (
     save_checkpoint,
 )
 from ..schedules import Phase
-from ..text import build_vocab, numericalize, texts_hash, tokenize
+from ..text import DocIds, build_vocab, texts_hash, tokenize, write_ids
 from ..training import device_name, fit_phases, make_learner
 from .common import Context, StageResult, run_cached
 
@@ -99,22 +99,29 @@ def run(ctx: Context) -> LMResult:
                                   "seed": ctx.cfg.run.seed})
 
     def tok(docs: list[str], what: str):
-        return tokenize(docs, d.lang, ctx.cache_dir, ctx.cfg.run.num_workers, f"Tokenizing {what}")
+        return tokenize(docs, d.lang, ctx.cache_dir, ctx.cfg.run.num_workers, f"Tokenizing {what}",
+                        progress=ctx.cfg.run.progress)
 
     def body() -> dict:
         train_docs, held_out = split_corpus(sources, lp.valid_pct, ctx.cfg.run.seed)
         tr_tok = tok(train_docs, "LM corpus")
         vocab = build_vocab([tr_tok], d.min_freq, d.max_vocab)
-        train_ids = numericalize(tr_tok, vocab)
-        valid_sets = {f"held-out {k}": numericalize(tok(v, f"held-out {k}"), vocab) for k, v in held_out.items()}
-        valid_sets.update({f"eval {k}": numericalize(tok(v, f"eval {k}"), vocab) for k, v in evals.items()})
-        valid_ids = [x for k, ids in valid_sets.items() if k.startswith("held-out") for x in ids]
-        dls = lm_loaders(train_ids, valid_ids or train_ids[:1], lp.bs, m.bptt, m.backwards, ctx.device,
-                         ctx.cfg.run.seed)
+
+        def ids(t, name: str) -> DocIds:  # token ids in the vocab, on disk, memory-mapped
+            return DocIds.from_dataset(write_ids(t, vocab, stage.path / "ids" / f"{name}.arrow"))
+
+        train_ids = ids(tr_tok, "train")
+        valid_sets = {f"held-out {k}": ids(tok(v, f"held-out {k}"), f"held-out-{i}")
+                      for i, (k, v) in enumerate(held_out.items())}
+        valid_sets.update({f"eval {k}": ids(tok(v, f"eval {k}"), f"eval-{i}")
+                           for i, (k, v) in enumerate(evals.items())})
+        held = [x for k, x in valid_sets.items() if k.startswith("held-out")]
+        valid_ids = sum(held[1:], held[0]) if held else train_ids[:1]
+        dls = lm_loaders(train_ids, valid_ids, lp.bs, m.bptt, m.backwards, ctx.device, ctx.cfg.run.seed)
         model = build_lm(len(vocab), m, lp.drop_mult)
         if lp.init:  # go on from an earlier LM (e.g. a shipped one), mapped onto this vocab
             adapt_pretrained(*read_lm_folder(Path(lp.init), m.backwards), vocab, model)
-        n_tok = sum(map(len, train_ids))
+        n_tok = train_ids.n_tokens
         ctx.log(f"lm: pretraining {n_params(model):,} parameters on {n_tok:,} tokens ({len(train_docs):,} docs), "
                 f"vocab {len(vocab):,}, {lp.epochs} epoch(s)")
         learn = make_learner(dls, model, lm_layer_groups, lp, ctx.cfg.run, ctx.device, [accuracy, Perplexity()],

@@ -29,7 +29,7 @@ from ..models import (
 from ..schedules import Phase
 from ..training import fit_phases, make_learner
 from .common import Context, StageResult, run_cached
-from .data import DataResult, ids_of
+from .data import DataResult
 from .lm import LMResult
 
 VERSION = 1
@@ -62,16 +62,14 @@ def run(ctx: Context, data: DataResult, lm: LMResult) -> LMFinetuneResult:
 
     def body() -> dict:
         vocab = data.vocab()
-        train_ids = ids_of(data.split("train"))
-        if data.split("unlabelled") is not None:
-            train_ids += ids_of(data.split("unlabelled"))
-        valid_ids = ids_of(data.split("valid"))
+        train_ids = data.ids("train", "unlabelled")  # memory-mapped, read in bptt chunks by the loader
+        valid_ids = data.ids("valid")
         dls = lm_loaders(train_ids, valid_ids, ft.bs, m.bptt, m.backwards, ctx.device, ctx.cfg.run.seed)
         model = init_lm(ctx, lm, vocab, ft.drop_mult)
         learn = make_learner(dls, model, lm_layer_groups, ft, ctx.cfg.run, ctx.device, [accuracy, Perplexity()],
                              stage.path, lm=True)
         before = float(learn.validate()[0])
-        n_tok = int(sum(map(len, train_ids)))
+        n_tok = train_ids.n_tokens
         metrics = {"valid_loss_before": before, "valid_perplexity_before": float(np.exp(before)),
                    "train_tokens": n_tok, "params": n_params(model)}
         if ft.enabled:

@@ -1,0 +1,139 @@
+"""Tokenizing corpora at scale: worker processes, the Arrow cache, sources, errors, and loaders over it."""
+
+import random
+import time
+
+import datasets
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from fastai.text.core import tokenize_df
+from fastai.text.data import Numericalize
+
+from ulmfit_lab.corpus import tokenize_corpus
+from ulmfit_lab.data import DataError
+from ulmfit_lab.loaders import classifier_loaders, lm_loaders
+from ulmfit_lab.text import (
+    DocIds,
+    FileTexts,
+    ListTexts,
+    build_vocab,
+    load_vocab,
+    numericalize,
+    save_vocab,
+    tokenize,
+    write_ids,
+)
+
+WORDS = ["movie", "GREAT", "Bad", "!!!", "loooove", "the", "<br />", "&amp;", "café", "😀", "don't", "ok", "...",
+         "plot", "Actor", "it's", ":)", "10/10", "and", "a"]
+
+
+def texts(n, seed=0):
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(0, 40))) for _ in range(n)]
+
+
+def fastai_tokens(xs):
+    df, _ = tokenize_df(pd.DataFrame({"text": xs}), "text", n_workers=0)
+    return [list(t) for t in df["text"]]
+
+
+def test_worker_processes_give_the_same_corpus(tmp_path):
+    xs = texts(600)
+    one = tokenize_corpus(ListTexts(xs), cache_dir=tmp_path / "a", num_workers=1, progress=False)
+    two = tokenize_corpus(ListTexts(xs), cache_dir=tmp_path / "b", num_workers=2, progress=False, min_parallel=1)
+    assert one.itos == two.itos and np.array_equal(one.counts, two.counts)
+    assert [d.tolist() for d in one.docs()] == [d.tolist() for d in two.docs()]
+    assert two.tokens() == fastai_tokens(xs)
+
+
+def test_vocab_over_several_sets_breaks_ties_as_fastai(tmp_path):
+    """Counts merge in order of first occurrence over the sets, as fastai's Counter over their concatenation."""
+    a, b = texts(150, seed=2), texts(150, seed=3)
+    ours = build_vocab([tokenize(a, cache_dir=tmp_path), tokenize(b, cache_dir=tmp_path)], min_freq=1, max_vocab=40)
+    num = Numericalize(min_freq=1, max_vocab=40)
+    num.setup(fastai_tokens(a + b))
+    assert ours == list(num.vocab)
+
+
+def test_cache_reused_and_keyed_by_content(tmp_path):
+    xs = texts(300, seed=4)
+    first = tokenize(xs, cache_dir=tmp_path, progress=False)
+    t0 = time.perf_counter()
+    again = tokenize(list(xs), cache_dir=tmp_path, progress=False)
+    assert time.perf_counter() - t0 < 1.0
+    assert again.path == first.path and again.itos == first.itos
+    other = tokenize(xs[:-1] + [xs[-1] + " more"], cache_dir=tmp_path, progress=False)
+    assert other.path != first.path
+    assert len(list((tmp_path / "tokens").iterdir())) == 2  # no temporary leftovers
+
+
+def test_sources_files_and_datasets(tmp_path):
+    xs = texts(40, seed=5)
+    paths = []
+    for i, t in enumerate(xs):
+        paths.append(tmp_path / f"{i}.txt")
+        paths[-1].write_text(t, encoding="utf-8")
+    from_files = tokenize(FileTexts(paths), cache_dir=tmp_path / "c", progress=False)
+    ds = datasets.Dataset.from_dict({"review": xs, "stars": list(range(len(xs)))})
+    from_ds = tokenize(ds, cache_dir=tmp_path / "c", progress=False, text_column="review")
+    assert from_files.tokens() == from_ds.tokens() == fastai_tokens(xs)
+    paths[3].write_text(xs[3] + " edited", encoding="utf-8")  # a changed file is a new corpus
+    assert tokenize(FileTexts(paths), cache_dir=tmp_path / "c", progress=False).path != from_files.path
+
+
+def test_clear_errors(tmp_path):
+    with pytest.raises(DataError, match=r"text column 'text' not found; columns found: \['review'\]"):
+        tokenize(datasets.Dataset.from_dict({"review": ["a"]}))
+    with pytest.raises(DataError, match=r"text 1: expected a string, found float"):
+        tokenize(["fine", float("nan"), "fine"])
+    with pytest.raises(DataError, match="no texts to tokenize"):
+        tokenize([])
+    bad = tmp_path / "latin1.txt"
+    bad.write_bytes("first line\nsecond line caf\xe9\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"latin1.txt, line 2: not valid UTF-8"):
+        tokenize(FileTexts([bad]), cache_dir=tmp_path)
+    assert not (tmp_path / "tokens").exists() or not list((tmp_path / "tokens").iterdir())
+
+
+def test_ids_on_disk_match_fastai_numericalize(tmp_path):
+    xs = texts(200, seed=6)
+    tok = tokenize(xs, cache_dir=tmp_path, progress=False)
+    vocab = build_vocab([tok], min_freq=2, max_vocab=24)
+    ds = write_ids(tok, vocab, tmp_path / "out" / "ids.arrow", {"text": xs, "label": list(range(len(xs)))})
+    assert ds.cache_files and ds["label"] == list(range(len(xs))) and ds["text"] == xs
+    docs = DocIds.from_dataset(ds)
+    num = Numericalize(min_freq=2, max_vocab=24)
+    toks = fastai_tokens(xs)
+    num.setup(toks)
+    expected = [num(t).tolist() for t in toks]
+    assert [d.tolist() for d in docs] == expected == [d.tolist() for d in numericalize(tok, vocab)]
+    assert docs.lengths.tolist() == [len(t) for t in toks] and docs.n_tokens == sum(map(len, toks))
+    both = docs + docs
+    assert len(both) == 2 * len(xs) and both[-1].tolist() == docs[-1].tolist()
+    save_vocab(tmp_path / "vocab.json", vocab, 2, 24, "en")
+    assert load_vocab(tmp_path / "vocab.json") == vocab
+
+
+def test_loaders_read_the_cache_as_they_read_lists(tmp_path):
+    """LM stream in bptt chunks and length-sorted padded classifier batches: same batches from memory-mapped ids."""
+    xs = texts(120, seed=7)
+    tok = tokenize(xs, cache_dir=tmp_path, progress=False)
+    vocab = build_vocab([tok], min_freq=1)
+    mapped = DocIds.from_dataset(write_ids(tok, vocab, tmp_path / "ids.arrow"))
+    in_memory = numericalize(tok, vocab)
+    cpu = torch.device("cpu")
+    for backwards in (False, True):
+        lm = [lm_loaders(d, d, 4, 8, backwards, cpu, seed=0) for d in (mapped, in_memory)]
+        for a, b in zip(*(list(dl.train) for dl in lm)):
+            assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    y = [i % 2 for i in range(len(xs))]
+    batches = []
+    for d in (mapped, in_memory):
+        np.random.seed(0)  # fastai's SortedDL shuffles with numpy's global generator
+        batches.append(list(classifier_loaders(d, y, d, y, 8, 8, False, cpu, seed=0).train))
+    assert len(batches[0]) == len(batches[1]) > 0
+    for a, b in zip(*batches):
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
