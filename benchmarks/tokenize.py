@@ -27,6 +27,7 @@ import argparse
 import hashlib
 import json
 import os
+import platform
 import random
 import resource
 import shutil
@@ -37,7 +38,11 @@ import threading
 import time
 from pathlib import Path
 
+# this file is named like the standard library's `tokenize`, which pandas, inspect, ... import: keep its
+# folder off the import path (the imports above never import `tokenize`; third-party ones come later)
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # this checkout's ulmfit_lab, whatever is installed
 IMDB_FOLDERS = ("train/pos", "train/neg", "train/unsup", "test/pos", "test/neg")
 MIN_FREQ, MAX_VOCAB = 3, 60000
 
@@ -137,6 +142,19 @@ def read_texts(docs: dict, text_column: str) -> list[str]:
     from ulmfit_lab.data import read_table
 
     return read_table(docs["table"])[text_column].tolist()
+
+
+def machine() -> dict:
+    from importlib.metadata import version
+
+    cpu = ""
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            **{p: version(p) for p in ("fastai", "spacy", "datasets", "pyarrow")},
+            "load_average_at_end": os.getloadavg()}
 
 
 def digest(items) -> str:
@@ -260,9 +278,6 @@ def main() -> None:
         warm = run_side(args, "ours_warm", spec, cache)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from quickstart import machine
 
     same_tokens = fa["token_digests"] == ours["token_digests"]
     same_ids = fa["id_digests"] == ours["id_digests"]

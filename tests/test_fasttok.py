@@ -7,9 +7,10 @@ import random
 
 import numpy as np
 import pytest
-from fastai.text.core import SpacyTokenizer, TokenizeWithRules
+from fastai.text.core import SpacyTokenizer, TokenizeWithRules, defaults
+from fastcore.basics import compose
 
-from ulmfit_lab.fasttok import _ABSORBED_SPACE, FastTokenizer
+from ulmfit_lab.fasttok import _ABSORBED_SPACE, _WHITESPACE, FastTokenizer, text_rules
 
 # special cases, emoticons, contractions, HTML, caps, repeats, URLs, units, unicode, odd whitespace
 FRAGMENTS = [
@@ -53,7 +54,7 @@ def test_cut_spanning_special_case_is_caught(fastai_tok):
     alone gives ':)'): piece by piece differs, so such a text must go through spaCy whole."""
     text = "x:) )"
     tok = FastTokenizer()
-    tok._setup()
+    tok.setup()
     whole = [t.text for t in tok._tok("xxbos " + text)]
     by_piece = [t.text for p in _ABSORBED_SPACE.split("xxbos " + text) for t in tok._tok(p)]
     assert whole != by_piece  # the hazard is real ...
@@ -74,3 +75,32 @@ def test_batch_tables_and_memo_reset_keep_tokens(fastai_tok):
         bounds = np.concatenate([[0], np.cumsum(lens)])
         got += [[table[k] for k in ids[a:b]] for a, b in zip(bounds[:-1], bounds[1:])]
     assert got == expected
+
+
+def test_text_rules_equal_fastais_rules():
+    """The shortcuts (replace_wrep only where it can match; caps + maj as two inserting passes) change nothing."""
+    rules = list(defaults.text_proc_rules)
+    fast, ref = text_rules(rules), compose(*rules)
+    texts = adversarial_texts(1500, seed=3) + [
+        "A1 B. X- I'M HELLO World McDonald iPhone ΣΑΣ Éa A I", "the the the the end", "the the", "go go go",
+        "a a a b b b c c", "Big BIG big", "\nWOW wow WOW", "ÀB Àb", "OK!!! Ok!!!", "X\tY\nZ", "HTML &AMP; Q&A"]
+    assert [fast(t) for t in texts] == [ref(t) for t in texts]
+    assert text_rules(rules[:-1]) is not fast  # other rules: fastai's compose, no shortcut
+
+
+def test_affix_steps_equal_spacy_on_random_pieces():
+    """`_affix_tokens` (spaCy's prefix/suffix/infix steps without a Doc) agrees with spaCy wherever it answers."""
+    tok = FastTokenizer()
+    tok.setup()
+    rng = random.Random(0)
+    alphabet = list("abcxyzAB019.,;:!?'\"()[]{}<>-_/\\#@$%^&*+=~`|…’“”—–«»°€£§©™😀é") + [
+        "a.m.", "'s", "n't", ":)", "http://", "www.", ".com", "e.g.", "U.S.", "km", "--"]
+    pieces = {"".join(rng.choice(alphabet) for _ in range(rng.randint(1, 10))) for _ in range(6000)}
+    pieces = [p for p in pieces if not _WHITESPACE.search(p) and p not in tok._rules]
+    answered = 0
+    for p in pieces:
+        got = tok._affix_tokens(p)
+        if got is not None:
+            answered += 1
+            assert got == [t.text for t in tok._tok(p)], p
+    assert answered > len(pieces) // 2

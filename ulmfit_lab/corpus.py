@@ -13,6 +13,7 @@ data opens it in well under a second.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import multiprocessing
@@ -254,7 +255,8 @@ _WORKER_TOK: FastTokenizer | None = None
 
 def _worker_init(lang: str) -> None:
     global _WORKER_TOK
-    _WORKER_TOK = FastTokenizer(lang)
+    if _WORKER_TOK is None or _WORKER_TOK.lang != lang:  # forked workers inherit the parent's, set up
+        _WORKER_TOK = FastTokenizer(lang)
 
 
 def _worker_encode(texts: list[str]):
@@ -280,8 +282,20 @@ def _encoded(batches: Iterator[list[str]], lang: str, n_workers: int) -> Iterato
         for b in batches:
             yield tok.encode_batch(b)
         return
+    global _WORKER_TOK
     method = "fork" if sys.platform.startswith("linux") else "spawn"  # fork: workers start in well under a second
-    with multiprocessing.get_context(method).Pool(n_workers, _worker_init, (lang,)) as pool:
+    if method == "fork":
+        # set spaCy up once, here, and let the forked workers share it; freezing the heap keeps their garbage
+        # collector from writing to (and so copying) every page of it
+        _WORKER_TOK = FastTokenizer(lang)
+        _WORKER_TOK.setup()
+        gc.freeze()
+    try:
+        pool = multiprocessing.get_context(method).Pool(n_workers, _worker_init, (lang,))
+    finally:
+        gc.unfreeze()
+        _WORKER_TOK = None
+    with pool:
         pending: deque = deque()
         for b in batches:
             pending.append(pool.apply_async(_worker_encode, (b,)))

@@ -2,8 +2,8 @@
 
 fastai tokenizes a text by applying its rules (`defaults.text_proc_rules`: fix_html, replace_rep, ...,
 lowercase) to the whole text, running spaCy's tokenizer on the result, and mapping a post-rule
-(`replace_space`) over the tokens. Here the rules are fastai's own functions, applied the same way; what
-changes is how spaCy's output is obtained.
+(`replace_space`) over the tokens. Here the rules are fastai's own functions, applied in the same order
+(`text_rules` only skips work that provably changes nothing); what changes is how spaCy's output is had.
 
 Why a memo gives the same tokens: spaCy's tokenizer walks the text, cuts it into runs of whitespace and
 non-whitespace, drops a single space that follows a non-space run, and tokenizes each remaining run on its
@@ -11,38 +11,75 @@ own (prefixes, suffixes, infixes, special cases, URLs: all act inside a run; see
 So the text can be cut at exactly those dropped spaces (`_ABSORBED_SPACE`) into pieces, and the tokens of
 the text are the tokens of its pieces, each tokenized alone: a piece starts either at the start of the text
 or right after a dropped space, which is the state spaCy's loop is in at the start of a text. Pieces repeat
-(words), so a dict from piece to token ids replaces most calls into spaCy.
+(words), so a dict from piece to token ids replaces most calls into spaCy; a new piece without whitespace
+goes through `_affix_tokens`, spaCy's own affix steps and regexes without building a Doc.
 
 The one exception is spaCy's special-case matcher (`_apply_special_cases`), which runs over the whole doc:
 a match that spans a dropped space changes nothing itself (its text has a space, which no rule has), but it
 can win the overlap filter against a match inside one piece and so stop that piece's retokenization. E.g.
 "x:) )" gives ['x', ':', ')', ')'] in one call but ['x', ':)'] + [')'] piece by piece. Such a match needs
-the last token of one piece and the first of the next to be neighbours in some matcher pattern, so a text in
-which any two neighbouring tokens could be (`_boundary_sets`) is tokenized whole by spaCy instead, exactly as
-fastai does. tests/test_fasttok.py and benchmarks/tokenize.py check the result against fastai's own path.
+the tokens either side of a cut to be neighbours in some matcher pattern, and a piece beside it to hold a
+text-changing special case's output (`special_case_hazards`); a text where that can happen is tokenized
+whole by spaCy instead, exactly as fastai does. tests/test_fasttok.py and benchmarks/tokenize.py check the
+result against fastai's own path.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from itertools import chain
 
 import numpy as np
 
 # the spaces spaCy drops: a single ' ' right after a non-space character (everything else is kept)
 _ABSORBED_SPACE = re.compile(r"(?<=\S) ")
+_SPACE_AFTER_SPACE = re.compile(r"\s ")  # absent: every ' ' is dropped, and str.split(" ") cuts the same
+_WHITESPACE = re.compile(r"\s")
+
+# fastai's replace_all_caps then replace_maj, where only `lowercase` follows: insert xxup / xxmaj before the
+# same words, leave lowercasing to `lowercase` (str.lower acts per word: whitespace stops Final_Sigma)
+_UP = re.compile(r"(?<!\S)(?=[A-Z][^a-z\s]+(?!\S))")  # all caps, 2+ characters
+_MAJ = re.compile(r"(?<!\S)(?=[A-Z][^A-Z\s]*[a-z][^A-Z\s]*(?!\S))")  # one capital first, some a-z (not all caps)
+# any replace_wrep match holds a word three times in a row at its start: without that, skip the slow regex
+_WREP_HINT = re.compile(r"\s(\w+)\s+\1\s+\1")
+_WREP_HINT_AT_START = re.compile(r"(\w+)\s+\1\s+\1")
 
 
-def boundary_pairs(tokenizer, post) -> tuple[set[tuple[str, str]], set[str]]:
+def text_rules(rules: Sequence[Callable[[str], str]]) -> Callable[[str], str]:
+    """fastai's pre-rules applied in order to one text (`compose(*rules)`), with exact shortcuts when the
+    rules are fastai's defaults: replace_wrep only where its pattern can match, and replace_all_caps +
+    replace_maj as two inserting passes without a Python call per capitalized word."""
+    from fastai.text import core as fc
+    from fastcore.basics import compose
+
+    defaults = [fc.fix_html, fc.replace_rep, fc.replace_wrep, fc.spec_add_spaces, fc.rm_useless_spaces,
+                fc.replace_all_caps, fc.replace_maj, fc.lowercase]
+    if len(rules) != len(defaults) or any(a is not b for a, b in zip(rules, defaults)):
+        return compose(*rules)
+    fix_html, replace_rep, replace_wrep = fc.fix_html, fc.replace_rep, fc.replace_wrep
+    spec_add_spaces, rm_useless_spaces, lowercase = fc.spec_add_spaces, fc.rm_useless_spaces, fc.lowercase
+    up, maj = f"{fc.TK_UP} ", f"{fc.TK_MAJ} "
+
+    def apply(t: str) -> str:
+        t = replace_rep(fix_html(t))
+        if _WREP_HINT.search(t) is not None or _WREP_HINT_AT_START.match(t) is not None:
+            t = replace_wrep(t)
+        t = rm_useless_spaces(spec_add_spaces(t))
+        return lowercase(_MAJ.sub(maj, _UP.sub(up, t)))
+
+    return apply
+
+
+def special_case_hazards(tokenizer, post) -> tuple[set[tuple[str, str]], set[tuple[str, ...]], list[list[str]]]:
     """What a special-case match spanning a cut needs, as tokens after the post-rules.
 
-    Returns (pairs, retokenized). A matcher pattern is the special case's text tokenized without special
-    cases; a match spanning a cut has two neighbouring pattern tokens either side of it (`pairs`). A piece
-    whose edge token was retokenized by a special case shows that case's edge token instead of the
+    Returns (pairs, retokenized, patterns). A matcher pattern is the special case's text tokenized without
+    special cases; a match spanning a cut has two neighbouring pattern tokens either side of it (`pairs`).
+    A piece whose edge token was retokenized by a special case shows that case's edge token instead of the
     pattern's, so those pairs are added too. The match only changes anything if it stops a retokenization
-    inside a piece that touches it, and a retokenization that changes text leaves that case's tokens in the
-    piece (`retokenized`).
+    inside a piece that touches it, and a retokenization that changes text leaves that case's tokens, in a
+    row, in the piece (`retokenized`). `patterns`: the matcher's patterns (raw tokens).
     """
     from spacy.symbols import ORTH
     from spacy.tokenizer import Tokenizer
@@ -60,7 +97,7 @@ def boundary_pairs(tokenizer, post) -> tuple[set[tuple[str, str]], set[str]]:
         patterns.append(pattern)
         orths = [s[ORTH] for s in substrings]
         if orths != pattern:  # this case changes the tokens it matches
-            retokenized.update(post(t) for t in orths)
+            retokenized.add(tuple(post(t) for t in orths))
             last_as.setdefault(pattern[-1], set()).add(orths[-1])
             first_as.setdefault(pattern[0], set()).add(orths[0])
     pairs = set()
@@ -69,15 +106,15 @@ def boundary_pairs(tokenizer, post) -> tuple[set[tuple[str, str]], set[str]]:
             for x in {a} | last_as.get(a, set()):
                 for y in {b} | first_as.get(b, set()):
                     pairs.add((post(x), post(y)))
-    return pairs, retokenized
+    return pairs, retokenized, patterns
 
 
 class FastTokenizer:
-    """fastai's `TokenizeWithRules(SpacyTokenizer(lang))` with a piece memo; ids are this object's own.
+    """fastai's `TokenizeWithRules(SpacyTokenizer(lang))` with a piece memo, a batch at a time.
 
-    `encode_batch` returns each text's tokens as ids into `itos`, the tokens in the order this object first
-    produced them (the first-occurrence order over all texts it has encoded, as fastai's Counter sees them).
-    Built lazily, so it pickles to worker processes cheaply. `max_memo` bounds the memo (pieces).
+    Built lazily, so it pickles to worker processes cheaply. `max_memo` bounds the memo (pieces): past it,
+    the memo starts again empty at the next batch, so memory stays flat on corpora of any size. Token ids
+    are labels private to this object: `encode_batch` renumbers them per batch.
     """
 
     def __init__(self, lang: str = "en", max_memo: int = 500_000):
@@ -88,36 +125,44 @@ class FastTokenizer:
     def __getstate__(self):
         return {"lang": self.lang, "max_memo": self.max_memo, "_nlp": None, "n_whole": 0}
 
-    def _setup(self) -> None:
+    def setup(self) -> None:
+        """Build spaCy's tokenizer and the special-case tables (done on first use otherwise)."""
         from fastai.text.core import SpacyTokenizer, TokenizeWithRules
-        from fastcore.basics import compose
+        from spacy.symbols import ORTH
 
         ref = TokenizeWithRules(SpacyTokenizer(self.lang))  # fastai's own objects: same rules, same nlp
-        self._pre = compose(*ref.rules)  # what fastai's `maps(*rules, batch)` applies to each text
+        self._pre = text_rules(list(ref.rules))  # what fastai's `maps(*rules, batch)` applies to each text
         self._post = ref.post_f
         self._nlp = ref.tok.pipe.__self__
         self._tok = self._nlp.tokenizer
         # token texts never depend on lexeme attributes (norm, shape, ...): skip computing them
         self._nlp.vocab.lex_attr_getters = {}
-        self._reset()
-        self._pairs, retokenized = boundary_pairs(self._tok, self._post)
+        self._pairs, retokenized, patterns = special_case_hazards(self._tok, self._post)
         # per token: may end a pair (1), may start one (2), may come from a retokenization (4)
-        self._flag_of = {}
+        self._flag_of: dict[str, int] = {}
         for a, b in self._pairs:
             self._flag_of[a] = self._flag_of.get(a, 0) | 1
             self._flag_of[b] = self._flag_of.get(b, 0) | 2
-        for t in retokenized:
-            self._flag_of[t] = self._flag_of.get(t, 0) | 4
+        self._retokenized: dict[str, list[tuple[str, ...]]] = {}  # by first token
+        for orths in retokenized:
+            self._retokenized.setdefault(orths[0], []).append(orths)
+            for t in orths:
+                self._flag_of[t] = self._flag_of.get(t, 0) | 4
+        self._rules = {k: [d[ORTH] for d in v] for k, v in (self._tok.rules or {}).items()}
+        self._patterns: dict[str, list[tuple[str, ...]]] = {}  # the matcher's patterns, by first token
+        for pattern in patterns:
+            self._patterns.setdefault(pattern[0], []).append(tuple(pattern))
+        self._reset()
 
     def _reset(self) -> None:
-        """Forget every piece and token (ids start again from 0): bounds memory on endless corpora."""
-        self._memo: dict[str, tuple[int, ...]] = {}
-        self._added: list[str] = []  # pieces memoized while encoding the current text
+        """Forget every piece and token: ids are only labels inside a batch (see `encode_batch`)."""
+        self._memo: dict[str, tuple[int, ...]] = {"": ()}
+        self._attached: dict[str, list[str]] = {}  # `_attach` results (affix-free strings: mostly words)
         self.itos: list[str] = []
         self._stoi: dict[str, int] = {}
         self._flags = np.zeros(1024, dtype=np.uint8)
 
-    # ------------------------------------------------------------------ ids
+    # ------------------------------------------------------------------ pieces
 
     def _id(self, tok: str) -> int:
         i = self._stoi.get(tok)
@@ -129,23 +174,102 @@ class FastTokenizer:
             self._flags[i] = self._flag_of.get(tok, 0)
         return i
 
+    def _spacy_tokens(self, piece: str) -> list[str]:
+        """spaCy's tokens for one piece: `_affix_tokens`, or spaCy itself where that declines."""
+        if piece in self._rules or _WHITESPACE.search(piece):
+            return [t.text for t in self._tok(piece)]
+        tokens = self._affix_tokens(piece)
+        return tokens if tokens is not None else [t.text for t in self._tok(piece)]
+
+    def _affix_tokens(self, string: str) -> list[str] | None:
+        """spaCy's tokens for a whitespace-free string that is no special case, without making a Doc.
+
+        The same steps, the same regexes and special cases as `Tokenizer._split_affixes` and
+        `_attach_tokens` (spaCy 3). None when a special-case pattern occurs in the tokens: spaCy's matcher
+        would then retokenize, so the caller asks spaCy.
+        """
+        tok, rules = self._tok, self._rules
+        token_match, find_prefix, find_suffix = tok.token_match, tok.find_prefix, tok.find_suffix
+        prefixes, suffixes = [], []
+        last_size = 0
+        while string and len(string) != last_size:  # _split_affixes
+            if (token_match is not None and token_match(string)) or string in rules:
+                break
+            last_size = len(string)
+            pre_len = find_prefix(string)
+            if pre_len:
+                prefix, minus_pre = string[:pre_len], string[pre_len:]
+                if minus_pre and minus_pre in rules:
+                    string = minus_pre
+                    prefixes.append(prefix)
+                    break
+            suf_len = find_suffix(string[pre_len:])
+            if suf_len:
+                suffix, minus_suf = string[-suf_len:], string[:-suf_len]
+                if minus_suf and minus_suf in rules:
+                    string = minus_suf
+                    suffixes.append(suffix)
+                    break
+            if pre_len and suf_len and (pre_len + suf_len) <= len(string):
+                string = string[pre_len:-suf_len]
+                prefixes.append(prefix)
+                suffixes.append(suffix)
+            elif pre_len:
+                string = minus_pre
+                prefixes.append(prefix)
+            elif suf_len:
+                string = minus_suf
+                suffixes.append(suffix)
+        tokens = prefixes
+        if string:
+            attached = self._attached.get(string)
+            if attached is None:
+                attached = self._attach(string)
+                if len(self._attached) < self.max_memo:
+                    self._attached[string] = attached
+            tokens += attached
+        tokens += reversed(suffixes)
+        patterns = self._patterns
+        for i, t in enumerate(tokens):  # spaCy's special-case matcher: would any pattern match here?
+            for pattern in patterns.get(t, ()):
+                if tuple(tokens[i:i + len(pattern)]) == pattern:
+                    return None
+        return tokens
+
+    def _attach(self, string: str) -> list[str]:
+        """`Tokenizer._attach_tokens` for the affix-free middle of a piece: special case, URL, or infixes."""
+        tok = self._tok
+        if string in self._rules:
+            return list(self._rules[string])
+        if ((tok.token_match is not None and tok.token_match(string))
+                or (tok.url_match is not None and tok.url_match(string))):
+            return [string]
+        matches = tok.find_infix(string)
+        if not matches:
+            return [string]
+        out, start = [], 0
+        for match in matches:
+            infix_start, infix_end = match.start(), match.end()
+            if infix_start == 0:  # spaCy skips an infix at the very start
+                continue
+            if infix_start != start:
+                out.append(string[start:infix_start])
+            if infix_start != infix_end:
+                out.append(string[infix_start:infix_end])
+            start = infix_end
+        if string[start:]:
+            out.append(string[start:])
+        return out
+
     def _fill(self, per_piece: list, pieces: list[str]) -> None:
-        """Tokenize the pieces the memo lacks (None in `per_piece`), in text order, and memoize them."""
-        post, idf, memo, tok = self._post, self._id, self._memo, self._tok
-        i = per_piece.index(None)
-        while True:
+        """Tokenize the pieces the memo lacks (None in `per_piece`) and memoize them."""
+        post, idf, memo, spacy_tokens = self._post, self._id, self._memo, self._spacy_tokens
+        for i in [i for i, ids in enumerate(per_piece) if ids is None]:
             piece = pieces[i]
-            ids = memo.get(piece)  # seen earlier in this text
+            ids = memo.get(piece)  # seen earlier in this batch
             if ids is None:
-                ids = tuple(idf(post(t.text)) for t in tok(piece))
-                if len(memo) < self.max_memo:
-                    memo[piece] = ids
-                    self._added.append(piece)
+                ids = memo[piece] = tuple(idf(post(t)) for t in spacy_tokens(piece))
             per_piece[i] = ids
-            try:
-                i = per_piece.index(None, i + 1)
-            except ValueError:
-                return
 
     def _whole(self, text: str) -> np.ndarray:
         """spaCy on the whole (rule-processed) text, as fastai runs it."""
@@ -153,52 +277,35 @@ class FastTokenizer:
         post, idf = self._post, self._id
         return np.fromiter((idf(post(t.text)) for t in self._nlp.make_doc(text)), dtype=np.int32)
 
-    def _risky(self, ids: np.ndarray, sizes: list[int]) -> bool:
-        """Could a special-case match across a cut (between pieces of `sizes` tokens) change the tokens?"""
+    def _risky_docs(self, ids: np.ndarray, sizes: np.ndarray, n_pieces: np.ndarray) -> set[int]:
+        """Texts in which a special-case match across a cut could change the tokens (see the module doc)."""
+        ends = np.cumsum(sizes)  # token end of each piece
+        last = np.cumsum(n_pieces) - 1  # last piece of each text
+        cut = np.ones(len(sizes), dtype=bool)
+        cut[last] = False
+        p = np.flatnonzero(cut)  # a cut follows piece p ...
+        p = p[(sizes[p] > 0) & (sizes[p + 1] > 0)]  # ... between two tokens (a last piece may be empty)
+        q = ends[p]  # the first token after the cut
         flags = self._flags[ids]
-        if not (flags & 4).any():
-            return False
-        bounds = np.cumsum([0, *sizes])
-        cuts = bounds[1:-1]
-        cuts = cuts[cuts < len(ids)]  # the last piece may be empty ("xxbos " of an empty text)
-        hit = np.flatnonzero((flags[cuts - 1] & 1).astype(bool) & (flags[cuts] & 2).astype(bool))
-        itos = self.itos
-        for m in hit.tolist():  # cut m is between piece m and piece m + 1
-            q = int(cuts[m])
-            if (itos[ids[q - 1]], itos[ids[q]]) in self._pairs and (flags[bounds[m]:bounds[m + 2]] & 4).any():
-                return True
+        hit = np.flatnonzero((flags[q - 1] & 1).astype(bool) & (flags[q] & 2).astype(bool))
+        itos, risky = self.itos, set()
+        for j in hit.tolist():
+            a, m, b = int(q[j]) - int(sizes[p[j]]), int(q[j]), int(ends[p[j] + 1])  # the two pieces' tokens
+            if ((itos[ids[m - 1]], itos[ids[m]]) in self._pairs and (flags[a:b] & 4).any()
+                    and (self._retokenized_in([itos[i] for i in ids[a:m].tolist()])
+                         or self._retokenized_in([itos[i] for i in ids[m:b].tolist()]))):
+                risky.add(int(np.searchsorted(last, p[j])))
+        return risky
+
+    def _retokenized_in(self, tokens: list[str]) -> bool:
+        """Do the tokens hold some text-changing special case's output in a row?"""
+        for i, t in enumerate(tokens):
+            for orths in self._retokenized.get(t, ()):
+                if tuple(tokens[i:i + len(orths)]) == orths:
+                    return True
         return False
 
-    def _rollback(self, n_tokens: int) -> None:
-        """Forget the pieces and tokens the current text added, so ids stay in first-occurrence order."""
-        for p in self._added:
-            del self._memo[p]
-        for t in self.itos[n_tokens:]:
-            del self._stoi[t]
-        del self.itos[n_tokens:]
-
     # ------------------------------------------------------------------ texts
-
-    def encode(self, text: str) -> np.ndarray:
-        """One text's token ids (int32) into `itos`."""
-        if self._nlp is None:
-            self._setup()
-        x = self._pre(text)
-        if not x or x[0].isspace() or len(x) > self._nlp.max_length:
-            return self._whole(x)  # the memo path assumes a text starting with a non-space (xxbos)
-        pieces = _ABSORBED_SPACE.split(x)
-        per_piece = list(map(self._memo.get, pieces))
-        n_tokens = None
-        if None in per_piece:  # pieces not seen yet: tokenize them (ids are handed out in text order)
-            n_tokens = len(self.itos)
-            self._added = []
-            self._fill(per_piece, pieces)
-        ids = np.fromiter(chain.from_iterable(per_piece), dtype=np.int32)
-        if len(pieces) > 1 and self._risky(ids, list(map(len, per_piece))):
-            if n_tokens is not None:
-                self._rollback(n_tokens)
-            return self._whole(x)
-        return ids
 
     def encode_batch(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """Token ids of a batch, numbered by a table of the batch's distinct tokens.
@@ -207,23 +314,47 @@ class FastTokenizer:
         distinct tokens in order of first occurrence, so batches from different processes merge in order.
         """
         if self._nlp is None:
-            self._setup()
-        if len(self._memo) >= self.max_memo:  # batch tables make ids independent of this object's state
+            self.setup()
+        if len(self._memo) >= self.max_memo:
             self._reset()
         with self._nlp.memory_zone():  # spaCy's vocab would otherwise keep every new word
-            docs = [self.encode(t) for t in texts]
-        lens = np.fromiter(map(len, docs), dtype=np.int64, count=len(docs))
-        flat = np.concatenate(docs) if docs else np.zeros(0, dtype=np.int32)
-        uniq, first, inv = np.unique(flat, return_index=True, return_inverse=True)
-        order = np.argsort(first, kind="stable")
-        rank = np.empty(len(uniq), dtype=np.int32)
-        rank[order] = np.arange(len(uniq), dtype=np.int32)
-        itos = self.itos
-        return lens, rank[inv.reshape(-1)], [itos[i] for i in uniq[order].tolist()]
+            pre, max_len, odd_spaces = self._pre, self._nlp.max_length, _SPACE_AFTER_SPACE.search
+            xs, pieces, whole = [], [], set()
+            n_pieces = np.empty(len(texts), dtype=np.int64)
+            for k, text in enumerate(texts):
+                x = pre(text)
+                xs.append(x)
+                if not x or x[0].isspace() or len(x) > max_len:  # the memo path needs a non-space first
+                    whole.add(k)
+                    ps = [""]
+                else:
+                    ps = x.split(" ") if odd_spaces(x) is None else _ABSORBED_SPACE.split(x)
+                pieces += ps
+                n_pieces[k] = len(ps)
+            per_piece = list(map(self._memo.get, pieces))
+            if None in per_piece:
+                self._fill(per_piece, pieces)
+            sizes = np.fromiter(map(len, per_piece), dtype=np.int64, count=len(per_piece))
+            ids = np.fromiter(chain.from_iterable(per_piece), dtype=np.int32, count=int(sizes.sum()))
+            lens = np.add.reduceat(sizes, np.cumsum(n_pieces) - n_pieces) if len(texts) else sizes[:0]
+            whole |= self._risky_docs(ids, sizes, n_pieces)
+            if whole:
+                docs = np.split(ids, np.cumsum(lens)[:-1])
+                for k in sorted(whole):
+                    docs[k] = self._whole(xs[k])
+                lens = np.fromiter(map(len, docs), dtype=np.int64, count=len(docs))
+                ids = np.concatenate(docs).astype(np.int32, copy=False)
+        n, itos = len(ids), self.itos
+        first = np.full(len(itos), n, dtype=np.int64)  # each token's first position in the batch
+        np.minimum.at(first, ids, np.arange(n))
+        used = np.flatnonzero(first < n)
+        order = used[np.argsort(first[used], kind="stable")]
+        rank = np.empty(len(itos), dtype=np.int32)
+        rank[order] = np.arange(len(order), dtype=np.int32)
+        return lens, rank[ids], [itos[i] for i in order.tolist()]
 
     def tokens(self, texts: Sequence[str]) -> list[list[str]]:
         """Token strings per text (for small inputs and tests)."""
-        if self._nlp is None:
-            self._setup()
-        itos = self.itos
-        return [[itos[i] for i in self.encode(t).tolist()] for t in texts]
+        lens, ids, table = self.encode_batch(list(texts))
+        bounds = np.concatenate([[0], np.cumsum(lens)])
+        return [[table[i] for i in ids[a:b].tolist()] for a, b in zip(bounds[:-1], bounds[1:])]
