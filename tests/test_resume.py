@@ -12,7 +12,7 @@ from ulmfit_lab.loaders import classifier_loaders, lm_loaders
 from ulmfit_lab.models import build_classifier, build_lm, classifier_layer_groups, lm_layer_groups
 from ulmfit_lab.rundir import StageDir
 from ulmfit_lab.schedules import Phase, unfreeze_phases
-from ulmfit_lab.text import build_vocab, numericalize, tokenize
+from ulmfit_lab.text import DocIds, build_vocab, numericalize, tokenize, write_ids
 from ulmfit_lab.training import fit_phases, make_learner
 
 M = ModelConfig(emb_sz=8, n_hid=12, n_layers=2, bptt=8)
@@ -40,11 +40,13 @@ class _KillAt(Callback):
 
 
 @pytest.fixture(scope="module")
-def ids():
+def ids(tmp_path_factory):
     df = make_reviews(96, seed=5)
     tok = tokenize(df.text.tolist())
     vocab = build_vocab([tok], min_freq=1)
-    return vocab, numericalize(tok, vocab), [0 if y == "neg" else 1 for y in df.label]
+    mapped = DocIds.from_dataset(write_ids(tok, vocab, tmp_path_factory.mktemp("ids") / "ids.arrow"))
+    return {"memory": (vocab, numericalize(tok, vocab), [0 if y == "neg" else 1 for y in df.label]),
+            "arrow": (vocab, mapped, [0 if y == "neg" else 1 for y in df.label])}  # what the stages read
 
 
 def _lm_learner(ids, path):
@@ -66,9 +68,12 @@ def _weights(learn):
     return {k: v.detach().clone() for k, v in learn.model.state_dict().items()}
 
 
-@pytest.mark.parametrize("kind,kill_after", [("lm", 5), ("lm", 17), ("classifier", 6), ("classifier", 13)])
-def test_killed_mid_epoch_resumes_exactly(ids, tmp_path, kind, kill_after):
+@pytest.mark.parametrize("kind,kill_after,source", [
+    ("lm", 5, "memory"), ("lm", 17, "memory"), ("classifier", 6, "memory"), ("classifier", 13, "memory"),
+    ("lm", 17, "arrow"), ("classifier", 13, "arrow")])
+def test_killed_mid_epoch_resumes_exactly(ids, tmp_path, kind, kill_after, source):
     make = _lm_learner if kind == "lm" else _clf_learner
+    ids = ids[source]
 
     def phases(learn, tc):
         n = len(learn.opt.param_lists)
@@ -106,6 +111,7 @@ def test_time_budget_pauses_with_a_checkpoint_and_the_rerun_finishes_identically
 
     from ulmfit_lab.training import TrainingPaused
 
+    ids = ids["memory"]
     for d in ("a", "b"):
         (tmp_path / d).mkdir()
     set_seed(0)

@@ -305,6 +305,35 @@ def _encoded(batches: Iterator[list[str]], lang: str, n_workers: int) -> Iterato
             yield pending.popleft().get()
 
 
+class _TokenTable:
+    """The corpus-wide token table: batch tables merge into it in order, so ids follow first occurrence."""
+
+    def __init__(self):
+        self.stoi: dict[str, int] = {}
+        self.itos: list[str] = []
+        self._counts = np.zeros(1 << 16, dtype=np.int64)
+
+    def add(self, ids: np.ndarray, table: list[str]) -> np.ndarray:
+        """The batch's ids (into its `table`) as corpus ids; counts them."""
+        stoi, itos = self.stoi, self.itos
+        to_corpus = np.empty(len(table), dtype=np.int32)
+        for k, t in enumerate(table):
+            i = stoi.get(t)
+            if i is None:
+                i = stoi[t] = len(itos)
+                itos.append(t)
+            to_corpus[k] = i
+        ids = to_corpus[ids]
+        if len(itos) > len(self._counts):
+            self._counts = np.concatenate([self._counts, np.zeros(len(self._counts) + len(itos), np.int64)])
+        self._counts[:len(itos)] += np.bincount(ids, minlength=len(itos))
+        return ids
+
+    @property
+    def counts(self) -> np.ndarray:
+        return self._counts[:len(self.itos)]
+
+
 def tokenize_corpus(source: TextSource, lang: str = "en", cache_dir: Path | None = None, num_workers: int = 0,
                     desc: str = "Tokenizing", progress: bool = True, min_parallel: int = 2000) -> Tokenized:
     """Tokenize `source` into token ids (Arrow) and a token table, reusing the cache when the data is unchanged.
@@ -323,39 +352,29 @@ def tokenize_corpus(source: TextSource, lang: str = "en", cache_dir: Path | None
         root = Path(cache_dir) / "tokens"
         if (root / key / _META).is_file():
             return load_tokenized(root / key)
+        root.mkdir(parents=True, exist_ok=True)
     else:
         root = Path(tempfile.mkdtemp(prefix="ulmfit-tokens-"))
-    root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
     try:
         n_workers = (num_workers or os.cpu_count() or 1) if n_texts >= min_parallel else 1
-        stoi: dict[str, int] = {}
-        itos: list[str] = []
-        counts = np.zeros(1 << 16, dtype=np.int64)
+        table = _TokenTable()
         writer = datasets.arrow_writer.ArrowWriter(features=IDS, path=str(tmp / _IDS_FILE))
-        bar = tqdm(total=n_texts, desc=desc, unit="docs", disable=not progress, mininterval=1.0)
-        for lens, ids, table in _encoded(_batches(source, 1000, 1 << 20), lang, n_workers):
-            to_corpus = np.empty(len(table), dtype=np.int32)  # the batch's token table -> corpus ids
-            for k, t in enumerate(table):
-                i = stoi.get(t)
-                if i is None:
-                    i = stoi[t] = len(itos)
-                    itos.append(t)
-                to_corpus[k] = i
-            ids = to_corpus[ids]
-            if len(itos) > len(counts):
-                counts = np.concatenate([counts, np.zeros(max(len(itos), 2 * len(counts)) - len(counts), np.int64)])
-            counts[:len(itos)] += np.bincount(ids, minlength=len(itos))
-            offsets = np.zeros(len(lens) + 1, dtype=np.int32)
-            np.cumsum(lens, out=offsets[1:])
-            arr = pa.ListArray.from_arrays(pa.array(offsets), pa.array(ids, type=pa.int32()))
-            writer.write_table(pa.table({"ids": arr}))
-            bar.update(len(lens))
-        bar.close()
+        n_docs = 0
+        with tqdm(total=n_texts, desc=desc, unit="docs", disable=not progress, mininterval=1.0) as bar:
+            for lens, ids, batch_table in _encoded(_batches(source, 1000, 1 << 20), lang, n_workers):
+                offsets = np.zeros(len(lens) + 1, dtype=np.int32)
+                np.cumsum(lens, out=offsets[1:])
+                ids = pa.array(table.add(ids, batch_table), type=pa.int32())
+                writer.write_table(pa.table({"ids": pa.ListArray.from_arrays(pa.array(offsets), ids)}))
+                n_docs += len(lens)
+                bar.update(len(lens))
         writer.finalize()
-        np.save(tmp / _COUNTS, counts[:len(itos)])
-        meta = {"version": TOKENIZER_VERSION, "lang": lang, "fingerprint": fingerprint,
-                "n_docs": n_texts, "n_tokens": int(counts.sum()), "itos": itos}
+        if n_docs != n_texts:
+            raise DataError(f"{desc}: the source gave {n_docs} texts but says it has {n_texts}")
+        np.save(tmp / _COUNTS, table.counts)
+        meta = {"version": TOKENIZER_VERSION, "lang": lang, "fingerprint": fingerprint, "n_docs": n_docs,
+                "n_tokens": int(table.counts.sum()), "itos": table.itos}
         (tmp / _META).write_text(json.dumps(meta), encoding="utf-8")
         path = root / key
         try:
@@ -363,7 +382,7 @@ def tokenize_corpus(source: TextSource, lang: str = "en", cache_dir: Path | None
         except OSError:  # another process finished the same corpus first: use theirs
             shutil.rmtree(tmp, ignore_errors=True)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp if cache_dir is not None else root, ignore_errors=True)
         raise
     out = load_tokenized(path)
     if cache_dir is None:  # a private temporary folder: gone with the object
