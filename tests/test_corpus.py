@@ -49,6 +49,29 @@ def test_worker_processes_give_the_same_corpus(tmp_path):
     assert two.tokens() == fastai_tokens(xs)
 
 
+def test_this_process_tokenizes_while_the_workers_are_busy(monkeypatch):
+    """With one worker, this process takes batches too; the results still come in batch order."""
+    import os
+
+    from ulmfit_lab import corpus
+    from ulmfit_lab.fasttok import FastTokenizer
+
+    parent, here = os.getpid(), []
+    encode = FastTokenizer.encode_batch
+
+    def counted(self, batch):
+        if os.getpid() == parent:  # forked workers count into their own copy of `here`
+            here.append(len(batch))
+        return encode(self, batch)
+
+    monkeypatch.setattr(FastTokenizer, "encode_batch", counted)
+    xs = texts(400, seed=8)
+    batches = [xs[i:i + 10] for i in range(0, len(xs), 10)]
+    as_tokens = [[t[i] for i in ids.tolist()] for _, ids, t in corpus._encoded(iter(batches), "en", 2)]
+    assert 0 < len(here) < len(batches)  # both processes worked
+    assert as_tokens == [sum(fastai_tokens(b), []) for b in batches]
+
+
 def test_vocab_over_several_sets_breaks_ties_as_fastai(tmp_path):
     """Counts merge in order of first occurrence over the sets, as fastai's Counter over their concatenation."""
     a, b = texts(150, seed=2), texts(150, seed=3)

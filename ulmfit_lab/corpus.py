@@ -275,20 +275,25 @@ def _batches(texts: Iterable[str], max_docs: int, max_chars: int) -> Iterator[li
         yield batch
 
 
-def _encoded(batches: Iterator[list[str]], lang: str, n_workers: int) -> Iterator[tuple]:
-    """(lengths, ids, table) per batch, in order; `n_workers` > 1 runs them in worker processes."""
-    if n_workers <= 1:
-        tok = FastTokenizer(lang)
+def _encoded(batches: Iterator[list[str]], lang: str, n_procs: int) -> Iterator[tuple]:
+    """(lengths, ids, table) per batch, in order, from `n_procs` processes: this one and n_procs - 1 workers.
+
+    This process tokenizes a batch itself whenever the workers have enough queued, so with 2 CPUs one
+    worker and this process keep both busy (one process fewer to hold in memory than two workers).
+    """
+    global _WORKER_TOK
+    tok = FastTokenizer(lang)
+    tok.setup()
+    if n_procs <= 1:
         for b in batches:
             yield tok.encode_batch(b)
         return
-    global _WORKER_TOK
+    n_workers = n_procs - 1
     method = "fork" if sys.platform.startswith("linux") else "spawn"  # fork: workers start in well under a second
     if method == "fork":
-        # set spaCy up once, here, and let the forked workers share it; freezing the heap keeps their garbage
-        # collector from writing to (and so copying) every page of it
-        _WORKER_TOK = FastTokenizer(lang)
-        _WORKER_TOK.setup()
+        # the forked workers share this process's spaCy, set up; freezing the heap keeps their garbage collector
+        # from writing to (and so copying) every page of it
+        _WORKER_TOK = tok
         gc.freeze()
     try:
         pool = multiprocessing.get_context(method).Pool(n_workers, _worker_init, (lang,))
@@ -296,13 +301,19 @@ def _encoded(batches: Iterator[list[str]], lang: str, n_workers: int) -> Iterato
         gc.unfreeze()
         _WORKER_TOK = None
     with pool:
-        pending: deque = deque()
+        pending: deque = deque()  # AsyncResults and this process's results, in batch order
         for b in batches:
-            pending.append(pool.apply_async(_worker_encode, (b,)))
-            if len(pending) >= 2 * n_workers:  # bounded: reading texts never runs far ahead of tokenizing
-                yield pending.popleft().get()
+            in_flight = sum(1 for r in pending if not isinstance(r, tuple) and not r.ready())
+            if in_flight < 2 * n_workers:
+                pending.append(pool.apply_async(_worker_encode, (b,)))
+            else:  # the workers have work queued: do this batch here meanwhile
+                pending.append(tok.encode_batch(b))
+            while pending and (isinstance(pending[0], tuple) or pending[0].ready() or len(pending) > 8):
+                r = pending.popleft()
+                yield r if isinstance(r, tuple) else r.get()
         while pending:
-            yield pending.popleft().get()
+            r = pending.popleft()
+            yield r if isinstance(r, tuple) else r.get()
 
 
 class _TokenTable:
@@ -338,8 +349,8 @@ def tokenize_corpus(source: TextSource, lang: str = "en", cache_dir: Path | None
                     desc: str = "Tokenizing", progress: bool = True, min_parallel: int = 2000) -> Tokenized:
     """Tokenize `source` into token ids (Arrow) and a token table, reusing the cache when the data is unchanged.
 
-    `num_workers` 0 means one worker process per CPU; corpora under `min_parallel` texts are tokenized
-    in this process (starting workers would cost more than it saves).
+    `num_workers`: processes tokenizing, this one included (0: one per CPU); corpora under `min_parallel`
+    texts are tokenized in this process alone (starting workers would cost more than it saves).
     """
     from tqdm.auto import tqdm
 

@@ -75,7 +75,7 @@ def tokenize(
             such as `FileTexts(paths)`, which reads files lazily.
         lang: spaCy language of the blank tokenizer.
         cache_dir: where `tokens/<key>/` is kept; None: a temporary folder that lives as long as the result.
-        num_workers: worker processes (0: one per CPU; large corpora only).
+        num_workers: processes tokenizing, this one included (0: one per CPU; large corpora only).
         desc: label of the progress bar.
         progress: show a progress bar.
         text_column: the column read from a `datasets.Dataset`.
