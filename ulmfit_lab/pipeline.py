@@ -6,9 +6,10 @@ import time
 from dataclasses import dataclass
 from typing import Literal
 
-from .config import Config
+from . import distributed
+from .config import Config, ConfigError
 from .data import LabelledData
-from .rundir import run_lock, write_text
+from .rundir import write_text
 from .stages import classifier, evaluate, lm, lm_finetune
 from .stages import data as data_stage
 from .stages.common import Context
@@ -47,13 +48,19 @@ def run_pipeline(cfg: Config, until: Stage = "evaluate", data: LabelledData | No
     ctx = Context.create(cfg)
     res = PipelineResult()
     stop = ORDER.index(until)
-    with run_lock(ctx.run_dir):
+    errors = distributed.check_batch_sizes(cfg, distributed.world())
+    if errors:
+        raise ConfigError("; ".join(errors))
+    # distributed: rank 0 holds the lock and writes; data and evaluation run on rank 0 alone (`on_main`),
+    # the training stages on every rank
+    with distributed.main_lock(ctx.run_dir):
         import yaml
 
-        write_text(ctx.run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        if distributed.is_main():
+            write_text(ctx.run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         ctx.log(f"run directory {ctx.run_dir}, device {ctx.device}")
         if until != "lm":  # pretraining the general-domain LM needs no labelled data
-            res.data = data_stage.run(ctx, data)
+            res.data = distributed.on_main(lambda: data_stage.run(ctx, data))
         if stop >= 1:
             res.lm = lm.run(ctx)
         if stop >= 2:
@@ -61,7 +68,7 @@ def run_pipeline(cfg: Config, until: Stage = "evaluate", data: LabelledData | No
         if stop >= 3:
             res.classifier = classifier.run(ctx, res.data, res.lm_finetune)
         if stop >= 4:
-            res.evaluate = evaluate.run(ctx, res.data, res.classifier)
+            res.evaluate = distributed.on_main(lambda: evaluate.run(ctx, res.data, res.classifier))
     res.seconds = time.time() - t0
     ctx.log(f"done in {res.seconds:.1f} s" + (f" (skipped: {', '.join(res.skipped())})" if res.skipped() else ""))
     return res

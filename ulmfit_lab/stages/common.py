@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import torch
 from fastai.torch_core import set_seed
 
+from .. import distributed
 from ..config import Config
 from ..plots import plot_stage
 from ..rundir import StageDir, stage_key
@@ -36,7 +37,8 @@ class Context:
     @classmethod
     def create(cls, cfg: Config) -> Context:
         cache = Path(cfg.run.cache_dir) if cfg.run.cache_dir else default_cache_dir()
-        return cls(cfg, Path(cfg.run.dir), pick_device(cfg.run), cache)
+        # launched as N processes (torchrun): join the process group; this rank's GPU
+        return cls(cfg, Path(cfg.run.dir), distributed.setup(pick_device(cfg.run)), cache)
 
     def stage(self, name: str, version: int, *parts: Any) -> StageDir:
         return StageDir(self.run_dir / name, stage_key(name, version, *parts))
@@ -48,7 +50,8 @@ class Context:
         return None if m is None else 60.0 * m
 
     def log(self, msg: str) -> None:
-        print(f"[ulmfit-lab] {msg}", flush=True)
+        if distributed.is_main():
+            print(f"[ulmfit-lab] {msg}", flush=True)
 
 
 @dataclass(frozen=True)
@@ -73,17 +76,25 @@ class StageResult:
 
 def run_cached(ctx: Context, stage: StageDir, name: str, cls: type[R], snapshot: dict[str, Any],
                body: Callable[[], dict[str, Any]]) -> R:
-    """Skip the stage if its marker carries the same key; else run `body` and write the marker last."""
-    done = stage.done()
+    """Skip the stage if its marker carries the same key; else run `body` and write the marker last.
+
+    Distributed: rank 0 decides and writes; every rank runs `body` (training) and returns rank 0's result.
+    """
+    done = distributed.broadcast(stage.done())
     if done is not None:
         ctx.log(f"{name}: up to date (key {stage.key}), skipped")
         return cls.from_dict(done, skipped=True)
     ctx.log(f"{name}: running -> {stage.path}")
-    stage.start(snapshot)
+    if distributed.is_main():
+        stage.start(snapshot)
     set_seed(ctx.cfg.run.seed)
     result = body()
-    plot_stage(stage.path)
-    result.update(dir=str(stage.path), key=stage.key)
-    stage.finish(result)
-    (stage.path / "last.pt").unlink(missing_ok=True)  # only needed to resume an unfinished stage
-    return cls.from_dict(result)
+
+    def finish() -> dict[str, Any]:
+        plot_stage(stage.path)
+        result.update(dir=str(stage.path), key=stage.key)
+        stage.finish(result)
+        (stage.path / "last.pt").unlink(missing_ok=True)  # only needed to resume an unfinished stage
+        return result
+
+    return cls.from_dict(distributed.on_main(finish))
