@@ -11,6 +11,7 @@ import json
 import sys
 from pathlib import Path
 
+from . import distributed
 from .config import ConfigError, load_config
 from .data import DataError
 from .ensemble import ENSEMBLE_FILE, load_model
@@ -42,6 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "last finished epoch.")
         sp.add_argument("config", help="YAML config file (see configs/)")
         sp.add_argument("overrides", nargs="*", help=_OVERRIDES_HELP)
+        sp.add_argument("--nproc", type=int, metavar="N",
+                        help="train with N processes on this machine (one per GPU; CPU: gloo), re-launched "
+                        "under torch.distributed.run; the batch sizes in the config are global. Several "
+                        "machines: see the README (torchrun rendezvous)")
     sp = sub.add_parser("ship-lm", help="Package a pretrained LM (fp16 weights, sha256, model card) under a name.",
                         description="Turn a finished `lm` stage (RUN_DIR/lm) into a named LM folder: fp16 "
                         "safetensors, vocab.json, model.json with its sha256, and README.md (the model card). "
@@ -104,8 +109,18 @@ def predict_file(model: str, input_path: str, output: str | None, text_column: s
     print(f"wrote {len(out)} predictions to {output}", file=sys.stderr)
 
 
+def _options_first(argv: list[str]) -> list[str]:
+    """Move `--nproc N` next to the command: argparse cannot read an option between the overrides."""
+    argv = list(argv)
+    for i, a in enumerate(argv):
+        if a.startswith("--nproc") and argv and argv[0] in _STAGE_CMDS:
+            n = 2 if a == "--nproc" else 1
+            return [argv[0], *argv[i:i + n], *argv[1:i], *argv[i + n:]]
+    return argv
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_options_first(sys.argv[1:] if argv is None else argv))
     try:
         if args.command == "predict":
             predict_file(args.model, args.input, args.output, args.text_column, args.batch_size)
@@ -122,9 +137,18 @@ def main(argv: list[str] | None = None) -> int:
         from .pipeline import run_pipeline
 
         cfg = load_config(args.config, args.overrides)
-        Path(cfg.run.dir).mkdir(parents=True, exist_ok=True)
-        (Path(cfg.run.dir) / "command.txt").write_text("ulmfit-lab " + " ".join(argv or sys.argv[1:]) + "\n")
+        if args.nproc is not None:  # checked here, before N processes start
+            errors = ([f"--nproc: expected at least 1, found {args.nproc}"] if args.nproc < 1
+                      else distributed.check_batch_sizes(cfg, args.nproc))
+            if errors:
+                raise ConfigError("; ".join(errors))
+            return distributed.launch(args.nproc, [args.command, args.config, *args.overrides])
+        if distributed.is_main():
+            Path(cfg.run.dir).mkdir(parents=True, exist_ok=True)
+            (Path(cfg.run.dir) / "command.txt").write_text("ulmfit-lab " + " ".join(argv or sys.argv[1:]) + "\n")
         res = run_pipeline(cfg, until=_STAGE_CMDS[args.command][0])
+        if not distributed.is_main():
+            return 0
         summary = {n: getattr(res, n).metrics for n in ("lm", "lm_finetune", "classifier", "evaluate")
                    if getattr(res, n) is not None and getattr(res, n).metrics}
         for stage_metrics in summary.values():
@@ -133,11 +157,15 @@ def main(argv: list[str] | None = None) -> int:
                           **summary}, indent=2, default=str))
         return 0
     except (ConfigError, DataError, CheckpointError, RunLockedError) as e:
-        print(f"ulmfit-lab: error: {e}", file=sys.stderr)
+        where = "" if distributed.is_main() else f" (rank {distributed.rank()})"
+        print(f"ulmfit-lab: error{where}: {e}", file=sys.stderr)
         return 2
     except TrainingPaused as e:
-        print(f"ulmfit-lab: {e}", file=sys.stderr)
+        if distributed.is_main():
+            print(f"ulmfit-lab: {e}", file=sys.stderr)
         return 3
+    finally:
+        distributed.teardown()
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from pathlib import Path
 import safetensors.torch as st
 from fastai.metrics import accuracy
 
+from .. import distributed
 from ..config import key_dict
 from ..models import build_classifier, build_lm, classifier_layer_groups, n_params, save_checkpoint
 from ..schedules import unfreeze_phases
@@ -54,7 +55,8 @@ def run(ctx: Context, data: DataResult, encoder: LMFinetuneResult) -> Classifier
         meta = {"kind": "classifier", "model": asdict(m), "labels": classes, "lang": ctx.cfg.data.lang,
                 "head": list(cc.head), "max_len": cc.max_len, "drop_mult": cc.drop_mult,
                 "direction": "bwd" if m.backwards else "fwd"}
-        save_checkpoint(learn.model, out, vocab, meta)
+        if distributed.is_main():
+            save_checkpoint(learn.model, out, vocab, meta)
         return {"model_dir": str(out), "metrics": {"valid_loss": loss, "valid_accuracy": acc}}
 
     return run_cached(ctx, stage, "classifier", ClassifierResult, {"classifier": asdict(cc), "model": asdict(m)},

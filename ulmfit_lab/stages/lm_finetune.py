@@ -13,6 +13,7 @@ import numpy as np
 from fastai.metrics import Perplexity, accuracy
 from torch import nn
 
+from .. import distributed
 from ..config import key_dict
 from ..loaders import lm_loaders
 from ..models import (
@@ -81,8 +82,9 @@ def run(ctx: Context, data: DataResult, lm: LMResult) -> LMFinetuneResult:
             after = float(learn.validate()[0])
             metrics.update(valid_loss=after, valid_perplexity=float(np.exp(after)))
         out = stage.path / "model"
-        save_checkpoint(learn.model, out, vocab, lm_meta(m, {"direction": "bwd" if m.backwards else "fwd"}))
-        (stage.path / "summary.json").write_text(json.dumps(metrics, indent=2))
+        if distributed.is_main():
+            save_checkpoint(learn.model, out, vocab, lm_meta(m, {"direction": "bwd" if m.backwards else "fwd"}))
+            (stage.path / "summary.json").write_text(json.dumps(metrics, indent=2))
         return {"model_dir": str(out), "metrics": metrics}
 
     return run_cached(ctx, stage, "lm_finetune", LMFinetuneResult, {"lm_finetune": asdict(ft), "model": asdict(m)},
