@@ -9,12 +9,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 
 from .config import ConfigError, load_config
-from .data import DataError
+from .data import DataError, DataWarning
 from .models import CheckpointError
-from .rundir import RunLockedError
+from .rundir import RunLockedError, StorageError, atomic_path
 
 _STAGE_CMDS = {
     "lm": ("lm", "Stage 1: pretrain the general-domain LM (or resolve pretrained weights)."),
@@ -74,6 +75,10 @@ def predict_file(model: str, input_path: str, output: str | None, text_column: s
         raise DataError(f"{input_path}: no column {text_column!r}; columns found: {list(df.columns)}. "
                         "Use --text-column NAME")
     texts = df[text_column].tolist()
+    bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
+    if bad:
+        raise DataError(f"{input_path}: {len(bad)} row(s) of column {text_column!r} hold no text (empty or not a "
+                        f"string; first rows: {bad[:5]}, counted from 0 after the header); fill or drop them")
     chunk = max(batch_size * 16, 1024)
     probas = [predictor.predict_proba(texts[i:i + chunk], batch_size)
               for i in tqdm(range(0, len(texts), chunk), desc="Predicting", unit="chunk", file=sys.stderr)]
@@ -88,17 +93,34 @@ def predict_file(model: str, input_path: str, output: str | None, text_column: s
         out.to_csv(sys.stdout, index=False)
         return
     ext = Path(output).suffix.lower()
-    if ext == ".parquet":
-        out.to_parquet(output, index=False)
-    elif ext in (".jsonl", ".ndjson"):
-        out.to_json(output, orient="records", lines=True, force_ascii=False)
-    else:
-        out.to_csv(output, index=False, sep="\t" if ext == ".tsv" else ",")
+    with atomic_path(Path(output)) as tmp:  # an interrupted run never leaves a half-written file
+        if ext == ".parquet":
+            out.to_parquet(tmp, index=False)
+        elif ext in (".jsonl", ".ndjson"):
+            out.to_json(tmp, orient="records", lines=True, force_ascii=False)
+        else:
+            out.to_csv(tmp, index=False, sep="\t" if ext == ".tsv" else ",")
     print(f"wrote {len(out)} predictions to {output}", file=sys.stderr)
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    if issubclass(category, DataWarning):  # a remark about the user's data, not about code: no source line
+        print(f"ulmfit-lab: warning: {message}", file=file or sys.stderr, flush=True)
+    else:
+        _show_warning(message, category, filename, lineno, file, line)
+
+
+_show_warning = warnings.showwarning
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    with warnings.catch_warnings():  # restores warnings.showwarning afterwards
+        warnings.showwarning = _one_line_warning
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         if args.command == "predict":
             predict_file(args.model, args.input, args.output, args.text_column, args.batch_size)
@@ -114,8 +136,11 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"run_dir": cfg.run.dir, "seconds": round(res.seconds, 1), "skipped": res.skipped(),
                           **summary}, indent=2, default=str))
         return 0
-    except (ConfigError, DataError, CheckpointError, RunLockedError) as e:
-        print(f"ulmfit-lab: error: {e}", file=sys.stderr)
+    except (ConfigError, DataError, CheckpointError, RunLockedError, StorageError) as e:
+        msg = str(e)
+        if msg.startswith("Exception occured in `"):  # fastai's prefix for an error raised in a callback
+            msg = msg.split("\n", 1)[-1].strip()
+        print(f"ulmfit-lab: error: {msg}", file=sys.stderr)
         return 2
 
 

@@ -8,7 +8,7 @@ from typing import Literal
 
 from .config import Config
 from .data import LabelledData
-from .rundir import run_lock, write_text
+from .rundir import run_lock, storage_errors, write_text
 from .stages import classifier, evaluate, lm, lm_finetune
 from .stages import data as data_stage
 from .stages.common import Context
@@ -47,7 +47,7 @@ def run_pipeline(cfg: Config, until: Stage = "evaluate", data: LabelledData | No
     ctx = Context.create(cfg)
     res = PipelineResult()
     stop = ORDER.index(until)
-    with run_lock(ctx.run_dir):
+    with run_lock(ctx.run_dir), storage_errors(ctx.run_dir):  # disk full: StorageError naming the file
         import yaml
 
         write_text(ctx.run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
