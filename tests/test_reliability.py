@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import safetensors.torch as st
 import torch
 from conftest import CONFIGS, ROOT
 from synth import make_reviews
@@ -396,6 +397,100 @@ def test_corrupt_predictor_folder_is_a_checkpoint_error(finished_run, tmp_path):
     (folder / "model.json").write_text("{ not json", encoding="utf-8")
     with pytest.raises(CheckpointError, match="model.json or vocab.json is corrupt"):
         Predictor.load(folder)
+
+
+def test_truncated_last_checkpoint_restarts_the_stage_cleanly(finished_run, tmp_path, capsys):
+    d, args = _copy(finished_run, tmp_path)
+    want = st.load_file(str(d / "classifier" / "model" / "model.safetensors"))
+    marker = json.loads((d / "classifier" / MARKER).read_text())
+    (d / "classifier" / MARKER).unlink()  # as if killed while writing last.pt, after some epochs
+    torch.save({"key": marker["key"], "next": [1, 0], "model": {"w": torch.zeros(4096)}}, d / "classifier" / "last.pt")
+    data = (d / "classifier" / "last.pt").read_bytes()
+    (d / "classifier" / "last.pt").write_bytes(data[: len(data) // 2])
+    capsys.readouterr()
+    res = run_pipeline(load_config(TINY, args), until="classifier")
+    assert "ignoring unreadable checkpoint" in capsys.readouterr().out
+    assert not res.classifier.skipped and (d / "classifier" / MARKER).is_file()
+    got = st.load_file(str(d / "classifier" / "model" / "model.safetensors"))
+    for k in want:  # restarted from scratch: the same weights as the first, uninterrupted run
+        torch.testing.assert_close(got[k], want[k], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("kind", ["lm", "classifier"])
+def test_killed_at_an_epoch_boundary_resumes_exactly(tmp_path, kind):
+    """Killed after an epoch's end-of-epoch checkpoint, before any mid-epoch one: the next epoch's data order,
+    RNGs and weights go on as if never stopped (the LM loader's in-place document order included)."""
+    from fastai.callback.core import Callback
+    from fastai.metrics import accuracy
+    from fastai.torch_core import set_seed
+
+    from ulmfit_lab.config import ClassifierConfig, RunConfig, TrainConfig
+    from ulmfit_lab.loaders import classifier_loaders, lm_loaders
+    from ulmfit_lab.models import build_classifier, classifier_layer_groups, lm_layer_groups
+    from ulmfit_lab.schedules import Phase, unfreeze_phases
+    from ulmfit_lab.text import build_vocab, numericalize, tokenize
+    from ulmfit_lab.training import fit_phases, make_learner
+
+    class Crash(Exception):
+        pass
+
+    class KillAt(Callback):
+        order = 99
+
+        def __init__(self, n):
+            self.n = n
+
+        def after_batch(self):
+            if self.training:
+                self.n -= 1
+                if self.n == 0:
+                    raise Crash("killed")
+
+    m, run, cpu = ModelConfig(emb_sz=8, n_hid=12, n_layers=2, bptt=8), RunConfig(device="cpu", progress=False), "cpu"
+    cpu = torch.device(cpu)
+    df = make_reviews(96, seed=5)
+    tok = tokenize(df.text.tolist())
+    vocab = build_vocab([tok], min_freq=1)
+    x, y = numericalize(tok, vocab), [int(v == "pos") for v in df.label]
+
+    def learner(path):
+        if kind == "lm":
+            tc = TrainConfig(epochs=3, lr=3e-3)
+            learn = make_learner(lm_loaders(x, x[:12], 4, m.bptt, False, cpu, seed=0), build_lm(len(vocab), m, 0.5),
+                                 lm_layer_groups, tc, run, cpu, [], path)
+            return learn, tc, [Phase(len(learn.opt.param_lists), tc.epochs)]
+        tc = ClassifierConfig(epochs=4, lr=1e-2, bs=8, drop_mult=0.5)
+        learn = make_learner(classifier_loaders(x, y, x[:16], y[:16], 8, m.bptt, False, cpu, seed=0),
+                             build_classifier(len(vocab), 2, m, 0.5, [8]), classifier_layer_groups, tc, run, cpu,
+                             [accuracy], path)
+        return learn, tc, unfreeze_phases(len(learn.opt.param_lists), tc.epochs)
+
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+    set_seed(0)
+    learn, tc, phases = learner(tmp_path / "a")
+    fit_phases(learn, phases, tc, StageDir(tmp_path / "a", "k"))
+    want = {k: v.clone() for k, v in learn.model.state_dict().items()}
+    n_batches = len(learn.dls.train)
+
+    set_seed(0)
+    learn, tc, phases = learner(tmp_path / "b")
+    with pytest.raises(Exception, match="killed"):  # one batch into the 2nd epoch; only epoch-end checkpoints
+        fit_phases(learn, phases, tc, StageDir(tmp_path / "b", "k"), extra_cbs=[KillAt(n_batches + 1)])
+    set_seed(1234)
+    learn, tc, phases = learner(tmp_path / "b")
+    fit_phases(learn, phases, tc, StageDir(tmp_path / "b", "k"))
+    for k, v in learn.model.state_dict().items():
+        torch.testing.assert_close(v, want[k], rtol=0, atol=0, msg=f"{kind}: {k} differs after resume")
+
+
+def test_predict_cli_rejects_rows_without_text(finished_run, tmp_path, capsys):
+    d, _ = finished_run
+    path = tmp_path / "new.csv"
+    pd.DataFrame({"text": ["a great film", None, "dull"]}).to_csv(path, index=False)
+    assert cli.main(["predict", str(d), str(path), "--output", str(tmp_path / "out.csv")]) == 2
+    assert "1 row(s) of column 'text' hold no text (empty or not a string; first rows: [1]" in capsys.readouterr().err
+    assert not (tmp_path / "out.csv").exists()
 
 
 def test_garbled_marker_means_not_done(tmp_path):

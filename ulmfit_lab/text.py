@@ -77,13 +77,17 @@ class FastaiTokenizer:
         return [list(toks) if len(t) <= MAX_PIECE_CHARS else self._long(t)
                 for t, toks in zip(texts, self._tok(t if len(t) <= MAX_PIECE_CHARS else "" for t in texts))]
 
+    def pieces(self, text: str) -> list[str]:
+        """A long text after fastai's text rules, cut into the pieces spaCy tokenizes one by one."""
+        if self._tok is None:
+            self._tok = TokenizeWithRules(SpacyTokenizer(self.lang))
+        return split_long(compose(*self._tok.rules)(text))
+
     def _long(self, text: str) -> list[str]:
         """What `self._tok` gives for one long text: rules on the whole text, spaCy piece by piece."""
-        tw = self._tok
-        text = compose(*tw.rules)(text)
         out: list[str] = []
-        for toks in tw.tok(split_long(text)):
-            out.extend(tw.post_f(t) for t in toks)
+        for toks in self._tok.tok(self.pieces(text)):
+            out.extend(self._tok.post_f(t) for t in toks)
         return out
 
     def batch(self, batch: dict) -> dict:

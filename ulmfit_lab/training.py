@@ -170,7 +170,8 @@ class EpochLogger(Callback):
         last = self.epoch + 1 == self.n_epoch
         nxt = (self.phase + 1, 0) if last else (self.phase, self.epoch + 1)
         save_progress(self.learn, self.stage, nxt, {"dl_rng": self.dls.train.rng.getstate(),
-                                                     "torch_rng": torch.get_rng_state()})
+                                                     "torch_rng": torch.get_rng_state(),
+                                                     "order": self.dls.train.epoch_order})
 
 
 def _num(v: Any) -> Any:
@@ -255,7 +256,11 @@ def restore_progress(learn: Learner, state: dict) -> None:
     if state.get("batch", 0) == 0 and "dl_rng" in state:  # at an epoch boundary: the next epoch's shuffle
         learn.dls.train.rng.setstate(rng_state(state["dl_rng"]))
         torch.set_rng_state(state["torch_rng"])
+        if state.get("order") is not None:  # the LM loader shuffles its document order in place, epoch on epoch
+            learn.dls.train._replay_order(state["order"])
     phase, epoch = state["next"]
+    if epoch == 0 and state.get("batch", 0) == 0:  # a new phase starts with the state cleared (freeze_to) ...
+        learn.opt.clear_state()  # ... after the one saved at the end of the last phase was loaded above
     print(f"[ulmfit-lab] resuming at phase {phase}, epoch {epoch}, batch {state.get('batch', 0)}", flush=True)
 
 
