@@ -252,6 +252,14 @@ def test_invalid_rows_can_be_dropped(tmp_path):
     assert all(isinstance(t, str) and t.strip() for t in pd.concat([data.train, data.valid]).text)
 
 
+def test_bad_unlabelled_texts_from_the_api(tmp_path):
+    train = make_reviews(40)
+    with pytest.raises(DataError, match=r"unlabelled: 2 text\(s\) are missing.*first positions: \[1, 3\]"):
+        load_data(DataConfig(), tmp_path, train=train, unlabelled=["fine", None, "ok", "  "])
+    data = load_data(DataConfig(drop_invalid=True), tmp_path, train=train, unlabelled=["fine", None, "ok", "  "])
+    assert data.unlabelled == ["fine", "ok"]
+
+
 def test_cli_error_from_a_real_process_is_one_line(tmp_path):
     rows = make_reviews(40).to_dict("records")
     rows[5]["text"] = None
@@ -323,8 +331,8 @@ def test_huge_document_tokenizes_in_bounded_memory(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads(proc.stdout.strip().splitlines()[-1])
     assert res["chars"] > 2_000_000 and res["tokens"]["train"] + res["tokens"]["valid"] > 500_000
-    # ~600k tokens as Python strings, Arrow and int ids: linear, well under the text's size x 100
-    assert res["peak_rss_growth_mb"] < 400, res
+    # ~640k tokens as strings, Arrow and ids: measured ~90 MB; spaCy on the whole text would not even run
+    assert res["peak_rss_growth_mb"] < 300, res
 
 
 def test_classifier_backpropagates_through_max_len_tokens_only():

@@ -376,6 +376,7 @@ def load_data(
 
     def where(split: str) -> str:
         return f"{split} ({origin[split]})" if split in origin else split
+
     if "train" not in parts:
         raise DataError(
             "no training data: set data.path (a file, a class-per-folder tree or an archive), "
@@ -413,6 +414,14 @@ def load_data(
     warn_conflicting_labels({"train": tr, "valid": va, "test": te})
 
     texts = list(unlabelled or [])
+    bad = [i for i, t in enumerate(texts) if not is_text(t) or not t.strip()]
+    if bad and not cfg.drop_invalid:
+        raise DataError(f"unlabelled: {len(bad)} text(s) are missing, not strings, invalid Unicode or blank "
+                        f"(first positions: {bad[:5]}; e.g. {_short(texts[bad[0]])}); fix them, or set "
+                        "data.drop_invalid=true to drop them")
+    if bad:
+        dropped = set(bad)
+        texts = [t for i, t in enumerate(texts) if i not in dropped]
     texts += [t for t in parts.get("unlabelled", []) if isinstance(t, str) and t.strip()]
     for spec in cfg.unlabelled:
         src = read_source(spec, cfg, cache_dir)

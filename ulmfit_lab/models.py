@@ -203,7 +203,8 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         wgts = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for a bad file
         raise CheckpointError(f"{path}: cannot read weights ({str(e).splitlines()[0][:200]}); "
-                              "the file is corrupt or truncated") from None
+                              "the file is corrupt or truncated: download or copy it again, or point "
+                              "lm_pretrain.weights at another file") from None
     if isinstance(wgts, dict) and "model" in wgts and isinstance(wgts["model"], dict):
         wgts = wgts["model"]  # saved with an optimizer state
     return wgts
@@ -221,7 +222,8 @@ def adapt_pretrained(wgts: dict[str, torch.Tensor], old_vocab: list[str], new_vo
     if wgts["0.encoder.weight"].shape[0] != len(old_vocab):
         raise CheckpointError(
             f"pretrained embedding has {wgts['0.encoder.weight'].shape[0]} rows but its vocab has "
-            f"{len(old_vocab)} tokens: the weights and the vocab file do not belong together"
+            f"{len(old_vocab)} tokens: the weights and the vocab file do not belong together; give the "
+            "lm_pretrain.vocab that was saved with these weights"
         )
     if "1.decoder.weight" not in wgts:
         wgts["1.decoder.weight"] = wgts["0.encoder.weight"]
