@@ -9,14 +9,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 
 from . import distributed
 from .config import ConfigError, load_config
-from .data import DataError
+from .data import DataError, DataWarning
 from .ensemble import ENSEMBLE_FILE, load_model
 from .models import CheckpointError
-from .rundir import RunLockedError
+from .rundir import RunLockedError, StorageError, atomic_path
 from .training import TrainingPaused
 
 _STAGE_CMDS = {
@@ -86,6 +87,10 @@ def predict_file(model: str, input_path: str, output: str | None, text_column: s
         raise DataError(f"{input_path}: no column {text_column!r}; columns found: {list(df.columns)}. "
                         "Use --text-column NAME")
     texts = df[text_column].tolist()
+    bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
+    if bad:
+        raise DataError(f"{input_path}: {len(bad)} row(s) of column {text_column!r} hold no text (empty or not a "
+                        f"string; first rows: {bad[:5]}, counted from 0 after the header); fill or drop them")
     chunk = max(batch_size * 16, 1024)
     probas = [predictor.predict_proba(texts[i:i + chunk], batch_size)
               for i in tqdm(range(0, len(texts), chunk), desc="Predicting", unit="chunk", file=sys.stderr)]
@@ -100,12 +105,13 @@ def predict_file(model: str, input_path: str, output: str | None, text_column: s
         out.to_csv(sys.stdout, index=False)
         return
     ext = Path(output).suffix.lower()
-    if ext == ".parquet":
-        out.to_parquet(output, index=False)
-    elif ext in (".jsonl", ".ndjson"):
-        out.to_json(output, orient="records", lines=True, force_ascii=False)
-    else:
-        out.to_csv(output, index=False, sep="\t" if ext == ".tsv" else ",")
+    with atomic_path(Path(output)) as tmp:  # an interrupted run never leaves a half-written file
+        if ext == ".parquet":
+            out.to_parquet(tmp, index=False)
+        elif ext in (".jsonl", ".ndjson"):
+            out.to_json(tmp, orient="records", lines=True, force_ascii=False)
+        else:
+            out.to_csv(tmp, index=False, sep="\t" if ext == ".tsv" else ",")
     print(f"wrote {len(out)} predictions to {output}", file=sys.stderr)
 
 
@@ -119,8 +125,24 @@ def _options_first(argv: list[str]) -> list[str]:
     return argv
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    if issubclass(category, DataWarning):  # a remark about the user's data, not about code: no source line
+        print(f"ulmfit-lab: warning: {message}", file=file or sys.stderr, flush=True)
+    else:
+        _show_warning(message, category, filename, lineno, file, line)
+
+
+_show_warning = warnings.showwarning
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(_options_first(sys.argv[1:] if argv is None else argv))
+    with warnings.catch_warnings():  # restores warnings.showwarning afterwards
+        warnings.showwarning = _one_line_warning
+        return _run(args, argv)
+
+
+def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
     try:
         if args.command == "predict":
             predict_file(args.model, args.input, args.output, args.text_column, args.batch_size)
@@ -143,10 +165,8 @@ def main(argv: list[str] | None = None) -> int:
             if errors:
                 raise ConfigError("; ".join(errors))
             return distributed.launch(args.nproc, [args.command, args.config, *args.overrides])
-        if distributed.is_main():
-            Path(cfg.run.dir).mkdir(parents=True, exist_ok=True)
-            (Path(cfg.run.dir) / "command.txt").write_text("ulmfit-lab " + " ".join(argv or sys.argv[1:]) + "\n")
-        res = run_pipeline(cfg, until=_STAGE_CMDS[args.command][0])
+        res = run_pipeline(cfg, until=_STAGE_CMDS[args.command][0],
+                           command="ulmfit-lab " + " ".join(sys.argv[1:] if argv is None else argv))
         if not distributed.is_main():
             return 0
         summary = {n: getattr(res, n).metrics for n in ("lm", "lm_finetune", "classifier", "evaluate")
@@ -156,9 +176,12 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"run_dir": cfg.run.dir, "seconds": round(res.seconds, 1), "skipped": res.skipped(),
                           **summary}, indent=2, default=str))
         return 0
-    except (ConfigError, DataError, CheckpointError, RunLockedError) as e:
+    except (ConfigError, DataError, CheckpointError, RunLockedError, StorageError) as e:
+        msg = str(e)
+        if msg.startswith("Exception occured in `"):  # fastai's prefix for an error raised in a callback
+            msg = msg.split("\n", 1)[-1].strip()
         where = "" if distributed.is_main() else f" (rank {distributed.rank()})"
-        print(f"ulmfit-lab: error{where}: {e}", file=sys.stderr)
+        print(f"ulmfit-lab: error{where}: {msg}", file=sys.stderr)
         return 2
     except TrainingPaused as e:
         if distributed.is_main():

@@ -36,7 +36,7 @@ from .config import RunConfig, TrainConfig
 from .distributed import merge_rows, take_rows, unwrap
 from .fused import fuse_lm_loss
 from .loaders import rng_state
-from .rundir import StageDir, atomic_path
+from .rundir import StageDir, atomic_path, write_text
 from .schedules import Phase, discriminative_lrs, stlr_schedule
 
 
@@ -283,9 +283,17 @@ def trim_logs(stage: StageDir, before: tuple[int, int]) -> None:
     for name in ("metrics.jsonl", "lr_trace.jsonl"):
         path = stage.path / name
         if path.is_file():
-            rows = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+            rows = [line for line in path.read_text(encoding="utf-8").splitlines() if _complete(line)]
             keep = [r for r in rows if tuple(json.loads(r)[k] for k in ("phase", "epoch")) < before]
-            path.write_text("".join(r + "\n" for r in keep), encoding="utf-8")
+            write_text(path, "".join(r + "\n" for r in keep))
+
+
+def _complete(line: str) -> bool:
+    """False for the half-written last line a killed run (or a full disk) can leave behind."""
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:
+        return False
 
 
 def read_progress(stage: StageDir) -> dict | None:

@@ -5,7 +5,6 @@ The pretrained embedding is mapped onto the target vocab (unknown words get the 
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from ..models import (
     read_vocab,
     save_checkpoint,
 )
+from ..rundir import write_json
 from ..schedules import Phase
 from ..training import fit_phases, make_learner
 from .common import Context, StageResult, run_cached
@@ -84,7 +84,7 @@ def run(ctx: Context, data: DataResult, lm: LMResult) -> LMFinetuneResult:
         out = stage.path / "model"
         if distributed.is_main():
             save_checkpoint(learn.model, out, vocab, lm_meta(m, {"direction": "bwd" if m.backwards else "fwd"}))
-            (stage.path / "summary.json").write_text(json.dumps(metrics, indent=2))
+            write_json(stage.path / "summary.json", metrics)
         return {"model_dir": str(out), "metrics": metrics}
 
     return run_cached(ctx, stage, "lm_finetune", LMFinetuneResult, {"lm_finetune": asdict(ft), "model": asdict(m)},
