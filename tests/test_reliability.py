@@ -172,6 +172,16 @@ def _config_bad_yaml(d):
     return ["classifier.head=[8,"]
 
 
+def _cuda_without_gpu(d):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible: run.device=cuda is valid here")
+    return ["run.device=cuda"]
+
+
+def _fp16_on_cpu(d):
+    return ["run.device=cpu", "run.precision=fp16"]
+
+
 CASES = {
     "missing_file": (_missing_file, DataError, r"not found: .*nope\.csv", ()),
     "unknown_text_column": (_unknown_text_column, DataError,
@@ -206,6 +216,8 @@ CASES = {
                             r"found 0", ()),
     "config_not_finite": (_config_not_finite, ConfigError, r"classifier\.lr: must be a finite number, found nan", ()),
     "config_bad_yaml": (_config_bad_yaml, ConfigError, r"classifier\.head=\[8,.*not valid YAML", ()),
+    "cuda_without_gpu": (_cuda_without_gpu, ConfigError, r"run\.device=cuda, but no CUDA GPU is visible", ()),
+    "fp16_on_cpu": (_fp16_on_cpu, ConfigError, r"run\.precision=fp16 needs a GPU.*bf16", ()),
 }
 
 

@@ -32,7 +32,7 @@ from fastcore.foundation import L
 from torch import nn
 
 from . import distributed
-from .config import RunConfig, TrainConfig
+from .config import ConfigError, RunConfig, TrainConfig
 from .distributed import merge_rows, take_rows, unwrap
 from .fused import fuse_lm_loss
 from .loaders import rng_state
@@ -41,11 +41,15 @@ from .schedules import Phase, discriminative_lrs, stlr_schedule
 
 
 def pick_device(run: RunConfig) -> torch.device:
+    """The device a run trains on; a setting this machine cannot honour is a `ConfigError` before any work."""
     if run.device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("run.device=cuda but no CUDA GPU is visible; use run.device=auto or cpu")
-    if run.device == "cpu" or not torch.cuda.is_available():
-        return torch.device("cpu")
-    return torch.device("cuda")
+        raise ConfigError("run.device=cuda, but no CUDA GPU is visible here; use run.device=auto (GPU when there "
+                          "is one) or run.device=cpu")
+    device = torch.device("cpu" if run.device == "cpu" or not torch.cuda.is_available() else "cuda")
+    if run.precision == "fp16" and device.type == "cpu":
+        raise ConfigError("run.precision=fp16 needs a GPU, and this run is on the CPU; use run.precision=bf16 "
+                          "(CPU autocast) or fp32")
+    return device
 
 
 def device_name(device: torch.device) -> str:
