@@ -97,7 +97,7 @@ def main() -> None:
     ap.add_argument("--run-root", default="runs/bench_embedded")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("overrides", nargs="*", help="dotted overrides for every ULMFiT run")
-    args = ap.parse_args()
+    args = ap.parse_intermixed_args()
     shared, out_path = Path(args.shared), Path(args.out)
     results = json.loads(out_path.read_text()) if out_path.exists() else {}  # resume: keep finished cells
     results.update({"benchmark": "embedded_lm", "machine": machine(), "n_train": N_TRAIN, "config": args.config,

@@ -68,10 +68,14 @@ def _weights(learn):
     return {k: v.detach().clone() for k, v in learn.model.state_dict().items()}
 
 
-@pytest.mark.parametrize("kind,kill_after,source", [
-    ("lm", 5, "memory"), ("lm", 17, "memory"), ("classifier", 6, "memory"), ("classifier", 13, "memory"),
-    ("lm", 17, "arrow"), ("classifier", 13, "arrow")])
-def test_killed_mid_epoch_resumes_exactly(ids, tmp_path, kind, kill_after, source):
+@pytest.mark.parametrize("kind,kill_after,every_s,source", [
+    ("lm", 5, 0.0, "memory"), ("lm", 17, 0.0, "memory"), ("classifier", 6, 0.0, "memory"),
+    ("classifier", 13, 0.0, "memory"),
+    # only epoch-end checkpoints: resumed at an epoch / a phase start
+    ("lm", 60, None, "memory"), ("classifier", 20, None, "memory"),
+    # the memory-mapped ids the stages read
+    ("lm", 17, 0.0, "arrow"), ("classifier", 13, 0.0, "arrow"), ("lm", 60, None, "arrow")])
+def test_killed_mid_epoch_resumes_exactly(ids, tmp_path, kind, kill_after, every_s, source):
     make = _lm_learner if kind == "lm" else _clf_learner
     ids = ids[source]
 
@@ -92,12 +96,12 @@ def test_killed_mid_epoch_resumes_exactly(ids, tmp_path, kind, kill_after, sourc
     learn, tc = make(ids, tmp_path / "b")
     stage = StageDir(tmp_path / "b", "k")
     with pytest.raises(Exception, match="killed"):
-        fit_phases(learn, phases(learn, tc), tc, stage, extra_cbs=[_KillAt(kill_after)], checkpoint_s=0.0)
+        fit_phases(learn, phases(learn, tc), tc, stage, extra_cbs=[_KillAt(kill_after)], checkpoint_s=every_s)
     assert (tmp_path / "b" / "last.pt").is_file()
 
     set_seed(1234)  # a new process: other global RNG states, other initial weights
     learn, tc = make(ids, tmp_path / "b")
-    fit_phases(learn, phases(learn, tc), tc, stage, checkpoint_s=0.0)
+    fit_phases(learn, phases(learn, tc), tc, stage, checkpoint_s=every_s)
     got = _weights(learn)
     for k in want:
         torch.testing.assert_close(got[k], want[k], rtol=0, atol=0, msg=f"{kind}: {k} differs after resume")

@@ -33,8 +33,9 @@ import pyarrow as pa
 
 from .data import DataError, read_text_file
 from .fasttok import FastTokenizer
+from .rundir import remove_stale_tmp
 
-TOKENIZER_VERSION = 2  # bump when the tokens produced for a text change
+TOKENIZER_VERSION = 3  # bump when the tokens produced for a text change
 IDS = datasets.Features({"ids": datasets.Sequence(datasets.Value("int32"))})
 _META, _IDS_FILE, _COUNTS = "tokens.json", "ids.arrow", "counts.npy"
 
@@ -366,7 +367,12 @@ def tokenize_corpus(source: TextSource, lang: str = "en", cache_dir: Path | None
         root.mkdir(parents=True, exist_ok=True)
     else:
         root = Path(tempfile.mkdtemp(prefix="ulmfit-tokens-"))
-    tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
+    # a private temporary name (the pid), renamed into place: a concurrent run never writes into our folder,
+    # and a killed run leaves only a temporary folder, removed by the next run
+    remove_stale_tmp(root, key)
+    tmp = root / f"{key}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
     try:
         n_workers = (num_workers or os.cpu_count() or 1) if n_texts >= min_parallel else 1
         table = _TokenTable()

@@ -22,6 +22,9 @@ the tokens either side of a cut to be neighbours in some matcher pattern, and a 
 text-changing special case's output (`special_case_hazards`); a text where that can happen is tokenized
 whole by spaCy instead, exactly as fastai does. tests/test_fasttok.py and benchmarks/tokenize.py check the
 result against fastai's own path.
+
+A text over `MAX_PIECE_CHARS` characters, which spaCy could not take whole, goes (as in `text.FastaiTokenizer`)
+through the rules whole and then through the memo path as its `split_long` pieces, each as if a text.
 """
 
 from __future__ import annotations
@@ -44,6 +47,34 @@ _MAJ = re.compile(r"(?<!\S)(?=[A-Z][^A-Z\s]*[a-z][^A-Z\s]*(?!\S))")  # one capit
 # any replace_wrep match holds a word three times in a row at its start: without that, skip the slow regex
 _WREP_HINT = re.compile(r"\s(\w+)\s+\1\s+\1")
 _WREP_HINT_AT_START = re.compile(r"(\w+)\s+\1\s+\1")
+
+# spaCy refuses a text over `nlp.max_length` (1M characters) and its memory grows with the text: longer
+# texts go through fastai's text rules whole, are then cut at single spaces into pieces of at most this size
+# for spaCy, and their tokens joined again (the same tokens as in one piece: spaCy splits at spaces first).
+MAX_PIECE_CHARS = 100_000
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def valid_unicode(text: str) -> str:
+    """`text` with lone surrogates (which spaCy cannot hash) replaced by U+FFFD."""
+    return text if text.isascii() else _SURROGATE.sub("\ufffd", text)
+
+
+def split_long(text: str, size: int | None = None) -> list[str]:
+    """`text` cut into pieces of at most `size` (default `MAX_PIECE_CHARS`) characters, each cut at a single
+    space between two non-spaces (a hard cut only where a whole piece has none)."""
+    size = size or MAX_PIECE_CHARS
+    pieces, start = [], 0
+    while len(text) - start > size:
+        end = start + size
+        cut = text.rfind(" ", start + 1, end)
+        while cut > start and (text[cut - 1].isspace() or text[cut + 1].isspace()):
+            cut = text.rfind(" ", start + 1, cut)
+        cut = cut + 1 if cut > start else end  # the space ends its piece: spaCy makes no token of it
+        pieces.append(text[start:cut])
+        start = cut
+    pieces.append(text[start:])
+    return pieces
 
 
 def text_rules(rules: Sequence[Callable[[str], str]]) -> Callable[[str], str]:
@@ -319,11 +350,19 @@ class FastTokenizer:
             self._reset()
         with self._nlp.memory_zone():  # spaCy's vocab would otherwise keep every new word
             pre, max_len, odd_spaces = self._pre, self._nlp.max_length, _SPACE_AFTER_SPACE.search
-            xs, pieces, whole = [], [], set()
-            n_pieces = np.empty(len(texts), dtype=np.int64)
+            # units: what fastai's path hands spaCy, one per text, or a long text's `split_long` pieces
+            xs, n_units = [], np.ones(len(texts), dtype=np.int64)
             for k, text in enumerate(texts):
-                x = pre(text)
-                xs.append(x)
+                text = valid_unicode(text)
+                if len(text) > MAX_PIECE_CHARS:  # as `text.FastaiTokenizer`: rules on the whole text
+                    units = split_long(pre(text))
+                    xs += units
+                    n_units[k] = len(units)
+                else:
+                    xs.append(pre(text))
+            pieces, whole = [], set()
+            n_pieces = np.empty(len(xs), dtype=np.int64)
+            for k, x in enumerate(xs):
                 if not x or x[0].isspace() or len(x) > max_len:  # the memo path needs a non-space first
                     whole.add(k)
                     ps = [""]
@@ -336,7 +375,7 @@ class FastTokenizer:
                 self._fill(per_piece, pieces)
             sizes = np.fromiter(map(len, per_piece), dtype=np.int64, count=len(per_piece))
             ids = np.fromiter(chain.from_iterable(per_piece), dtype=np.int32, count=int(sizes.sum()))
-            lens = np.add.reduceat(sizes, np.cumsum(n_pieces) - n_pieces) if len(texts) else sizes[:0]
+            lens = np.add.reduceat(sizes, np.cumsum(n_pieces) - n_pieces) if len(xs) else sizes[:0]
             whole |= self._risky_docs(ids, sizes, n_pieces)
             if whole:
                 docs = np.split(ids, np.cumsum(lens)[:-1])
@@ -344,6 +383,8 @@ class FastTokenizer:
                     docs[k] = self._whole(xs[k])
                 lens = np.fromiter(map(len, docs), dtype=np.int64, count=len(docs))
                 ids = np.concatenate(docs).astype(np.int32, copy=False)
+            if len(xs) != len(texts):  # a long text's units: its tokens are theirs, in order
+                lens = np.add.reduceat(lens, np.cumsum(n_units) - n_units)
         n, itos = len(ids), self.itos
         first = np.full(len(itos), n, dtype=np.int64)  # each token's first position in the batch
         np.minimum.at(first, ids, np.arange(n))

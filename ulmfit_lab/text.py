@@ -24,7 +24,9 @@ import pyarrow as pa
 # fastai's rules and special tokens; the tokenizer itself is fastai's, we only batch and cache it.
 from fastai.text.core import SpacyTokenizer, TokenizeWithRules, defaults
 from fastai.text.data import make_vocab
+from fastcore.basics import compose
 
+from . import fasttok
 from .corpus import (  # noqa: F401  (re-exported: the public API of tokenization)
     IDS,
     DatasetTexts,
@@ -37,14 +39,18 @@ from .corpus import (  # noqa: F401  (re-exported: the public API of tokenizatio
     texts_hash,
     tokenize_corpus,
 )
-from .fasttok import FastTokenizer
+from .fasttok import FastTokenizer, split_long  # noqa: F401  (split_long: re-exported)
 
 SPECIAL_TOKENS: list[str] = list(defaults.text_spec_tok)
 UNK, PAD, BOS = 0, 1, 2  # positions of xxunk, xxpad, xxbos in every vocab made here
 
 
 class FastaiTokenizer:
-    """fastai's `TokenizeWithRules(SpacyTokenizer(lang))` as is: the reference `FastTokenizer` must match."""
+    """fastai's `TokenizeWithRules(SpacyTokenizer(lang))`, built lazily: the reference `FastTokenizer` matches.
+
+    Any `str` is accepted: a text over `fasttok.MAX_PIECE_CHARS` is tokenized in pieces (bounded memory, and
+    no spaCy length limit), and lone surrogates (which spaCy cannot hash) become U+FFFD.
+    """
 
     def __init__(self, lang: str = "en"):
         self.lang = lang
@@ -56,7 +62,25 @@ class FastaiTokenizer:
     def __call__(self, texts: Sequence[str]) -> list[list[str]]:
         if self._tok is None:
             self._tok = TokenizeWithRules(SpacyTokenizer(self.lang))
-        return [list(toks) for toks in self._tok(list(texts))]
+        texts = list(map(fasttok.valid_unicode, texts))
+        limit = fasttok.MAX_PIECE_CHARS
+        if all(len(t) <= limit for t in texts):
+            return [list(toks) for toks in self._tok(texts)]  # fastai's own path
+        return [list(toks) if len(t) <= limit else self._long(t)
+                for t, toks in zip(texts, self._tok(t if len(t) <= limit else "" for t in texts))]
+
+    def pieces(self, text: str) -> list[str]:
+        """A long text after fastai's text rules, cut into the pieces spaCy tokenizes one by one."""
+        if self._tok is None:
+            self._tok = TokenizeWithRules(SpacyTokenizer(self.lang))
+        return split_long(compose(*self._tok.rules)(text))
+
+    def _long(self, text: str) -> list[str]:
+        """What `self._tok` gives for one long text: rules on the whole text, spaCy piece by piece."""
+        out: list[str] = []
+        for toks in self._tok.tok(self.pieces(text)):
+            out.extend(self._tok.post_f(t) for t in toks)
+        return out
 
 
 def tokenize(

@@ -10,9 +10,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import datasets
 import numpy as np
 from fastai.metrics import Perplexity, accuracy
 
+from .. import distributed
 from ..config import key_dict
 from ..data import read_corpus
 from ..hub import fetch, resolve_lm
@@ -87,13 +89,15 @@ def run(ctx: Context) -> LMResult:
     lp, m = ctx.cfg.lm_pretrain, ctx.cfg.model
     if lp.source == "none":
         return LMResult(dir="", key="none")
-    if lp.source == "pretrained":
-        info = _resolve_pretrained(ctx)
+    if lp.source == "pretrained":  # rank 0 downloads into the cache first
+        info = distributed.main_first(lambda: _resolve_pretrained(ctx))
         return LMResult(dir="", key=_pretrained_key(info), **info)
 
     d = ctx.cfg.data
-    sources = read_corpus(lp.corpus, d, ctx.cache_dir, lp.text_column, lp.max_docs)
-    evals = read_corpus(lp.eval_corpus, d, ctx.cache_dir, lp.text_column) if lp.eval_corpus else {}
+    # rank 0 first: it unpacks archives into the cache, the other ranks then read them
+    sources = distributed.main_first(lambda: read_corpus(lp.corpus, d, ctx.cache_dir, lp.text_column, lp.max_docs))
+    evals = (distributed.main_first(lambda: read_corpus(lp.eval_corpus, d, ctx.cache_dir, lp.text_column))
+             if lp.eval_corpus else {})
     stage = ctx.stage("lm", VERSION, {k: texts_hash(v) for k, v in {**sources, **evals}.items()}, key_dict(lp),
                       key_dict(m), {"lang": d.lang, "min_freq": d.min_freq, "max_vocab": d.max_vocab,
                                   "seed": ctx.cfg.run.seed})
@@ -102,19 +106,27 @@ def run(ctx: Context) -> LMResult:
         return tokenize(docs, d.lang, ctx.cache_dir, ctx.cfg.run.num_workers, f"Tokenizing {what}",
                         progress=ctx.cfg.run.progress)
 
-    def body() -> dict:
+    def prepare() -> tuple:
         train_docs, held_out = split_corpus(sources, lp.valid_pct, ctx.cfg.run.seed)
         tr_tok = tok(train_docs, "LM corpus")
         vocab = build_vocab([tr_tok], d.min_freq, d.max_vocab)
 
         def ids(t, name: str) -> DocIds:  # token ids in the vocab, on disk, memory-mapped
-            return DocIds.from_dataset(write_ids(t, vocab, stage.path / "ids" / f"{name}.arrow"))
+            path = stage.path / "ids" / f"{name}.arrow"
+            if not distributed.is_main() and path.is_file():  # rank 0 has just written it (main_first)
+                return DocIds.from_dataset(datasets.Dataset.from_file(str(path)))
+            return DocIds.from_dataset(write_ids(t, vocab, path))
 
-        train_ids = ids(tr_tok, "train")
         valid_sets = {f"held-out {k}": ids(tok(v, f"held-out {k}"), f"held-out-{i}")
                       for i, (k, v) in enumerate(held_out.items())}
         valid_sets.update({f"eval {k}": ids(tok(v, f"eval {k}"), f"eval-{i}")
                            for i, (k, v) in enumerate(evals.items())})
+        return train_docs, vocab, ids(tr_tok, "train"), valid_sets
+
+    def body() -> dict:
+        # rank 0 tokenizes (worker processes, run.num_workers) into the cache and writes the ids, the others
+        # read them
+        train_docs, vocab, train_ids, valid_sets = distributed.main_first(prepare)
         held = [x for k, x in valid_sets.items() if k.startswith("held-out")]
         valid_ids = sum(held[1:], held[0]) if held else train_ids[:1]
         dls = lm_loaders(train_ids, valid_ids, lp.bs, m.bptt, m.backwards, ctx.device, ctx.cfg.run.seed)
@@ -129,7 +141,8 @@ def run(ctx: Context) -> LMResult:
         fit_phases(learn, [Phase(len(lm_layer_groups(model)), lp.epochs)], lp, stage, checkpoint_s=ctx.checkpoint_s,
                    deadline=ctx.deadline)
         out = stage.path / "model"
-        save_checkpoint(learn.model, out, vocab, lm_meta(m, {"direction": "bwd" if m.backwards else "fwd"}))
+        if distributed.is_main():
+            save_checkpoint(learn.model, out, vocab, lm_meta(m, {"direction": "bwd" if m.backwards else "fwd"}))
         ppl = {k: lm_perplexity(learn, ids, lp.bs, m) for k, ids in valid_sets.items()}
         ctx.log("lm: perplexity " + ", ".join(f"{k}: {v:.1f}" for k, v in ppl.items()))
         valid_loss = float(learn.validate()[0])
