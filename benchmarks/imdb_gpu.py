@@ -120,7 +120,7 @@ def step_stock(args: argparse.Namespace, out: dict) -> int:
     ctx, m = Context.create(cfg), cfg.model
     vocab = data.vocab()
     tr, va = data.split("train"), data.split("valid")
-    lm_ids = ids_of(tr) + (ids_of(data.split("unlabelled")) if data.split("unlabelled") is not None else [])
+    lm_ids = data.ids("train", "unlabelled")  # memory-mapped; the unlabelled split only where there is one
     arch = {"emb_sz": m.emb_sz, "n_hid": m.n_hid, "n_layers": m.n_layers}
     res = {}
     for kind in ("lm", "classifier"):

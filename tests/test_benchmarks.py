@@ -102,3 +102,15 @@ def test_embedded_lm_benchmark_compares_with_tfidf(shared, tmp_path, cache_dir):
     for cell in cells.values():
         assert 0.0 <= cell["tfidf"]["accuracy"] <= 1.0 and 0.0 <= cell["scratch"]["accuracy"] <= 1.0
         assert cell["scratch"]["lm_valid_perplexity"] > 1
+
+
+def test_tokenization_benchmark_checks_fastai_identity(shared, tmp_path):
+    out = tmp_path / "tokenize.json"
+    _bench("tokenization.py", "--data", str(shared), "--out", str(out), "--workers", "2")
+    res = json.loads(out.read_text())
+    assert res["docs"] == 268 and res["tokens"] > 0  # every aclImdb text of the fake tree: train, unsup, test
+    assert all(res["identical"].values()) and res["token_mismatches"] == []
+    for side in ("fastai", "ulmfit_lab", "ulmfit_lab_warm"):
+        assert res[side]["seconds"] > 0 and res[side]["peak_rss_mb"] > 0
+    assert res["speedup"] == pytest.approx(res["fastai"]["seconds"] / res["ulmfit_lab"]["seconds"], rel=1e-2)
+    assert res["machine"]["cores"] and res["machine"]["fastai"]

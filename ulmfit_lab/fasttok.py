@@ -20,7 +20,7 @@ can win the overlap filter against a match inside one piece and so stop that pie
 "x:) )" gives ['x', ':', ')', ')'] in one call but ['x', ':)'] + [')'] piece by piece. Such a match needs
 the tokens either side of a cut to be neighbours in some matcher pattern, and a piece beside it to hold a
 text-changing special case's output (`special_case_hazards`); a text where that can happen is tokenized
-whole by spaCy instead, exactly as fastai does. tests/test_fasttok.py and benchmarks/tokenize.py check the
+whole by spaCy instead, exactly as fastai does. tests/test_fasttok.py and benchmarks/tokenization.py check the
 result against fastai's own path.
 
 A text over `MAX_PIECE_CHARS` characters, which spaCy could not take whole, goes (as in `text.FastaiTokenizer`)

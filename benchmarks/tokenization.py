@@ -15,7 +15,7 @@ sums RSS (shared pages counted in every process), `peak_anon_mb` leaves out file
 memory-mapped Arrow cache), `max_rss_single_mb` is the largest single process (ru_maxrss).
 
 Usage:
-  python benchmarks/tokenize.py --data ../shared/data [--max-docs N] [--workers 2] \\
+  python benchmarks/tokenization.py --data ../shared/data [--max-docs N] [--workers 2] \\
       [--out benchmarks/results/tokenize_cpu.json]
 `--data`: the shared data folder (uses imdb/aclImdb.tar.xz), an aclImdb folder or archive (train/{pos,neg,unsup}
 and test/{pos,neg}), a folder of .txt files, or a table file (CSV/TSV/JSONL/parquet; --text-column).
@@ -38,9 +38,7 @@ import threading
 import time
 from pathlib import Path
 
-# this file is named like the standard library's `tokenize`, which pandas, inspect, ... import: keep its
-# folder off the import path (the imports above never import `tokenize`; third-party ones come later)
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+# (not named tokenize.py: in this folder that would hide the standard library's `tokenize` from every script)
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # this checkout's ulmfit_lab, whatever is installed
 IMDB_FOLDERS = ("train/pos", "train/neg", "train/unsup", "test/pos", "test/neg")
