@@ -12,7 +12,8 @@ vocabs (min_freq 3, max_vocab 60000, fastai's `Numericalize`) must be identical.
 Memory: a thread samples the side's whole process tree (itself and its workers) every 0.1 s. `peak_pss_mb`
 (proportional set size: pages shared by forked workers counted once) is the fair total; `peak_rss_mb`
 sums RSS (shared pages counted in every process), `peak_anon_mb` leaves out file pages (e.g. the
-memory-mapped Arrow cache), `max_rss_single_mb` is the largest single process (ru_maxrss).
+memory-mapped Arrow cache), `max_rss_single_mb` is the largest single process (sampled, and ru_maxrss of the
+side's own process).
 
 Usage:
   python benchmarks/tokenization.py --data ../shared/data [--max-docs N] [--workers 2] \\
@@ -80,6 +81,7 @@ class MemorySampler:
 
     def __init__(self, every: float = 0.1):
         self.every, self.peak = every, {"Rss": 0, "Pss": 0, "Pss_Anon": 0}
+        self.peak_single = 0  # the largest Rss of one process (ru_maxrss would also count a child's fork)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -87,8 +89,10 @@ class MemorySampler:
         while not self._stop.is_set():
             total = {"Rss": 0, "Pss": 0, "Pss_Anon": 0}
             for p in _tree(os.getpid()):
-                for k, v in _rollup(p).items():
+                one = _rollup(p)
+                for k, v in one.items():
                     total[k] += v
+                self.peak_single = max(self.peak_single, one.get("Rss", 0))
             for k in total:
                 self.peak[k] = max(self.peak[k], total[k])
             self._stop.wait(self.every)
@@ -102,11 +106,13 @@ class MemorySampler:
         self._thread.join()
 
     def report(self) -> dict:
-        own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         return {"peak_pss_mb": round(self.peak["Pss"] / 1024), "peak_rss_mb": round(self.peak["Rss"] / 1024),
                 "peak_anon_mb": round(self.peak["Pss_Anon"] / 1024),
-                "max_rss_single_mb": round(max(own, kids) / 1024)}
+                "max_rss_single_mb": round(max(self.peak_single, _self_maxrss()) / 1024)}
+
+
+def _self_maxrss() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 # ---------------------------------------------------------------- documents

@@ -72,6 +72,29 @@ def test_this_process_tokenizes_while_the_workers_are_busy(monkeypatch):
     assert as_tokens == [sum(fastai_tokens(b), []) for b in batches]
 
 
+def test_worker_process_is_lean_and_reports_errors():
+    """A worker never imports torch or fastai (a forked copy of a process with them costs ~500 MB)."""
+    from ulmfit_lab.corpus import _Worker
+    from ulmfit_lab.fasttok import FastTokenizer
+
+    w = _Worker(FastTokenizer().worker_state())
+    try:
+        hello = w.wait_ready()
+        assert hello["heavy_modules"] == []
+        with open(f"/proc/{hello['pid']}/status") as f:
+            rss_mb = next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
+        assert rss_mb < 250, rss_mb
+        w.submit(["Hello WORLD!!!", ""])
+        lens, ids, table = w.get()
+        assert [table[i] for i in ids.tolist()] == ["xxbos", "xxmaj", "hello", "xxup", "world", "xxrep", "3", "!",
+                                                   "xxbos"] and lens.tolist() == [8, 1]
+        w.submit([None])  # not a string: the worker's error comes back as one
+        with pytest.raises(RuntimeError, match="tokenizer worker"):
+            w.get()
+    finally:
+        w.close()
+
+
 def test_vocab_over_several_sets_breaks_ties_as_fastai(tmp_path):
     """Counts merge in order of first occurrence over the sets, as fastai's Counter over their concatenation."""
     a, b = texts(150, seed=2), texts(150, seed=3)

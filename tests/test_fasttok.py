@@ -104,3 +104,11 @@ def test_affix_steps_equal_spacy_on_random_pieces():
             answered += 1
             assert got == [t.text for t in tok._tok(p)], p
     assert answered > len(pieces) // 2
+
+
+def test_rebuilt_for_a_worker_without_fastai_gives_the_same_tokens(fastai_tok):
+    """A worker gets spaCy's tokenizer as bytes and fastai's rules as their code (`portable`), not fastai."""
+    texts = adversarial_texts(800, seed=4) + ["x" * 30 + " WOW   the the the the end", "<br />" * 5 + "&amp;"]
+    state = FastTokenizer().worker_state()
+    assert state is not None and state["default_rules"]
+    assert FastTokenizer.from_state(state).tokens(texts) == [list(t) for t in fastai_tok(texts)]

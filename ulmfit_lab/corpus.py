@@ -13,14 +13,16 @@ data opens it in well under a second.
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import json
-import multiprocessing
 import os
+import pickle
+import queue
 import shutil
+import subprocess
 import sys
 import tempfile
+import threading
 import weakref
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
@@ -251,19 +253,6 @@ def load_tokenized(path: Path) -> Tokenized:
     return Tokenized(datasets.Dataset.from_file(str(path / _IDS_FILE)), meta["itos"], counts, path)
 
 
-_WORKER_TOK: FastTokenizer | None = None
-
-
-def _worker_init(lang: str) -> None:
-    global _WORKER_TOK
-    if _WORKER_TOK is None or _WORKER_TOK.lang != lang:  # forked workers inherit the parent's, set up
-        _WORKER_TOK = FastTokenizer(lang)
-
-
-def _worker_encode(texts: list[str]):
-    return _WORKER_TOK.encode_batch(texts)
-
-
 def _batches(texts: Iterable[str], max_docs: int, max_chars: int) -> Iterator[list[str]]:
     batch, n = [], 0
     for t in texts:
@@ -276,37 +265,116 @@ def _batches(texts: Iterable[str], max_docs: int, max_chars: int) -> Iterator[li
         yield batch
 
 
+# a worker: fasttok.py alone, with torch and friends kept out (spaCy's thinc imports whichever is installed)
+_BOOT = """
+import importlib.util, sys
+for m in ("torch", "tensorflow", "jax", "mxnet", "cupy"):
+    sys.modules.setdefault(m, None)
+spec = importlib.util.spec_from_file_location("_ulmfit_fasttok_worker", sys.argv[1])
+mod = importlib.util.module_from_spec(spec)
+sys.modules[spec.name] = mod
+spec.loader.exec_module(mod)
+mod.serve()
+"""
+
+
+class _Worker:
+    """A tokenizer process with spaCy but neither fastai nor torch (~100 MB where a forked copy of this
+    process costs ~500 MB): fastai's rules reach it as their code (`fasttok.portable`). Batches go to it
+    and results come back through pipes, each way by a thread, so neither process waits on the other."""
+
+    def __init__(self, state: dict):
+        from . import fasttok
+
+        self.proc = subprocess.Popen([sys.executable, "-c", _BOOT, fasttok.__file__], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE)
+        self.in_flight = 0
+        self._todo: queue.Queue = queue.Queue()
+        self._done: queue.Queue = queue.Queue()
+        self._todo.put(state)
+        threading.Thread(target=self._send, daemon=True).start()
+        threading.Thread(target=self._receive, daemon=True).start()
+        self.hello: dict | None = None
+
+    def wait_ready(self) -> dict:
+        """Wait until the worker is set up; its greeting: {"pid", "heavy_modules"}."""
+        if self.hello is None:
+            self.hello = self._get()
+        return self.hello
+
+    def _send(self) -> None:
+        try:
+            with self.proc.stdin as f:
+                while (item := self._todo.get()) is not None:
+                    pickle.dump(item, f, protocol=pickle.HIGHEST_PROTOCOL)
+                    f.flush()
+        except OSError:  # the worker is gone: `_receive` reports it
+            pass
+
+    def _receive(self) -> None:
+        try:
+            while True:
+                self._done.put(pickle.load(self.proc.stdout))
+        except Exception:  # EOF: the worker ended (or died)
+            code = self.proc.wait()
+            self._done.put(RuntimeError(f"tokenizer worker {self.proc.pid} exited (code {code}); "
+                                        "its error, if any, is printed above"))
+
+    def _get(self):
+        r = self._done.get()
+        if isinstance(r, BaseException):
+            raise r
+        return r
+
+    def submit(self, texts: list[str]) -> None:
+        self.in_flight += 1
+        self._todo.put(texts)
+
+    def ready(self) -> bool:
+        """Has the oldest batch not yet taken come back?"""
+        return not self._done.empty()
+
+    def get(self) -> tuple:
+        """The oldest batch's result (results come back in the order the batches went)."""
+        self.in_flight -= 1
+        return self._get()
+
+    def close(self, kill: bool = False) -> None:
+        self._todo.put(None)
+        if kill:
+            self.proc.kill()
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
 def _encoded(batches: Iterator[list[str]], lang: str, n_procs: int) -> Iterator[tuple]:
     """(lengths, ids, table) per batch, in order, from `n_procs` processes: this one and n_procs - 1 workers.
 
     This process tokenizes a batch itself whenever the workers have enough queued, so with 2 CPUs one
-    worker and this process keep both busy (one process fewer to hold in memory than two workers).
+    worker and this process keep both busy.
     """
-    global _WORKER_TOK
     tok = FastTokenizer(lang)
     tok.setup()
-    if n_procs <= 1:
+    state = tok.worker_state() if n_procs > 1 else None
+    if state is None:  # one process (or rules that cannot travel): all here
         for b in batches:
             yield tok.encode_batch(b)
         return
-    n_workers = n_procs - 1
-    method = "fork" if sys.platform.startswith("linux") else "spawn"  # fork: workers start in well under a second
-    if method == "fork":
-        # the forked workers share this process's spaCy, set up; freezing the heap keeps their garbage collector
-        # from writing to (and so copying) every page of it
-        _WORKER_TOK = tok
-        gc.freeze()
+    workers: list[_Worker] = []
+    ok = False
     try:
-        pool = multiprocessing.get_context(method).Pool(n_workers, _worker_init, (lang,))
-    finally:
-        gc.unfreeze()
-        _WORKER_TOK = None
-    with pool:
-        pending: deque = deque()  # AsyncResults and this process's results, in batch order
+        workers += [_Worker(state) for _ in range(n_procs - 1)]
+        for w in workers:  # they start side by side
+            w.wait_ready()
+        pending: deque = deque()  # workers (their next result is this batch's) and this process's results
         for b in batches:
-            in_flight = sum(1 for r in pending if not isinstance(r, tuple) and not r.ready())
-            if in_flight < 2 * n_workers:
-                pending.append(pool.apply_async(_worker_encode, (b,)))
+            w = min(workers, key=lambda w: w.in_flight)
+            if w.in_flight < 2:
+                w.submit(b)
+                pending.append(w)
             else:  # the workers have work queued: do this batch here meanwhile
                 pending.append(tok.encode_batch(b))
             while pending and (isinstance(pending[0], tuple) or pending[0].ready() or len(pending) > 8):
@@ -315,6 +383,10 @@ def _encoded(batches: Iterator[list[str]], lang: str, n_procs: int) -> Iterator[
         while pending:
             r = pending.popleft()
             yield r if isinstance(r, tuple) else r.get()
+        ok = True
+    finally:
+        for w in workers:
+            w.close(kill=not ok)
 
 
 class _TokenTable:

@@ -29,7 +29,10 @@ through the rules whole and then through the memo path as its `split_long` piece
 
 from __future__ import annotations
 
+import dis
+import marshal
 import re
+import types
 from collections.abc import Callable, Sequence
 from itertools import chain
 
@@ -82,15 +85,36 @@ def text_rules(rules: Sequence[Callable[[str], str]]) -> Callable[[str], str]:
     rules are fastai's defaults: replace_wrep only where its pattern can match, and replace_all_caps +
     replace_maj as two inserting passes without a Python call per capitalized word."""
     from fastai.text import core as fc
-    from fastcore.basics import compose
+
+    if not _are_default_rules(rules):
+        return _compose(rules)
+    return _default_rules(rules, fc.TK_UP, fc.TK_MAJ)
+
+
+def _are_default_rules(rules: Sequence[Callable]) -> bool:
+    from fastai.text import core as fc
 
     defaults = [fc.fix_html, fc.replace_rep, fc.replace_wrep, fc.spec_add_spaces, fc.rm_useless_spaces,
                 fc.replace_all_caps, fc.replace_maj, fc.lowercase]
-    if len(rules) != len(defaults) or any(a is not b for a, b in zip(rules, defaults)):
-        return compose(*rules)
-    fix_html, replace_rep, replace_wrep = fc.fix_html, fc.replace_rep, fc.replace_wrep
-    spec_add_spaces, rm_useless_spaces, lowercase = fc.spec_add_spaces, fc.rm_useless_spaces, fc.lowercase
-    up, maj = f"{fc.TK_UP} ", f"{fc.TK_MAJ} "
+    return len(rules) == len(defaults) and all(a is b for a, b in zip(rules, defaults))
+
+
+def _compose(fns: Sequence[Callable[[str], str]]) -> Callable[[str], str]:
+    """fastcore's `compose(*fns)` for one argument: each function in turn."""
+    fns = list(fns)
+
+    def apply(t: str) -> str:
+        for f in fns:
+            t = f(t)
+        return t
+
+    return fns[0] if len(fns) == 1 else apply
+
+
+def _default_rules(rules: Sequence[Callable[[str], str]], tk_up: str, tk_maj: str) -> Callable[[str], str]:
+    """The shortcut of `text_rules` over fastai's default rules (given in their order)."""
+    fix_html, replace_rep, replace_wrep, spec_add_spaces, rm_useless_spaces, _, _, lowercase = rules
+    up, maj = f"{tk_up} ", f"{tk_maj} "
 
     def apply(t: str) -> str:
         t = replace_rep(fix_html(t))
@@ -100,6 +124,46 @@ def text_rules(rules: Sequence[Callable[[str], str]]) -> Callable[[str], str]:
         return lowercase(_MAJ.sub(maj, _UP.sub(up, t)))
 
     return apply
+
+
+# ---------------------------------------------------------------- fastai's rules in a process without fastai
+
+
+def _global_names(code: types.CodeType) -> set[str]:
+    names = {i.argval for i in dis.get_instructions(code) if i.opname in ("LOAD_GLOBAL", "LOAD_NAME")}
+    for c in code.co_consts:
+        if isinstance(c, types.CodeType):
+            names |= _global_names(c)
+    return names
+
+
+def portable(f: Callable) -> tuple | None:
+    """fastai's rule `f` as data that rebuilds the very same function (its bytecode, defaults and the module
+    globals it reads: strings, compiled regexes, modules) where fastai is not imported; None if it reads
+    anything else. A worker that imports fastai carries torch: ~400 MB more per process."""
+    if not isinstance(f, types.FunctionType) or f.__closure__ or f.__kwdefaults__:
+        return None
+    values, modules = {}, {}
+    for name in _global_names(f.__code__) & f.__globals__.keys():
+        v = f.__globals__[name]
+        if isinstance(v, types.ModuleType):
+            modules[name] = v.__name__
+        elif isinstance(v, (str, int, float, bool, type(None), re.Pattern)):
+            values[name] = v
+        else:
+            return None
+    return f.__name__, marshal.dumps(f.__code__), values, modules, f.__defaults__
+
+
+def rebuild(spec: tuple) -> Callable:
+    """The function `portable` described, in this process."""
+    import builtins
+    import importlib
+
+    name, code, values, modules, defaults = spec
+    g = {"__builtins__": builtins, "__name__": "fastai_rules", **values,
+         **{k: importlib.import_module(m) for k, m in modules.items()}}
+    return types.FunctionType(marshal.loads(code), g, name, defaults)
 
 
 def special_case_hazards(tokenizer, post) -> tuple[set[tuple[str, str]], set[tuple[str, ...]], list[list[str]]]:
@@ -158,14 +222,43 @@ class FastTokenizer:
 
     def setup(self) -> None:
         """Build spaCy's tokenizer and the special-case tables (done on first use otherwise)."""
-        from fastai.text.core import SpacyTokenizer, TokenizeWithRules
-        from spacy.symbols import ORTH
+        from fastai.text.core import SpacyTokenizer, TokenizeWithRules, defaults
 
         ref = TokenizeWithRules(SpacyTokenizer(self.lang))  # fastai's own objects: same rules, same nlp
-        self._pre = text_rules(list(ref.rules))  # what fastai's `maps(*rules, batch)` applies to each text
-        self._post = ref.post_f
-        self._nlp = ref.tok.pipe.__self__
-        self._tok = self._nlp.tokenizer
+        self._rule_fns, self._post_fns = list(ref.rules), list(defaults.text_postproc_rules)  # what ref uses
+        # `_pre`: what fastai's `maps(*rules, batch)` applies to each text
+        self._build(ref.tok.pipe.__self__, text_rules(self._rule_fns), ref.post_f)
+
+    def worker_state(self) -> dict | None:
+        """What `from_state` needs to rebuild this tokenizer in a process that never imports fastai (nor torch):
+        spaCy's tokenizer as bytes and fastai's rules as `portable` functions; None where a rule is not."""
+        if self._nlp is None:
+            self.setup()
+        from fastai.text import core as fc
+
+        rules, post = [portable(f) for f in self._rule_fns], [portable(f) for f in self._post_fns]
+        if None in rules or None in post or not post:
+            return None
+        return {"lang": self.lang, "max_memo": self.max_memo, "tokenizer": self._tok.to_bytes(), "rules": rules,
+                "post": post, "default_rules": _are_default_rules(self._rule_fns), "tk": (fc.TK_UP, fc.TK_MAJ)}
+
+    @classmethod
+    def from_state(cls, state: dict) -> FastTokenizer:
+        """The tokenizer `worker_state` described, set up (imports spaCy, not fastai)."""
+        import spacy
+
+        tok = cls(state["lang"], state["max_memo"])
+        nlp = spacy.blank(state["lang"])
+        nlp.tokenizer.from_bytes(state["tokenizer"])
+        rules, post = [rebuild(r) for r in state["rules"]], [rebuild(r) for r in state["post"]]
+        pre = _default_rules(rules, *state["tk"]) if state["default_rules"] else _compose(rules)
+        tok._build(nlp, pre, _compose(post))
+        return tok
+
+    def _build(self, nlp, pre: Callable[[str], str], post: Callable[[str], str]) -> None:
+        from spacy.symbols import ORTH
+
+        self._pre, self._post, self._nlp, self._tok = pre, post, nlp, nlp.tokenizer
         # token texts never depend on lexeme attributes (norm, shape, ...): skip computing them
         self._nlp.vocab.lex_attr_getters = {}
         self._pairs, retokenized, patterns = special_case_hazards(self._tok, self._post)
@@ -399,3 +492,32 @@ class FastTokenizer:
         lens, ids, table = self.encode_batch(list(texts))
         bounds = np.concatenate([[0], np.cumsum(lens)])
         return [[table[i] for i in ids[a:b].tolist()] for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+# ---------------------------------------------------------------- a worker process
+
+
+def serve() -> None:
+    """A tokenizer worker's loop (corpus.py starts it on this file alone, without the package): a
+    `worker_state`, then batches of texts on stdin, `encode_batch` results (or the error) on stdout."""
+    import os
+    import pickle
+    import sys
+
+    inp, out = sys.stdin.buffer, os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # whatever else prints goes to stderr, never into the results
+    tok = FastTokenizer.from_state(pickle.load(inp))
+    heavy = sorted(m for m in ("torch", "fastai") if sys.modules.get(m) is not None)
+    pickle.dump({"pid": os.getpid(), "heavy_modules": heavy}, out)
+    out.flush()
+    while True:
+        try:
+            texts = pickle.load(inp)
+        except EOFError:
+            return
+        try:
+            res = tok.encode_batch(texts)
+        except Exception as e:  # the parent raises it
+            res = RuntimeError(f"tokenizer worker: {type(e).__name__}: {e}")
+        pickle.dump(res, out, protocol=pickle.HIGHEST_PROTOCOL)
+        out.flush()
