@@ -95,6 +95,16 @@ def test_worker_process_is_lean_and_reports_errors():
         w.close()
 
 
+def test_workers_that_cannot_start_leave_the_work_to_this_process(monkeypatch):
+    from ulmfit_lab import corpus
+
+    monkeypatch.setattr(corpus, "_BOOT", "import sys; sys.exit(3)")
+    xs = texts(50, seed=9)
+    with pytest.warns(RuntimeWarning, match=r"failed to start.*code 3"):
+        got = [[t[i] for i in ids.tolist()] for _, ids, t in corpus._encoded(iter([xs[:25], xs[25:]]), "en", 2)]
+    assert got == [sum(fastai_tokens(xs[:25]), []), sum(fastai_tokens(xs[25:]), [])]
+
+
 def test_vocab_over_several_sets_breaks_ties_as_fastai(tmp_path):
     """Counts merge in order of first occurrence over the sets, as fastai's Counter over their concatenation."""
     a, b = texts(150, seed=2), texts(150, seed=3)

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import warnings
 import weakref
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
@@ -364,11 +365,20 @@ def _encoded(batches: Iterator[list[str]], lang: str, n_procs: int) -> Iterator[
             yield tok.encode_batch(b)
         return
     workers: list[_Worker] = []
-    ok = False
     try:
         workers += [_Worker(state) for _ in range(n_procs - 1)]
         for w in workers:  # they start side by side
             w.wait_ready()
+    except (OSError, RuntimeError) as e:  # e.g. spaCy fails to import there: slower, but the same tokens
+        for w in workers:
+            w.close(kill=True)
+        warnings.warn(f"tokenizer worker processes failed to start ({e}); tokenizing in this process alone",
+                      RuntimeWarning, stacklevel=2)
+        for b in batches:
+            yield tok.encode_batch(b)
+        return
+    ok = False
+    try:
         pending: deque = deque()  # workers (their next result is this batch's) and this process's results
         for b in batches:
             w = min(workers, key=lambda w: w.in_flight)
