@@ -14,6 +14,7 @@ from pathlib import Path
 from .config import ConfigError, load_config
 from .data import DataError
 from .ensemble import ENSEMBLE_FILE, load_model
+from .lab import cli as lab_cli
 from .models import CheckpointError
 from .rundir import RunLockedError
 from .training import TrainingPaused
@@ -49,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("stage", help="the lm stage folder of a finished run, e.g. runs/pretrain_reviews_fwd/lm")
     sp.add_argument("--name", required=True, help="registry name, e.g. reviews-fwd")
     sp.add_argument("--dest", default=None, help="parent folder (default: the package's pretrained/ folder)")
+    lab_cli.add_parsers(sub, _OVERRIDES_HELP)
     pp = sub.add_parser("predict", help="Predict labels for a file of texts with a trained classifier.",
                         description="Predict with a trained classifier. Writes the input's columns plus "
                         "`prediction` and one `proba_<label>` column per class.")
@@ -110,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "predict":
             predict_file(args.model, args.input, args.output, args.text_column, args.batch_size)
             return 0
+        if args.command in lab_cli.COMMANDS:
+            return lab_cli.run(args, argv)
         if args.command == "ship-lm":
             from .hub import SHIPPED, card_from_stage, ship_lm
 

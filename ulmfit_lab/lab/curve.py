@@ -1,0 +1,199 @@
+"""Few-shot learning curves: test accuracy against the number of labelled examples N, for ULMFiT, the same
+classifier trained from scratch, and TF-IDF + logistic regression (ULMFiT's paper, fig. 3).
+
+Every point draws N labelled examples (stratified, per seed) from the labelled pool (all labelled texts
+outside the test set); `data.valid_pct` of the N are the validation split, the rest train every method.
+The test set is the same for every point.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..config import Config
+from ..data import LABEL, TEXT, DataError, LabelledData, _carve, _sample, load_data
+from ..pipeline import run_pipeline
+from ..stages.common import default_cache_dir
+from .common import log, one_direction, run_variant, shared_lm, write_table
+
+METHODS: tuple[str, ...] = ("ulmfit", "scratch", "tfidf")
+DEFINITIONS = {
+    "ulmfit": "the configured recipe (pretrained LM, LM fine-tuning, classifier)",
+    "scratch": "the same classifier from random weights: lm_pretrain.source=none, lm_finetune.enabled=false, "
+               "vocab from the N texts only",
+    "tfidf": "TF-IDF of word 1-2 grams (sublinear tf) + L2 logistic regression (C=1), on the same training texts",
+}
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    method: str
+    n: int
+    seed: int
+    n_train: int
+    n_valid: int
+    accuracy: float
+    macro_f1: float
+    seconds: float
+    run_dir: str
+
+
+@dataclass(frozen=True)
+class CurveResult:
+    """Every point, and `summary`: mean and std of test accuracy per method and N."""
+
+    points: list[CurvePoint]
+    summary: pd.DataFrame
+    definitions: dict[str, str]
+    files: dict[str, str] = field(default_factory=dict)
+
+    def gain(self, method: str = "ulmfit", over: str = "scratch") -> pd.Series:
+        """Mean accuracy of `method` minus that of `over`, per N."""
+        s = self.summary.set_index(["method", "n"])["accuracy_mean"]
+        return (s[method] - s[over]).rename(f"{method} - {over}")
+
+
+def tfidf_baseline(train: pd.DataFrame, test: pd.DataFrame) -> tuple[float, float]:
+    """Test accuracy and macro-F1 of TF-IDF (1-2 grams) + logistic regression trained on `train`."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import f1_score
+    from sklearn.pipeline import make_pipeline
+
+    clf = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True), LogisticRegression(max_iter=1000))
+    ytr, yte = train[LABEL].astype(str), test[LABEL].astype(str)
+    clf.fit(train[TEXT], ytr)
+    pred = clf.predict(test[TEXT])
+    return float((pred == yte.values).mean()), float(f1_score(yte, pred, average="macro"))
+
+
+def learning_curve(cfg: Config, sizes: list[int], seeds: list[int] = (0, 1, 2), methods: tuple[str, ...] = METHODS,
+                   semi_supervised: bool = True, out_dir: str | Path | None = None) -> CurveResult:
+    """Train every method on N labelled examples for each N in `sizes` and seed, and test each on the same set.
+
+    Args:
+        cfg: the ULMFiT recipe; its data must have a test split (data.test, a test folder, or data.test_pct).
+        sizes: the N values (labelled examples, validation included).
+        seeds: each seed draws its own N examples and seeds training (`run.seed`).
+        methods: some of `ulmfit`, `scratch`, `tfidf`.
+        semi_supervised: ULMFiT's LM is fine-tuned once on every text of the labelled pool (labels unused)
+            plus the unlabelled texts, as the paper's semi-supervised curve does, and each point then trains
+            only the classifier (on a vocab from those texts). False: each point fine-tunes the LM on its own
+            N texts plus the unlabelled ones (the paper's supervised curve).
+        out_dir: default `run.dir/curve`; method M at size N and seed S runs in `out_dir/M/nN_seedS`.
+
+    Returns:
+        The points and their summary; writes curve_points.csv, curve.csv/.md and curve.png into `out_dir`.
+    """
+    bad = [m for m in methods if m not in METHODS]
+    if bad or not methods:
+        raise ValueError(f"methods {list(methods)}: expected some of {list(METHODS)}")
+    cfg = one_direction(cfg)
+    if "ulmfit" in methods:
+        cfg = shared_lm(cfg)
+    out = Path(out_dir) if out_dir else Path(cfg.run.dir) / "curve"
+    cache = Path(cfg.run.cache_dir) if cfg.run.cache_dir else default_cache_dir()
+    base = load_data(dataclasses.replace(cfg.data, max_train=None), cache)
+    if base.test is None:
+        raise DataError("curve: needs a fixed test set; found none. Set data.test, use data with a test split, "
+                        "or set data.test_pct (e.g. 0.2)")
+    pool = pd.concat([base.train, base.valid], ignore_index=True)
+    pool["_row"] = np.arange(len(pool))
+    too_big = [n for n in sizes if n > len(pool)]
+    if too_big:
+        raise DataError(f"curve: size(s) {too_big} exceed the {len(pool)} labelled texts outside the test set; "
+                        "use smaller --sizes")
+    definitions = dict(DEFINITIONS)
+    ucfg, semi = cfg, "ulmfit" in methods and semi_supervised and cfg.lm_finetune.enabled
+    if semi:
+        ucfg = _finetune_once(cfg, pool, base.unlabelled, out / "lm_finetune")
+        definitions["ulmfit"] += (": the LM fine-tuned once on the pool's texts and the unlabelled texts "
+                                  "(semi-supervised), then the classifier on the N labels")
+    scfg = cfg.replace("lm_pretrain.source=none", "lm_finetune.enabled=false")
+    points = []
+    for n in sorted(sizes):
+        for seed in seeds:
+            sample = _sample(pool, n, seed)
+            tr, va = _carve(sample, cfg.data.valid_pct, seed)
+            rest = pool[~pool["_row"].isin(sample["_row"])][TEXT].tolist()
+            tr, va = tr.drop(columns="_row"), va.drop(columns="_row")
+            for method in methods:
+                t0 = time.time()
+                if method == "tfidf":
+                    acc, f1 = tfidf_baseline(tr, base.test)
+                    run_dir = ""
+                else:
+                    # ULMFiT's vocab covers the texts its LM read; from scratch knows only the N texts
+                    extra = ((rest if semi else []) + list(base.unlabelled)) if method == "ulmfit" else []
+                    data = LabelledData(tr, va, base.test, extra)
+                    run_dir = str(out / method / f"n{n}_seed{seed}")
+                    res = run_variant(ucfg if method == "ulmfit" else scfg, [f"data.max_train={n}", f"run.seed={seed}"],
+                                      Path(run_dir), data=data)
+                    acc, f1 = res.eval_accuracy, res.eval_macro_f1
+                points.append(CurvePoint(method, n, seed, len(tr), len(va), acc, f1, round(time.time() - t0, 1),
+                                         run_dir))
+                log(f"curve: {method} N={n} seed {seed}: test accuracy {acc:.4f}")
+    summary = summarize(points)
+    res = CurveResult(points, summary, definitions)
+    return dataclasses.replace(res, files=_write(res, out, len(base.test)))
+
+
+def _finetune_once(cfg: Config, pool: pd.DataFrame, unlabelled: list[str], run_dir: Path) -> Config:
+    """Fine-tune the LM once on the pool's texts + the unlabelled ones; the config that starts from it."""
+    tr, va = _carve(pool.drop(columns="_row"), cfg.data.valid_pct, cfg.data.seed)
+    log(f"curve: fine-tuning the LM once on {len(tr)} pool texts + {len(unlabelled)} unlabelled ({run_dir})")
+    res = run_pipeline(cfg.replace(f"run.dir={run_dir}"), until="lm_finetune", data=LabelledData(tr, va, None,
+                                                                                                    list(unlabelled)))
+    return cfg.replace("lm_pretrain.source=pretrained", f"lm_pretrain.weights={res.lm_finetune.model_dir}",
+                       "lm_finetune.enabled=false")
+
+
+def summarize(points: list[CurvePoint]) -> pd.DataFrame:
+    df = pd.DataFrame([asdict(p) for p in points])
+    g = df.groupby(["method", "n"], sort=False)["accuracy"]
+    out = pd.DataFrame({"accuracy_mean": g.mean(), "accuracy_std": g.std(ddof=0), "seeds": g.count()}).reset_index()
+    return out.sort_values(["method", "n"], key=lambda s: s.map(METHODS.index) if s.name == "method" else s,
+                           ignore_index=True)
+
+
+def _write(res: CurveResult, out: Path, n_test: int) -> dict[str, str]:
+    files = write_table(pd.DataFrame([asdict(p) for p in res.points]), out / "curve_points")
+    wide = res.summary.pivot(index="n", columns="method", values="accuracy_mean")
+    table = res.summary.copy()
+    notes = [f"Test accuracy (n_test = {n_test}) against N labelled examples (valid split included); mean and "
+             "std over seeds."] + [f"- {k}: {v}" for k, v in res.definitions.items() if k in wide.columns]
+    if {"ulmfit", "scratch"} <= set(wide.columns):
+        gain = res.gain()
+        notes.append("ULMFiT minus scratch (accuracy points): "
+                     + ", ".join(f"N={n}: {100 * g:+.1f}" for n, g in gain.items()))
+    files.update(write_table(table, out / "curve", "Few-shot learning curve", notes))
+    files["png"] = str(_plot(res.summary, out / "curve.png", n_test))
+    return files
+
+
+def _plot(summary: pd.DataFrame, path: Path, n_test: int) -> Path:
+    from ..plots import _plt
+
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for method, g in summary.groupby("method", sort=False):
+        g = g.sort_values("n")
+        ax.errorbar(g["n"], g["accuracy_mean"], yerr=g["accuracy_std"], marker="o", capsize=3, label=method)
+        ax.fill_between(g["n"], g["accuracy_mean"] - g["accuracy_std"], g["accuracy_mean"] + g["accuracy_std"],
+                        alpha=0.15)
+    ax.set_xscale("log")
+    ax.set_xlabel("labelled examples N (log scale)")
+    ax.set_ylabel(f"test accuracy (n={n_test})")
+    ax.set_title("Few-shot learning curve (mean ± std over seeds)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
