@@ -107,14 +107,18 @@ def _fit_probe(xs: dict[str, np.ndarray], ys: dict[str, np.ndarray], cs: tuple[f
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
+    from threadpoolctl import threadpool_limits
 
     best: tuple[float, float, dict] | None = None
-    for c in cs:
-        clf = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000))
-        clf.fit(xs["train"], ys["train"])
-        acc = {s: float((clf.predict(x) == ys[s]).mean()) for s, x in xs.items()}
-        if best is None or acc["valid"] > best[1]:
-            best = (c, acc["valid"], acc)
+    # one BLAS thread: these matrices are small, and on a busy CPU OpenBLAS's spinning threads made the fits
+    # 30-50x slower (measured: 100 s vs 2 s for one layer of 2,716 x 768)
+    with threadpool_limits(limits=1, user_api="blas"):
+        for c in cs:
+            clf = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000))
+            clf.fit(xs["train"], ys["train"])
+            acc = {s: float((clf.predict(x) == ys[s]).mean()) for s, x in xs.items()}
+            if best is None or acc["valid"] > best[1]:
+                best = (c, acc["valid"], acc)
     return best[0], best[2]
 
 

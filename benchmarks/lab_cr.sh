@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The lab on real data (CR product-review sentences, a small WikiText-2 LM; configs/lab_cr.yaml), all four
+# commands, then the small result files copied to benchmarks/results/lab_cr/. Run from the repository root:
+#   bash benchmarks/lab_cr.sh [../shared/data]
+# Every step is cached in runs/lab_cr*: a rerun skips what is done.
+set -euo pipefail
+DATA=${1:-../shared/data}
+PY=${PYTHON:-python}
+CLI="$PY -m ulmfit_lab.cli"
+OUT=benchmarks/results/lab_cr
+LM="lm_pretrain.source=pretrained lm_pretrain.weights=runs/lab_cr/lm/model"  # the LM the first run pretrained
+mkdir -p "$OUT"
+$PY benchmarks/lab_data.py --data "$DATA" --out runs/lab_data
+$CLI run configs/lab_cr.yaml                                   # the base run: LM, LM fine-tuning, classifier
+$CLI advise configs/lab_cr.yaml                                # all 3,017 labelled sentences
+# the same data with 300 labels (and the same LM): the small-data row of the 2x2
+$CLI advise configs/lab_cr.yaml data.max_train=300 $LM run.dir=runs/lab_cr_300
+$PY benchmarks/lab_calibration.py configs/lab_cr.yaml --data runs/lab_data \
+    --wiki "$DATA/wikitext-2/wiki.valid.tokens" --out "$OUT/advise_calibration.csv"
+$CLI probe configs/lab_cr.yaml --encoders pretrained,finetuned,classifier
+$CLI ablate configs/lab_cr.yaml --grid paper
+$CLI curve configs/lab_cr.yaml --sizes 50,100,300,1000,3000 --seeds 0,1,2
+# the small result files (tables, plots, JSON) and one run's stage plots
+cp runs/lab_cr/advise/advice.{md,json} "$OUT/" && cp runs/lab_cr/advise/advice_overrides.txt "$OUT/"
+for f in advice.md advice.json advice_overrides.txt; do cp "runs/lab_cr_300/advise/$f" "$OUT/300_labels_$f"; done
+cp runs/lab_cr/probe/probe.{csv,md,json,png} "$OUT/"
+cp runs/lab_cr/ablate/ablation.{csv,md} runs/lab_cr/ablate/ablation_runs.csv "$OUT/"
+cp runs/lab_cr/curve/curve.{csv,md,png} runs/lab_cr/curve/curve_points.csv "$OUT/"
+for s in lm lm_finetune classifier; do
+  for p in lr_schedule loss; do cp "runs/lab_cr/$s/$p.png" "$OUT/run_${s}_$p.png"; done
+done
+cp runs/lab_cr/evaluate/confusion_matrix.png "$OUT/run_confusion_matrix.png"
+cp runs/lab_cr/ablate/clf_one_cycle/seed42/classifier/lr_schedule.png "$OUT/ablate_clf_one_cycle_lr_schedule.png"
