@@ -66,8 +66,11 @@ def _weights(learn):
     return {k: v.detach().clone() for k, v in learn.model.state_dict().items()}
 
 
-@pytest.mark.parametrize("kind,kill_after", [("lm", 5), ("lm", 17), ("classifier", 6), ("classifier", 13)])
-def test_killed_mid_epoch_resumes_exactly(ids, tmp_path, kind, kill_after):
+@pytest.mark.parametrize("kind,kill_after,every_s", [("lm", 5, 0.0), ("lm", 17, 0.0), ("classifier", 6, 0.0),
+                                                    ("classifier", 13, 0.0),
+                                                    # only epoch-end checkpoints: resumed at an epoch / a phase start
+                                                    ("lm", 60, None), ("classifier", 20, None)])
+def test_killed_mid_epoch_resumes_exactly(ids, tmp_path, kind, kill_after, every_s):
     make = _lm_learner if kind == "lm" else _clf_learner
 
     def phases(learn, tc):
@@ -87,12 +90,12 @@ def test_killed_mid_epoch_resumes_exactly(ids, tmp_path, kind, kill_after):
     learn, tc = make(ids, tmp_path / "b")
     stage = StageDir(tmp_path / "b", "k")
     with pytest.raises(Exception, match="killed"):
-        fit_phases(learn, phases(learn, tc), tc, stage, extra_cbs=[_KillAt(kill_after)], checkpoint_s=0.0)
+        fit_phases(learn, phases(learn, tc), tc, stage, extra_cbs=[_KillAt(kill_after)], checkpoint_s=every_s)
     assert (tmp_path / "b" / "last.pt").is_file()
 
     set_seed(1234)  # a new process: other global RNG states, other initial weights
     learn, tc = make(ids, tmp_path / "b")
-    fit_phases(learn, phases(learn, tc), tc, stage, checkpoint_s=0.0)
+    fit_phases(learn, phases(learn, tc), tc, stage, checkpoint_s=every_s)
     got = _weights(learn)
     for k in want:
         torch.testing.assert_close(got[k], want[k], rtol=0, atol=0, msg=f"{kind}: {k} differs after resume")

@@ -9,14 +9,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 
+from . import distributed
 from .config import ConfigError, load_config
-from .data import DataError
+from .data import DataError, DataWarning
 from .ensemble import ENSEMBLE_FILE, load_model
 from .lab import cli as lab_cli
 from .models import CheckpointError
-from .rundir import RunLockedError
+from .rundir import RunLockedError, StorageError, atomic_path
 from .training import TrainingPaused
 
 _STAGE_CMDS = {
@@ -43,6 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "last finished epoch.")
         sp.add_argument("config", help="YAML config file (see configs/)")
         sp.add_argument("overrides", nargs="*", help=_OVERRIDES_HELP)
+        sp.add_argument("--nproc", type=int, metavar="N",
+                        help="train with N processes on this machine (one per GPU; CPU: gloo), re-launched "
+                        "under torch.distributed.run; the batch sizes in the config are global. Several "
+                        "machines: see the README (torchrun rendezvous)")
     sp = sub.add_parser("ship-lm", help="Package a pretrained LM (fp16 weights, sha256, model card) under a name.",
                         description="Turn a finished `lm` stage (RUN_DIR/lm) into a named LM folder: fp16 "
                         "safetensors, vocab.json, model.json with its sha256, and README.md (the model card). "
@@ -83,6 +89,10 @@ def predict_file(model: str, input_path: str, output: str | None, text_column: s
         raise DataError(f"{input_path}: no column {text_column!r}; columns found: {list(df.columns)}. "
                         "Use --text-column NAME")
     texts = df[text_column].tolist()
+    bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
+    if bad:
+        raise DataError(f"{input_path}: {len(bad)} row(s) of column {text_column!r} hold no text (empty or not a "
+                        f"string; first rows: {bad[:5]}, counted from 0 after the header); fill or drop them")
     chunk = max(batch_size * 16, 1024)
     probas = [predictor.predict_proba(texts[i:i + chunk], batch_size)
               for i in tqdm(range(0, len(texts), chunk), desc="Predicting", unit="chunk", file=sys.stderr)]
@@ -97,17 +107,44 @@ def predict_file(model: str, input_path: str, output: str | None, text_column: s
         out.to_csv(sys.stdout, index=False)
         return
     ext = Path(output).suffix.lower()
-    if ext == ".parquet":
-        out.to_parquet(output, index=False)
-    elif ext in (".jsonl", ".ndjson"):
-        out.to_json(output, orient="records", lines=True, force_ascii=False)
-    else:
-        out.to_csv(output, index=False, sep="\t" if ext == ".tsv" else ",")
+    with atomic_path(Path(output)) as tmp:  # an interrupted run never leaves a half-written file
+        if ext == ".parquet":
+            out.to_parquet(tmp, index=False)
+        elif ext in (".jsonl", ".ndjson"):
+            out.to_json(tmp, orient="records", lines=True, force_ascii=False)
+        else:
+            out.to_csv(tmp, index=False, sep="\t" if ext == ".tsv" else ",")
     print(f"wrote {len(out)} predictions to {output}", file=sys.stderr)
 
 
+def _options_first(argv: list[str]) -> list[str]:
+    """Move `--nproc N` next to the command: argparse cannot read an option between the overrides."""
+    argv = list(argv)
+    for i, a in enumerate(argv):
+        if a.startswith("--nproc") and argv and argv[0] in _STAGE_CMDS:
+            n = 2 if a == "--nproc" else 1
+            return [argv[0], *argv[i:i + n], *argv[1:i], *argv[i + n:]]
+    return argv
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    if issubclass(category, DataWarning):  # a remark about the user's data, not about code: no source line
+        print(f"ulmfit-lab: warning: {message}", file=file or sys.stderr, flush=True)
+    else:
+        _show_warning(message, category, filename, lineno, file, line)
+
+
+_show_warning = warnings.showwarning
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_options_first(sys.argv[1:] if argv is None else argv))
+    with warnings.catch_warnings():  # restores warnings.showwarning afterwards
+        warnings.showwarning = _one_line_warning
+        return _run(args, argv)
+
+
+def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
     try:
         if args.command == "predict":
             predict_file(args.model, args.input, args.output, args.text_column, args.batch_size)
@@ -126,9 +163,16 @@ def main(argv: list[str] | None = None) -> int:
         from .pipeline import run_pipeline
 
         cfg = load_config(args.config, args.overrides)
-        Path(cfg.run.dir).mkdir(parents=True, exist_ok=True)
-        (Path(cfg.run.dir) / "command.txt").write_text("ulmfit-lab " + " ".join(argv or sys.argv[1:]) + "\n")
-        res = run_pipeline(cfg, until=_STAGE_CMDS[args.command][0])
+        if args.nproc is not None:  # checked here, before N processes start
+            errors = ([f"--nproc: expected at least 1, found {args.nproc}"] if args.nproc < 1
+                      else distributed.check_batch_sizes(cfg, args.nproc))
+            if errors:
+                raise ConfigError("; ".join(errors))
+            return distributed.launch(args.nproc, [args.command, args.config, *args.overrides])
+        res = run_pipeline(cfg, until=_STAGE_CMDS[args.command][0],
+                           command="ulmfit-lab " + " ".join(sys.argv[1:] if argv is None else argv))
+        if not distributed.is_main():
+            return 0
         summary = {n: getattr(res, n).metrics for n in ("lm", "lm_finetune", "classifier", "evaluate")
                    if getattr(res, n) is not None and getattr(res, n).metrics}
         for stage_metrics in summary.values():
@@ -136,12 +180,19 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"run_dir": cfg.run.dir, "seconds": round(res.seconds, 1), "skipped": res.skipped(),
                           **summary}, indent=2, default=str))
         return 0
-    except (ConfigError, DataError, CheckpointError, RunLockedError) as e:
-        print(f"ulmfit-lab: error: {e}", file=sys.stderr)
+    except (ConfigError, DataError, CheckpointError, RunLockedError, StorageError) as e:
+        msg = str(e)
+        if msg.startswith("Exception occured in `"):  # fastai's prefix for an error raised in a callback
+            msg = msg.split("\n", 1)[-1].strip()
+        where = "" if distributed.is_main() else f" (rank {distributed.rank()})"
+        print(f"ulmfit-lab: error{where}: {msg}", file=sys.stderr)
         return 2
     except TrainingPaused as e:
-        print(f"ulmfit-lab: {e}", file=sys.stderr)
+        if distributed.is_main():
+            print(f"ulmfit-lab: {e}", file=sys.stderr)
         return 3
+    finally:
+        distributed.teardown()
 
 
 if __name__ == "__main__":

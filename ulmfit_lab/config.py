@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -215,7 +216,12 @@ def apply_overrides(raw: dict[str, Any], overrides: typing.Iterable[str]) -> dic
             if not isinstance(child, dict):
                 raise ConfigError(f"override {item!r}: {part!r} is a value, not a section")
             node = child
-        node[parts[-1]] = yaml.safe_load(text) if text.strip() else None
+        try:
+            node[parts[-1]] = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError as e:
+            first = str(e).splitlines()[0]
+            raise ConfigError(f"override {item!r}: the value is not valid YAML ({first}); quote it or fix "
+                              "the brackets, e.g. classifier.head=[50] or data.path='a b.csv'") from None
     return raw
 
 
@@ -241,6 +247,9 @@ def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] 
             raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{path}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); "
+                              "save the config as UTF-8") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: expected a mapping of sections, found {type(raw).__name__}")
     return from_dict(apply_overrides(raw, overrides), source=str(path) if path else "config")
@@ -318,8 +327,12 @@ def _coerce(value: Any, tp: Any) -> tuple[bool, Any]:
                 return True, float(value)
             except ValueError:
                 return False, None
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        return ok, float(value) if ok else None
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            return False, None
+        try:
+            return True, float(value)
+        except OverflowError:  # an integer beyond float range
+            return False, None
     if tp is str:
         return isinstance(value, str), value
     return False, None
@@ -338,8 +351,24 @@ def _type_name(tp: Any) -> str:
     return "null" if tp is type(None) else getattr(tp, "__name__", str(tp))
 
 
+def _non_finite(obj: Any, prefix: str = "") -> list[str]:
+    """Dotted names of float settings that are NaN or infinite (YAML `.nan`, `inf`): no schedule survives them."""
+    out = []
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        if dataclasses.is_dataclass(v):
+            out += _non_finite(v, f"{prefix}{f.name}.")
+        elif isinstance(v, float) and not math.isfinite(v):
+            out.append(f"{prefix}{f.name}: must be a finite number, found {v!r}")
+        elif isinstance(v, tuple) and any(isinstance(x, float) and not math.isfinite(x) for x in v):
+            out.append(f"{prefix}{f.name}: must be finite numbers, found {list(v)!r}")
+    return out
+
+
 def _check_values(cfg: Config) -> list[str]:
-    errs = []
+    errs = _non_finite(cfg)
+    if errs:  # the range checks below would only repeat these
+        return errs
 
     def positive(name: str, value: float | int | None, allow_none: bool = False) -> None:
         if value is None and allow_none:
@@ -384,6 +413,8 @@ def _check_values(cfg: Config) -> list[str]:
     fraction("lm_pretrain.valid_pct", cfg.lm_pretrain.valid_pct)
     positive("run.checkpoint_minutes", cfg.run.checkpoint_minutes, allow_none=True)
     positive("run.stop_after_minutes", cfg.run.stop_after_minutes, allow_none=True)
+    if cfg.run.num_workers < 0:
+        errs.append(f"run.num_workers: must be >= 0 (0: as many as CPU cores), found {cfg.run.num_workers}")
     positive("classifier.max_len", cfg.classifier.max_len)
     positive("classifier.trainable_groups", cfg.classifier.trainable_groups, allow_none=True)
     if cfg.classifier.head and min(cfg.classifier.head) <= 0:

@@ -9,10 +9,11 @@ from typing import Literal
 
 import yaml
 
-from .config import Config
+from . import distributed
+from .config import Config, ConfigError
 from .data import LabelledData
 from .ensemble import write_ensemble
-from .rundir import run_lock, write_text
+from .rundir import storage_errors, write_text
 from .stages import classifier, evaluate, lm, lm_finetune
 from .stages import data as data_stage
 from .stages.common import Context
@@ -65,7 +66,8 @@ class PipelineResult:
         return [n for n, r in self.stages().items() if r.skipped]
 
 
-def run_pipeline(cfg: Config, until: Stage = "evaluate", data: LabelledData | None = None) -> PipelineResult:
+def run_pipeline(cfg: Config, until: Stage = "evaluate", data: LabelledData | None = None,
+                 command: str | None = None) -> PipelineResult:
     """Run every stage up to `until`, skipping the ones already done with the same inputs.
 
     With `model.directions: [fwd, bwd]` the LM, LM fine-tuning and classifier stages run once per
@@ -75,6 +77,7 @@ def run_pipeline(cfg: Config, until: Stage = "evaluate", data: LabelledData | No
         cfg: the run's config.
         until: the last stage to run.
         data: labelled data from the Python API, instead of `cfg.data`'s files.
+        command: the command line that started the run, kept in `command.txt` (model cards cite it).
 
     Returns:
         Each stage's typed result (artifact paths and metrics).
@@ -85,11 +88,19 @@ def run_pipeline(cfg: Config, until: Stage = "evaluate", data: LabelledData | No
     ctx = Context.create(cfg)
     res = PipelineResult()
     stop = ORDER.index(until)
-    with run_lock(ctx.run_dir):
-        write_text(ctx.run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    errors = distributed.check_batch_sizes(cfg, distributed.world())
+    if errors:
+        raise ConfigError("; ".join(errors))
+    # distributed: rank 0 holds the lock and writes; data and evaluation run on rank 0 alone (`on_main`),
+    # the training stages on every rank. Disk full: StorageError naming the file
+    with distributed.main_lock(ctx.run_dir), storage_errors(ctx.run_dir):
+        if distributed.is_main():
+            write_text(ctx.run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            if command:
+                write_text(ctx.run_dir / "command.txt", command + "\n")
         ctx.log(f"run directory {ctx.run_dir}, device {ctx.device}")
         if until != "lm":  # pretraining the general-domain LM needs no labelled data
-            res.data = data_stage.run(ctx, data)
+            res.data = distributed.on_main(lambda: data_stage.run(ctx, data))
         for direction in cfg.model.directions:
             dctx, r = ctx.for_direction(direction), DirectionResult()
             res.directions[direction] = r
@@ -100,9 +111,11 @@ def run_pipeline(cfg: Config, until: Stage = "evaluate", data: LabelledData | No
             if stop >= 3:
                 r.classifier = classifier.run(dctx, res.data, r.lm_finetune)
         if stop >= 3:
-            res.model_dir = _model_dir(ctx.run_dir, {d: r.classifier.model_dir for d, r in res.directions.items()})
+            dirs = {d: r.classifier.model_dir for d, r in res.directions.items()}
+            res.model_dir = distributed.on_main(lambda: _model_dir(ctx.run_dir, dirs))
         if stop >= 4:
-            res.evaluate = evaluate.run(ctx, res.data, {d: r.classifier for d, r in res.directions.items()})
+            clfs = {d: r.classifier for d, r in res.directions.items()}
+            res.evaluate = distributed.on_main(lambda: evaluate.run(ctx, res.data, clfs))
     res.seconds = time.time() - t0
     ctx.log(f"done in {res.seconds:.1f} s" + (f" (skipped: {', '.join(res.skipped())})" if res.skipped() else ""))
     return res

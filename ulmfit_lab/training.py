@@ -31,19 +31,25 @@ from fastai.torch_core import to_float
 from fastcore.foundation import L
 from torch import nn
 
-from .config import RunConfig, TrainConfig
+from . import distributed
+from .config import ConfigError, RunConfig, TrainConfig
+from .distributed import merge_rows, take_rows, unwrap
 from .fused import fuse_lm_loss
 from .loaders import rng_state
-from .rundir import StageDir, atomic_path
+from .rundir import StageDir, atomic_path, write_text
 from .schedules import Phase, discriminative_lrs, lr_schedule
 
 
 def pick_device(run: RunConfig) -> torch.device:
+    """The device a run trains on; a setting this machine cannot honour is a `ConfigError` before any work."""
     if run.device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("run.device=cuda but no CUDA GPU is visible; use run.device=auto or cpu")
-    if run.device == "cpu" or not torch.cuda.is_available():
-        return torch.device("cpu")
-    return torch.device("cuda")
+        raise ConfigError("run.device=cuda, but no CUDA GPU is visible here; use run.device=auto (GPU when there "
+                          "is one) or run.device=cpu")
+    device = torch.device("cpu" if run.device == "cpu" or not torch.cuda.is_available() else "cuda")
+    if run.precision == "fp16" and device.type == "cpu":
+        raise ConfigError("run.precision=fp16 needs a GPU, and this run is on the CPU; use run.precision=bf16 "
+                          "(CPU autocast) or fp32")
+    return device
 
 
 def device_name(device: torch.device) -> str:
@@ -127,47 +133,63 @@ class EpochLogger(Callback):
         self.learn.train_iter += self.skipped
         self.lr_trace = rs["log"]["lr_trace"]
         self.t0 -= rs["log"]["seconds"]
-        self.learn.tokens_seen = rs["log"]["tokens"]
+        own = _own(rs)
+        self.learn.tokens_seen = own.get("tokens", rs["log"]["tokens"])
+        self.learn.samples_seen = own.get("samples", rs["log"].get("samples", 0))
         self.restore = rs  # hidden state and torch RNG: at the first batch, after the loader drew its seed
-        print(f"[ulmfit-lab] {self.stage.path.name}: resuming phase {self.phase} epoch {self.epoch} "
-              f"at batch {self.skipped}/{len(dl)}", flush=True)
+        if distributed.is_main():
+            print(f"[ulmfit-lab] {self.stage.path.name}: resuming phase {self.phase} epoch {self.epoch} "
+                  f"at batch {self.skipped}/{len(dl)}", flush=True)
 
     def before_batch(self):
         rs, self.restore = getattr(self, "restore", None), None
         if rs is None:
             return
         if rs.get("hidden") is not None:  # the LM carries its hidden state from batch to batch
-            enc = self.model[0]
-            enc.hidden = [(h.to(self.dls.device), c.to(self.dls.device)) for h, c in rs["hidden"]]
+            enc = unwrap(self.model)[0]
+            r, n = distributed.rank(), distributed.world()  # the checkpoint holds all `bs` rows; ours: r::n
+            enc.hidden = [(take_rows(h, r, n).to(self.dls.device), take_rows(c, r, n).to(self.dls.device))
+                          for h, c in rs["hidden"]]
             enc.bs = enc.hidden[0][0].shape[1]
-        torch.set_rng_state(rs["torch_rng"])
+        torch.set_rng_state(_own(rs).get("torch_rng", rs["torch_rng"]))
 
     def after_batch(self):
         if not self.training or self.epoch < self.start_epoch:
             return
         self.lr_trace.append([float(h["lr"]) for h in self.opt.hypers])
         inside = self.iter + 1 < self.n_iter - self.skipped  # the last batch gets the epoch-end checkpoint
-        if inside and self.deadline is not None and time.time() >= self.deadline:
+        # the ranks of a distributed run must decide together (the checkpoint gathers from all of them)
+        if inside and self.deadline is not None and distributed.agree(time.time() >= self.deadline):
             self._checkpoint_mid_epoch()
             raise TrainingPaused(f"{self.stage.path.name}: paused at its time budget (run.stop_after_minutes) "
                                  f"in epoch {self.epoch}, batch {self.skipped + self.iter + 1}; rerun the same "
                                  "command to continue from there")
-        if inside and self.every_s is not None and time.time() - self.t_ckpt >= self.every_s:
+        due = self.every_s is not None and distributed.agree(time.time() - self.t_ckpt >= self.every_s)
+        if inside and due:
             self._checkpoint_mid_epoch()
             self.t_ckpt = time.time()
 
     def _checkpoint_mid_epoch(self):
         dl = self.dls.train
-        hidden = getattr(self.model[0], "hidden", None)
+        hidden = getattr(unwrap(self.model)[0], "hidden", None)
+        hidden = [(h.detach().cpu(), c.detach().cpu()) for h, c in hidden] if hidden else None
+        ranks = distributed.gather({"torch_rng": torch.get_rng_state(), "hidden": hidden,
+                                    "tokens": int(getattr(self.learn, "tokens_seen", 0)),
+                                    "samples": int(getattr(self.learn, "samples_seen", 0))})
+        if hidden is not None:  # every rank's rows back into the global batch's order
+            hidden = [tuple(merge_rows([rk["hidden"][i][j] for rk in ranks]) for j in (0, 1))
+                      for i in range(len(hidden))]
         state = {
             "batch": self.skipped + self.iter + 1,
             "order": dl.epoch_order,
             "dl_rng": dl.rng.getstate(),
-            "torch_rng": torch.get_rng_state(),
-            "hidden": [(h.detach().cpu(), c.detach().cpu()) for h, c in hidden] if hidden else None,
+            "torch_rng": ranks[0]["torch_rng"],
+            "hidden": hidden,
             "log": {"lr_trace": self.lr_trace, "seconds": time.time() - self.t0,
-                    "tokens": int(getattr(self.learn, "tokens_seen", 0))},
+                    "tokens": sum(rk["tokens"] for rk in ranks), "samples": sum(rk["samples"] for rk in ranks)},
         }
+        if len(ranks) > 1:  # what differs between ranks: their RNGs (dropout) and counts
+            state["ranks"] = [{k: rk[k] for k in ("torch_rng", "tokens", "samples")} for rk in ranks]
         save_progress(self.learn, self.stage, (self.phase, self.epoch), state)
 
     def after_epoch(self):
@@ -183,20 +205,33 @@ class EpochLogger(Callback):
         n_tok = getattr(self, "tokens_seen", None)
         if n_tok:
             row["train_tokens_per_s"] = round(n_tok / max(row["seconds"], 1e-9), 1)
+        row["train_samples"], row["train_tokens"] = int(getattr(self, "samples_seen", 0)), int(n_tok or 0)
+        if distributed.world() > 1:
+            row["world_size"] = distributed.world()
         if self.extra:
             row.update(self.extra())
-        self.stage.log_metrics(row)
-        if not any(isinstance(cb, ProgressCallback) for cb in self.learn.cbs):
-            shown = " ".join(f"{k} {v:.4g}" for k, v in row.items() if isinstance(v, float) and k != "seconds")
-            print(f"[ulmfit-lab] {self.stage.path.name} phase {self.phase} epoch {self.epoch}: {shown} "
-                  f"({row['seconds']} s)", flush=True)
-        with open(self.stage.path / "lr_trace.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps({"phase": self.phase, "epoch": self.epoch, "trainable": row["trainable_groups"],
-                                "lrs": self.lr_trace}) + "\n")
+        ranks = distributed.gather(torch.get_rng_state())  # each rank's dropout RNG, for an exact resume
+        if distributed.is_main():
+            self.stage.log_metrics(row)
+            if not any(isinstance(cb, ProgressCallback) for cb in self.learn.cbs):
+                shown = " ".join(f"{k} {v:.4g}" for k, v in row.items() if isinstance(v, float) and k != "seconds")
+                print(f"[ulmfit-lab] {self.stage.path.name} phase {self.phase} epoch {self.epoch}: {shown} "
+                      f"({row['seconds']} s)", flush=True)
+            with open(self.stage.path / "lr_trace.jsonl", "a", encoding="utf-8") as f:
+                f.write(json.dumps({"phase": self.phase, "epoch": self.epoch, "trainable": row["trainable_groups"],
+                                    "lrs": self.lr_trace}) + "\n")
         last = self.epoch + 1 == self.n_epoch
         nxt = (self.phase + 1, 0) if last else (self.phase, self.epoch + 1)
-        save_progress(self.learn, self.stage, nxt, {"dl_rng": self.dls.train.rng.getstate(),
-                                                     "torch_rng": torch.get_rng_state()})
+        extra = {"dl_rng": self.dls.train.rng.getstate(), "torch_rng": ranks[0]}
+        if len(ranks) > 1:
+            extra["ranks"] = [{"torch_rng": t} for t in ranks]
+        save_progress(self.learn, self.stage, nxt, extra)
+
+
+def _own(state: dict) -> dict:
+    """This rank's part of a checkpoint written by as many ranks; else nothing (use rank 0's)."""
+    ranks = state.get("ranks")
+    return ranks[distributed.rank()] if ranks and len(ranks) == distributed.world() else {}
 
 
 def _num(v: Any) -> Any:
@@ -227,8 +262,13 @@ def _plain(obj: Any) -> Any:
 
 
 def save_progress(learn: Learner, stage: StageDir, next_pos: tuple[int, int], extra: dict | None = None) -> None:
-    """`last.pt`: model, optimizer and where to go on (phase, epoch; `batch` > 0 inside an epoch)."""
-    state = {"key": stage.key, "next": list(next_pos), "model": learn.model.state_dict(),
+    """`last.pt`: model, optimizer and where to go on (phase, epoch; `batch` > 0 inside an epoch).
+
+    Written by rank 0 only: DDP keeps the model and optimizer equal on every rank.
+    """
+    if not distributed.is_main():
+        return
+    state = {"key": stage.key, "next": list(next_pos), "model": unwrap(learn.model).state_dict(),
              "opt": _plain(learn.opt.state_dict()), "np_rng": _np_rng_state(), "batch": 0, **(extra or {})}
     with atomic_path(stage.path / "last.pt") as tmp:
         torch.save(state, tmp)
@@ -242,12 +282,22 @@ def _np_rng_state() -> list:
 
 def trim_logs(stage: StageDir, before: tuple[int, int]) -> None:
     """Keep only the log rows of epochs before `before` (phase, epoch): a rerun or resume rewrites the rest."""
+    if not distributed.is_main():
+        return
     for name in ("metrics.jsonl", "lr_trace.jsonl"):
         path = stage.path / name
         if path.is_file():
-            rows = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+            rows = [line for line in path.read_text(encoding="utf-8").splitlines() if _complete(line)]
             keep = [r for r in rows if tuple(json.loads(r)[k] for k in ("phase", "epoch")) < before]
-            path.write_text("".join(r + "\n" for r in keep), encoding="utf-8")
+            write_text(path, "".join(r + "\n" for r in keep))
+
+
+def _complete(line: str) -> bool:
+    """False for the half-written last line a killed run (or a full disk) can leave behind."""
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:
+        return False
 
 
 def read_progress(stage: StageDir) -> dict | None:
@@ -272,23 +322,26 @@ def restore_progress(learn: Learner, state: dict) -> None:
     np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
     if state.get("batch", 0) == 0 and "dl_rng" in state:  # at an epoch boundary: the next epoch's shuffle
         learn.dls.train.rng.setstate(rng_state(state["dl_rng"]))
-        torch.set_rng_state(state["torch_rng"])
+        torch.set_rng_state(_own(state).get("torch_rng", state["torch_rng"]))
     phase, epoch = state["next"]
-    print(f"[ulmfit-lab] resuming at phase {phase}, epoch {epoch}, batch {state.get('batch', 0)}", flush=True)
+    if distributed.is_main():
+        print(f"[ulmfit-lab] resuming at phase {phase}, epoch {epoch}, batch {state.get('batch', 0)}", flush=True)
 
 
 class TokenCounter(Callback):
-    """Counts non-pad training tokens, for tokens/s."""
+    """Counts non-pad training tokens (for tokens/s) and samples (rows) of this rank."""
 
     order = 64
 
     def before_epoch(self):
         self.learn.tokens_seen = 0
+        self.learn.samples_seen = 0
 
     def after_batch(self):
         if self.training:
             x = self.xb[0]
             self.learn.tokens_seen += int((x != 1).sum())
+            self.learn.samples_seen += x.shape[0]
 
 
 def make_learner(dls: DataLoaders, model: nn.Module, groups: Callable[[nn.Module], list], tc: TrainConfig,
@@ -310,13 +363,15 @@ def make_learner(dls: DataLoaders, model: nn.Module, groups: Callable[[nn.Module
         raise ValueError("run.precision=fp16 needs a GPU; on CPU use bf16 or fp32")
     opt_func = partial(Adam, mom=tc.betas[0], sqr_mom=tc.betas[1], wd=tc.wd)
     loss_func = CrossEntropyLossFlat()
-    if lm and run.fused_softmax and device.type == "cpu":
-        loss_func = fuse_lm_loss(model, dtype or torch.float32)
+    if lm and run.fused_softmax and device.type == "cpu" and distributed.world() == 1:
+        loss_func = fuse_lm_loss(model, dtype or torch.float32)  # (kept out of DDP, which wraps the forward)
+    model = distributed.sync_batchnorm(model, device)
     learn = Learner(dls, model.to(device), loss_func=loss_func, opt_func=opt_func, splitter=groups,
                     metrics=metrics, cbs=cbs, path=path, model_dir=".")
     if not run.progress:  # no bars; EpochLogger prints one line per epoch instead
         learn.remove_cb(ProgressCallback)
         learn.logger = lambda *_: None
+    distributed.prepare_learner(learn, device)
     learn.create_opt()
     return learn
 
@@ -346,7 +401,10 @@ def fit_phases(learn: Learner, phases: list[Phase], tc: TrainConfig, stage: Stag
         se = start_epoch if i == start_phase else 0
         if state is not None and i == start_phase:
             restore_progress(learn, state)
+            if se == 0 and state.get("batch", 0) == 0:  # a new phase: freeze_to cleared the optimizer state
+                learn.opt.clear_state()
         sched = ParamScheduler({"lr": lr_schedule(tc.schedule, lrs, tc.cut_frac, tc.ratio)})
         logger = EpochLogger(stage, i, phases, se, extra_metrics, checkpoint_s,
                              mid_epoch if i == start_phase else None, deadline)
         learn.fit(ph.epochs, cbs=[sched, logger, *(extra_cbs or [])], start_epoch=se)
+    distributed.verify_in_sync(learn.model, stage.path)

@@ -13,7 +13,7 @@ import pandas as pd
 
 from ..plots import plot_confusion
 from ..predict import Predictor
-from ..rundir import write_json
+from ..rundir import atomic_path, write_json
 from .classifier import ClassifierResult
 from .common import Context, StageResult, run_cached
 from .data import DataResult
@@ -63,7 +63,8 @@ def run(ctx: Context, data: DataResult, clfs: dict[str, ClassifierResult]) -> Ev
         preds = pd.DataFrame({"text": ds["text"], "label": y_true, "prediction": y_pred})
         for j, lab in enumerate(labels):
             preds[f"proba_{lab}"] = proba[:, j]
-        preds.to_csv(out / "predictions.csv", index=False)
+        with atomic_path(out / "predictions.csv") as tmp:
+            preds.to_csv(tmp, index=False)
         plot_confusion(np.array(metrics["confusion_matrix"]), labels, out / "confusion_matrix.png")
         what = "+".join(probas) + (" ensemble" if len(probas) > 1 else "")
         extra = "".join(f"; {d} {m['accuracy']:.4f}" for d, m in per_direction.items()) if len(probas) > 1 else ""

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from fastai.metrics import Perplexity, accuracy
 
+from .. import distributed
 from ..config import key_dict
 from ..data import read_corpus
 from ..hub import fetch, resolve_lm
@@ -87,13 +88,15 @@ def run(ctx: Context) -> LMResult:
     lp, m = ctx.cfg.lm_pretrain, ctx.cfg.model
     if lp.source == "none":
         return LMResult(dir="", key="none")
-    if lp.source == "pretrained":
-        info = _resolve_pretrained(ctx)
+    if lp.source == "pretrained":  # rank 0 downloads into the cache first
+        info = distributed.main_first(lambda: _resolve_pretrained(ctx))
         return LMResult(dir="", key=_pretrained_key(info), **info)
 
     d = ctx.cfg.data
-    sources = read_corpus(lp.corpus, d, ctx.cache_dir, lp.text_column, lp.max_docs)
-    evals = read_corpus(lp.eval_corpus, d, ctx.cache_dir, lp.text_column) if lp.eval_corpus else {}
+    # rank 0 first: it unpacks archives into the cache, the other ranks then read them
+    sources = distributed.main_first(lambda: read_corpus(lp.corpus, d, ctx.cache_dir, lp.text_column, lp.max_docs))
+    evals = (distributed.main_first(lambda: read_corpus(lp.eval_corpus, d, ctx.cache_dir, lp.text_column))
+             if lp.eval_corpus else {})
     stage = ctx.stage("lm", VERSION, {k: texts_hash(v) for k, v in {**sources, **evals}.items()}, key_dict(lp),
                       key_dict(m), {"lang": d.lang, "min_freq": d.min_freq, "max_vocab": d.max_vocab,
                                   "seed": ctx.cfg.run.seed})
@@ -101,13 +104,17 @@ def run(ctx: Context) -> LMResult:
     def tok(docs: list[str], what: str):
         return tokenize(docs, d.lang, ctx.cache_dir, ctx.cfg.run.num_workers, f"Tokenizing {what}")
 
-    def body() -> dict:
+    def prepare() -> tuple:
         train_docs, held_out = split_corpus(sources, lp.valid_pct, ctx.cfg.run.seed)
         tr_tok = tok(train_docs, "LM corpus")
         vocab = build_vocab([tr_tok], d.min_freq, d.max_vocab)
-        train_ids = numericalize(tr_tok, vocab)
         valid_sets = {f"held-out {k}": numericalize(tok(v, f"held-out {k}"), vocab) for k, v in held_out.items()}
         valid_sets.update({f"eval {k}": numericalize(tok(v, f"eval {k}"), vocab) for k, v in evals.items()})
+        return train_docs, vocab, numericalize(tr_tok, vocab), valid_sets
+
+    def body() -> dict:
+        # rank 0 tokenizes (datasets.map over run.num_workers processes) into the cache, the others read it
+        train_docs, vocab, train_ids, valid_sets = distributed.main_first(prepare)
         valid_ids = [x for k, ids in valid_sets.items() if k.startswith("held-out") for x in ids]
         dls = lm_loaders(train_ids, valid_ids or train_ids[:1], lp.bs, m.bptt, m.backwards, ctx.device,
                          ctx.cfg.run.seed)
@@ -122,7 +129,8 @@ def run(ctx: Context) -> LMResult:
         fit_phases(learn, [Phase(len(lm_layer_groups(model)), lp.epochs)], lp, stage, checkpoint_s=ctx.checkpoint_s,
                    deadline=ctx.deadline)
         out = stage.path / "model"
-        save_checkpoint(learn.model, out, vocab, lm_meta(m, {"direction": "bwd" if m.backwards else "fwd"}))
+        if distributed.is_main():
+            save_checkpoint(learn.model, out, vocab, lm_meta(m, {"direction": "bwd" if m.backwards else "fwd"}))
         ppl = {k: lm_perplexity(learn, ids, lp.bs, m) for k, ids in valid_sets.items()}
         ctx.log("lm: perplexity " + ", ".join(f"{k}: {v:.1f}" for k, v in ppl.items()))
         valid_loss = float(learn.validate()[0])

@@ -5,7 +5,6 @@ The pretrained embedding is mapped onto the target vocab (unknown words get the 
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import numpy as np
 from fastai.metrics import Perplexity, accuracy
 from torch import nn
 
+from .. import distributed
 from ..config import key_dict
 from ..loaders import lm_loaders
 from ..models import (
@@ -26,6 +26,7 @@ from ..models import (
     read_vocab,
     save_checkpoint,
 )
+from ..rundir import write_json
 from ..schedules import Phase
 from ..training import fit_phases, make_learner
 from .common import Context, StageResult, run_cached
@@ -81,8 +82,9 @@ def run(ctx: Context, data: DataResult, lm: LMResult) -> LMFinetuneResult:
             after = float(learn.validate()[0])
             metrics.update(valid_loss=after, valid_perplexity=float(np.exp(after)))
         out = stage.path / "model"
-        save_checkpoint(learn.model, out, vocab, lm_meta(m, {"direction": "bwd" if m.backwards else "fwd"}))
-        (stage.path / "summary.json").write_text(json.dumps(metrics, indent=2))
+        if distributed.is_main():
+            save_checkpoint(learn.model, out, vocab, lm_meta(m, {"direction": "bwd" if m.backwards else "fwd"}))
+            write_json(stage.path / "summary.json", metrics)
         return {"model_dir": str(out), "metrics": metrics}
 
     return run_cached(ctx, stage, "lm_finetune", LMFinetuneResult, {"lm_finetune": asdict(ft), "model": asdict(m)},
