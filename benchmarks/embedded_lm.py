@@ -34,14 +34,16 @@ from quickstart import ROOT, machine  # noqa: E402
 N_TRAIN = 2000
 
 
-def load_dataset(name: str, shared: Path, seed: int, cache: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(train, test) DataFrames with columns text, label: 2,000 random train rows, the rest to test."""
+def load_dataset(name: str, shared: Path, seed: int, cache: Path,
+                 n_train: int = N_TRAIN) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(train, test) DataFrames with columns text, label: `n_train` random train rows, the rest to test
+    (IMDb: `n_train` random reviews of the official test split)."""
     rng = np.random.default_rng(seed)
     if name == "imdb":
         parts = read_source(str(shared / "imdb" / "aclImdb.tar.xz"), DataConfig(), cache)
         train, test = parts["train"], parts["test"]
-        return (train.iloc[rng.choice(len(train), N_TRAIN, replace=False)].reset_index(drop=True),
-                test.iloc[rng.choice(len(test), N_TRAIN, replace=False)].reset_index(drop=True))
+        return (train.iloc[rng.choice(len(train), n_train, replace=False)].reset_index(drop=True),
+                test.iloc[rng.choice(len(test), n_train, replace=False)].reset_index(drop=True))
     if name == "twitter":
         df = pd.read_csv(shared / "twitter_us_airline" / "Tweets.csv")
         df = df.rename(columns={"airline_sentiment": "label"})[["text", "label"]]
@@ -52,7 +54,7 @@ def load_dataset(name: str, shared: Path, seed: int, cache: Path) -> tuple[pd.Da
     else:
         raise SystemExit(f"unknown dataset {name!r}: expected imdb, twitter or cr")
     idx = rng.permutation(len(df))
-    return df.iloc[idx[:N_TRAIN]].reset_index(drop=True), df.iloc[idx[N_TRAIN:]].reset_index(drop=True)
+    return df.iloc[idx[:n_train]].reset_index(drop=True), df.iloc[idx[n_train:]].reset_index(drop=True)
 
 
 def tfidf_baseline(train: pd.DataFrame, test: pd.DataFrame, seed: int) -> dict:
@@ -96,16 +98,17 @@ def main() -> None:
     ap.add_argument("--lm-wt2", default=None, help="LM folder pretrained on WikiText-2 only")
     ap.add_argument("--run-root", default="runs/bench_embedded")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--n-train", type=int, default=N_TRAIN, help="labelled texts per dataset")
     ap.add_argument("overrides", nargs="*", help="dotted overrides for every ULMFiT run")
     args = ap.parse_intermixed_args()
     shared, out_path = Path(args.shared), Path(args.out)
     results = json.loads(out_path.read_text()) if out_path.exists() else {}  # resume: keep finished cells
-    results.update({"benchmark": "embedded_lm", "machine": machine(), "n_train": N_TRAIN, "config": args.config,
+    results.update({"benchmark": "embedded_lm", "machine": machine(), "n_train": args.n_train, "config": args.config,
                     "overrides": args.overrides, "lm": args.lm, "lm_wt2": args.lm_wt2})
     cells = results.setdefault("results", {})
     cache = Path(args.run_root) / "cache"
     for ds in args.datasets.split(","):
-        train, test = load_dataset(ds, shared, args.seed, cache)
+        train, test = load_dataset(ds, shared, args.seed, cache, args.n_train)
         cell = cells.setdefault(ds, {"n_train": len(train), "n_test": len(test),
                                      "classes": sorted(train.label.unique().tolist())})
         if "tfidf" not in cell:

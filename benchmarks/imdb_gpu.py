@@ -69,9 +69,9 @@ def step_run(args: argparse.Namespace, out: dict) -> int:
 
 
 class _Timer:
-    """fastai callback: training tokens/s over batches WARMUP..n, then stops the fit."""
+    """fastai callback: training tokens/s over batches `warmup`..n, then stops the fit."""
 
-    def __new__(cls, n: int):
+    def __new__(cls, n: int, warmup: int = WARMUP):
         from fastai.callback.core import Callback, CancelFitException
 
         class Timer(Callback):
@@ -84,7 +84,7 @@ class _Timer:
                 if not self.training:
                     return
                 self.i += 1
-                if self.i >= WARMUP:  # time from the end of warm-up batch WARMUP to the last batch's end
+                if self.i >= warmup:  # time from the end of warm-up batch `warmup` to the last batch's end
                     if torch.cuda.is_available():
                         torch.cuda.synchronize()
                     now = time.time()
@@ -160,15 +160,15 @@ def step_stock(args: argparse.Namespace, out: dict) -> int:
                 learn = learn.to_fp16()
             if side == "stock_fastai":
                 learn.model.to(ctx.device)
-            timer = _Timer(args.batches)
+            timer = _Timer(args.batches, args.warmup)
             if side == "stock_fastai":
                 learn.fit_one_cycle(1, tc.lr, cbs=[timer])
             else:
                 learn.fit(1, tc.lr, cbs=[timer])
             if not timer.seconds:
-                raise SystemExit(f"{kind}: fewer than {WARMUP + 2} training batches; use more data")
+                raise SystemExit(f"{kind}: fewer than {args.warmup + 2} training batches; use more data")
             res.setdefault(kind, {})[side] = {"tokens_per_s": round(timer.tokens / timer.seconds, 1),
-                                              "batches_timed": timer.i - WARMUP, "bs": tc.bs, "bptt": m.bptt}
+                                              "batches_timed": timer.i - args.warmup, "bs": tc.bs, "bptt": m.bptt}
             print(f"[stock] {kind} {side}: {res[kind][side]['tokens_per_s']:.0f} tokens/s", flush=True)
         sides = res[kind]
         sides["speedup"] = round(sides["ulmfit_lab"]["tokens_per_s"] / sides["stock_fastai"]["tokens_per_s"], 3)
@@ -183,7 +183,8 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "imdb_gpu.json"))
     ap.add_argument("--run-dir", default="runs/imdb_gpu")
     ap.add_argument("--budget-min", type=float, default=9.0, help="run step: pause after this many minutes")
-    ap.add_argument("--batches", type=int, default=300, help="stock step: batches timed per learner (+20 warm-up)")
+    ap.add_argument("--batches", type=int, default=300, help="stock step: batches run per learner, warm-up included")
+    ap.add_argument("--warmup", type=int, default=WARMUP, help="stock step: batches run before timing starts")
     ap.add_argument("overrides", nargs="*", help="dotted config overrides for configs/imdb.yaml")
     args = ap.parse_intermixed_args()
     out_path = Path(args.out)

@@ -1,0 +1,104 @@
+"""The benchmark scripts run end to end on a tiny fake copy of ../shared/data (CPU, tiny models).
+
+They are what produces the GPU and embedded-LM figures; these tests check that they work before a GPU
+session spends its budget on them, and that their JSON holds what the issues ask for.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+import tarfile
+
+import pandas as pd
+import pytest
+from conftest import ROOT
+from synth import make_reviews, review
+
+TINY_MODEL = ["model.emb_sz=16", "model.n_hid=24", "model.n_layers=2", "model.bptt=16", "data.min_freq=1",
+              "data.max_vocab=2000", "run.device=cpu"]
+
+
+def _fake_shared(root):
+    """aclImdb.tar.xz (train/test/unsup), WikiText-2 train CSV + valid tokens, CR and Twitter files."""
+    rng = random.Random(0)
+    imdb = root / "build" / "aclImdb"
+    for split, n in (("train", 64), ("test", 40)):
+        for lab in ("pos", "neg"):
+            (imdb / split / lab).mkdir(parents=True)
+            for i in range(n):
+                (imdb / split / lab / f"{i}_7.txt").write_text(review(lab, rng, 3))
+    (imdb / "train" / "unsup").mkdir()
+    for i in range(60):
+        (imdb / "train" / "unsup" / f"{i}_0.txt").write_text(review(rng.choice(["pos", "neg"]), rng, 3))
+    (root / "imdb").mkdir()
+    with tarfile.open(root / "imdb" / "aclImdb.tar.xz", "w:xz") as tar:
+        tar.add(imdb, arcname="aclImdb")
+    wiki = root / "wikitext-2"
+    (wiki / "fastai_wikitext_tiny").mkdir(parents=True)
+    paras = [" ".join(review(rng.choice(["pos", "neg"]), rng, 4).split()) for _ in range(120)]
+    pd.DataFrame(paras).to_csv(wiki / "fastai_wikitext_tiny" / "train.csv.xz", index=False, header=False)
+    (wiki / "wiki.valid.tokens").write_text("\n".join(f" = Title {i} = \n {p}" for i, p in enumerate(paras[:20])))
+    (root / "cr").mkdir()
+    for lab in ("pos", "neg"):
+        (root / "cr" / f"custrev.{lab}").write_text("\n".join(review(lab, rng, 1) for _ in range(60)) + "\n")
+    (root / "twitter_us_airline").mkdir()
+    tweets = make_reviews(90, seed=3).rename(columns={"label": "airline_sentiment"})
+    tweets.loc[::3, "airline_sentiment"] = "neutral"
+    tweets.to_csv(root / "twitter_us_airline" / "Tweets.csv", index=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    return _fake_shared(tmp_path_factory.mktemp("shared"))
+
+
+def _bench(script, *args, check=True):
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args], capture_output=True,
+                          text=True, cwd=ROOT)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{script} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def test_imdb_gpu_benchmark_runs_the_recipe_and_times_stock_fastai(shared, tmp_path, cache_dir):
+    out, run_dir = tmp_path / "imdb_gpu.json", tmp_path / "run"
+    tiny = [*TINY_MODEL, "lm_pretrain.epochs=1", "lm_pretrain.bs=8", "lm_finetune.epochs=1", "lm_finetune.bs=8",
+            "classifier.epochs=2", "classifier.bs=16", "classifier.head=[16]", "classifier.max_len=320",
+            f"run.cache_dir={cache_dir}"]
+    common = ["--shared", str(shared), "--out", str(out), "--run-dir", str(run_dir)]
+    _bench("imdb_gpu.py", "run", *common, *tiny)
+    res = json.loads(out.read_text())
+    stages = res["ulmfit"]
+    for s in ("lm", "lm_bwd", "lm_finetune", "lm_finetune_bwd", "classifier", "classifier_bwd", "evaluate"):
+        assert stages[s]["done"], s
+    ev = stages["evaluate"]["metrics"]
+    assert set(ev["per_direction"]) == {"fwd", "bwd"} and 0.0 <= ev["accuracy"] <= 1.0
+    assert ev["n"] == 80  # the whole official test split: 40 pos + 40 neg
+    assert stages["lm"]["epochs"][-1]["perplexity"] > 1 and stages["lm"]["epochs"][-1]["train_tokens_per_s"] > 0
+    assert res["machine"]["torch"] and res["run_calls"][-1]["exit_code"] == 0
+
+    _bench("imdb_gpu.py", "stock", *common, "--batches", "4", "--warmup", "1", *tiny)
+    thr = json.loads(out.read_text())["throughput"]
+    for kind in ("lm", "classifier"):
+        assert thr[kind]["stock_fastai"]["tokens_per_s"] > 0 and thr[kind]["ulmfit_lab"]["tokens_per_s"] > 0
+        assert thr[kind]["speedup"] == pytest.approx(
+            thr[kind]["ulmfit_lab"]["tokens_per_s"] / thr[kind]["stock_fastai"]["tokens_per_s"], rel=1e-2)
+    assert "evaluate" in json.loads(out.read_text())["ulmfit"]  # the run step's results are kept
+
+
+def test_embedded_lm_benchmark_compares_with_tfidf(shared, tmp_path, cache_dir):
+    out = tmp_path / "embedded.json"
+    tiny = [*TINY_MODEL, "lm_finetune.epochs=1", "lm_finetune.bs=8", "classifier.epochs=2", "classifier.bs=16",
+            "classifier.head=[16]", f"run.cache_dir={cache_dir}"]
+    _bench("embedded_lm.py", "--shared", str(shared), "--out", str(out), "--datasets", "cr,twitter",
+           "--variants", "scratch", "--n-train", "80", "--run-root", str(tmp_path / "runs"), *tiny)
+    cells = json.loads(out.read_text())["results"]
+    assert cells["cr"]["n_train"] == 80 and cells["cr"]["n_test"] == 40
+    assert cells["twitter"]["classes"] == ["neg", "neutral", "pos"]
+    for cell in cells.values():
+        assert 0.0 <= cell["tfidf"]["accuracy"] <= 1.0 and 0.0 <= cell["scratch"]["accuracy"] <= 1.0
+        assert cell["scratch"]["lm_valid_perplexity"] > 1
