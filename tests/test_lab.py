@@ -4,6 +4,7 @@ through the CLI (which then finds every run done and rebuilds the tables)."""
 import json
 import random
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,7 +16,18 @@ from synth import make_reviews
 from ulmfit_lab.cli import main
 from ulmfit_lab.config import ModelConfig, load_config
 from ulmfit_lab.data import DataError
-from ulmfit_lab.lab import ablate, advise, learning_curve, probe
+from ulmfit_lab.lab import (
+    ablate,
+    advise,
+    learning_curve,
+    plot_advice,
+    probe,
+    read_ablation,
+    read_advice,
+    read_curve,
+    read_probe,
+)
+from ulmfit_lab.lab.curve import small_n_overrides
 from ulmfit_lab.lab.probe import layer_features
 from ulmfit_lab.models import build_lm
 
@@ -137,7 +149,7 @@ def test_ablate_variants_table_and_schedules(lab):
 
 
 def test_curve_points_table_and_plot(lab):
-    res = learning_curve(lab["cfg"], [40, 120], seeds=[0])
+    res = learning_curve(lab["cfg"], [40, 120], seeds=[0], min_steps=40)
     s = res.summary
     assert list(zip(s["method"], s["n"])) == [(m, n) for m in ("ulmfit", "scratch", "tfidf") for n in (40, 120)]
     assert s["accuracy_mean"].between(0, 1).all()
@@ -146,16 +158,29 @@ def test_curve_points_table_and_plot(lab):
     for p in res.points:
         assert p.n_train + p.n_valid == p.n
         if p.run_dir:
-            from pathlib import Path
-
             assert json.loads((Path(p.run_dir) / "evaluate" / "DONE.json").read_text())["result"]["metrics"]["n"] == 60
     out = lab["dir"] / "run" / "curve"
     point_cfg = (out / "ulmfit" / "n40_seed0" / "config.yaml").read_text()
     assert str(out / "lm_finetune" / "lm_finetune" / "model") in point_cfg  # the LM fine-tuned once, reused
+    # N=40: 32 train texts in batches of 8 for >= 40 steps (10 epochs, not the config's 5), for both methods
+    for method in ("ulmfit", "scratch"):
+        rows = _rows(out / method / "n40_seed0" / "classifier" / "metrics.jsonl")
+        assert len(rows) == 10 and load_config(out / method / "n40_seed0" / "config.yaml").classifier.bs == 8
+    assert all(p.seconds > 0 for p in res.points if p.method != "tfidf")
     assert _png(out / "curve.png") and len(pd.read_csv(out / "curve_points.csv")) == 6
     assert "ULMFiT minus scratch" in (out / "curve.md").read_text()
     with pytest.raises(DataError, match="exceed"):
         learning_curve(lab["cfg"], [10_000], seeds=[0], methods=("tfidf",))
+
+
+def test_small_n_overrides():
+    cfg = load_config(CONFIGS / "tiny.yaml")  # classifier bs 16, 10 epochs
+    assert small_n_overrides(cfg, 1000) == []  # enough steps already: the config as is
+    assert small_n_overrides(cfg, 32, min_steps=200) == ["classifier.bs=8", "classifier.epochs=50"]
+    assert small_n_overrides(cfg, 96, min_steps=200) == ["classifier.epochs=34"]  # 6 batches of 16
+    bs = int(small_n_overrides(cfg, 45)[0].split("=")[1])  # 45 // 4 = 11 would leave a last batch of one
+    assert bs < 16 and 45 % bs != 1
+    assert small_n_overrides(cfg, 45, min_steps=0) == [f"classifier.bs={bs}"]
 
 
 def test_lab_cli(lab, capsys):
@@ -166,9 +191,33 @@ def test_lab_cli(lab, capsys):
     assert main(["ablate", cfg_file, *lab["args"], "--variants", "ulmfit,clf_one_cycle,no_lm_finetuning"]) == 0
     table = _json(capsys.readouterr().out)["table"]
     assert [r["variant"] for r in table] == ["ulmfit", "clf_one_cycle", "no_lm_finetuning"]
-    assert main(["curve", cfg_file, *lab["args"], "--sizes", "40,120", "--seeds", "0"]) == 0
+    assert main(["curve", cfg_file, *lab["args"], "--sizes", "40,120", "--seeds", "0", "--min-steps", "40"]) == 0
     assert len(_json(capsys.readouterr().out)["summary"]) == 6
     proc = run_cli("advise", cfg_file, *lab["args"])  # the real entry point, once
     assert _json(proc.stdout)["recipe"] == "classifier_only" and "Transfer strategy advice" in proc.stderr
     bad = run_cli("ablate", cfg_file, *lab["args"], "--variants", "ulmfit,nope", check=False)
     assert bad.returncode == 2 and "expected a comma-separated list" in bad.stderr
+
+
+def test_read_back_finished_results(lab):
+    # every command ran in lab["dir"]/run above; its folder alone gives the same results, without training
+    run = lab["dir"] / "run"
+    pr = read_probe(run / "probe")
+    assert [(p.encoder, p.layer) for p in pr.layers] == [(e, k) for e in ("pretrained", "finetuned") for k in range(3)]
+    t = pr.table("test")
+    assert t.shape == (3, 2) and list(t.columns) == ["pretrained", "finetuned"]
+    assert t.loc["2: lstm 2", "finetuned"] == pr.layers[5].test_accuracy and _png(Path(pr.files["png"]))
+    adv = read_advice(run / "advise")
+    assert adv.recipe == "classifier_only" and adv.measurements.n_labelled == 240 and _png(Path(adv.files["png"]))
+    other = read_advice(lab["dir"] / "run_wiki" / "advise")
+    assert _png(plot_advice([adv, other], lab["dir"] / "two.png", ["reviews LM", "wiki LM"]))
+    ab = read_ablation(run / "ablate")
+    assert list(ab.table["variant"]) == ["ulmfit", "clf_one_cycle", "no_lm_finetuning"]
+    pd.testing.assert_frame_equal(ab.table, pd.read_csv(run / "ablate" / "ablation.csv"), check_dtype=False)
+    assert (ab.table["train_minutes"] > 0).all()  # training time counted although the CLI found every run done
+    assert _png(Path(ab.files["png"]))
+    cv = read_curve(run / "curve")
+    pd.testing.assert_frame_equal(cv.summary, pd.read_csv(run / "curve" / "curve.csv"), check_dtype=False)
+    assert "semi-supervised" in cv.definitions["ulmfit"] and cv.gain().index.tolist() == [40, 120]
+    with pytest.raises(FileNotFoundError, match="finished `ulmfit-lab curve`"):
+        read_curve(lab["dir"])

@@ -105,7 +105,48 @@ def ablate(cfg: Config, grid: str = "paper", variants: list[str] | None = None, 
     notes = [f"Each variant changes one thing against the full recipe; error = 1 - accuracy; seeds: "
              f"{sorted({r.seed for r in rows})}; run dirs under {out}."]
     files.update(write_table(table, out / "ablation", "ULMFiT ablations", notes))
+    files["png"] = str(plot_ablation(table, out / "ablation.png"))
     return AblationResult(rows, table, files)
+
+
+def read_ablation(out_dir: str | Path) -> AblationResult:
+    """The result of a finished `ablate` from its folder (ablation_runs.csv), without running anything."""
+    out = Path(out_dir)
+    runs = out / "ablation_runs.csv"
+    if not runs.is_file():
+        raise FileNotFoundError(f"{runs}: expected the runs table of a finished `ulmfit-lab ablate`; found none. "
+                                "Run the ablation first (or point at its --out folder)")
+    df = pd.read_csv(runs, keep_default_na=False, na_values=[""])
+    rows = [AblationRow(**{k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in r.items()})
+            for r in df.to_dict(orient="records")]
+    files = {k: str(out / f"ablation.{k}") for k in ("csv", "md", "png") if (out / f"ablation.{k}").is_file()}
+    return AblationResult(rows, summarize(rows), files)
+
+
+def plot_ablation(table: pd.DataFrame, path: Path) -> Path:
+    """Test error (valid error without a test split) per variant, the full recipe's as a reference line."""
+    from ..plots import _plt
+
+    plt = _plt()
+    col = "test_error" if "test_error" in table else "valid_error"
+    t = table.iloc[::-1]  # the grid's first variant (the full recipe) on top
+    err = t[f"{col}_std"] if f"{col}_std" in t else None
+    fig, ax = plt.subplots(figsize=(7.5, 0.38 * len(t) + 1.4))
+    colors = ["tab:orange" if v == "ulmfit" else "tab:blue" for v in t["variant"]]
+    ax.barh(range(len(t)), 100 * t[col], xerr=None if err is None else 100 * err, color=colors, capsize=3)
+    if "ulmfit" in set(t["variant"]):
+        ax.axvline(100 * float(t.loc[t["variant"] == "ulmfit", col].iloc[0]), color="tab:orange", ls="--", lw=1)
+    for i, v in enumerate(t[col]):
+        ax.text(100 * v, i, f" {100 * v:.1f}", va="center", fontsize=8)
+    ax.set_yticks(range(len(t)), t["variant"])
+    ax.set_xlim(0, 100 * float(t[col].max()) * 1.15)
+    seeds = int(table["seeds"].max())
+    ax.set_xlabel(f"{col.replace('_', ' ')} (%)" + (f", mean ± std over {seeds} seeds" if seeds > 1 else ", one seed"))
+    ax.set_title("ULMFiT ablations: each variant changes one thing")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
 
 
 def summarize(rows: list[AblationRow]) -> pd.DataFrame:
@@ -121,6 +162,6 @@ def summarize(rows: list[AblationRow]) -> pd.DataFrame:
             row["test_error"] = g["test_error"].astype(float).mean()
             if len(g) > 1:
                 row["test_error_std"] = g["test_error"].astype(float).std()
-        row["minutes"] = round(float(np.sum(g["seconds"])) / 60, 2)
+        row["train_minutes"] = round(float(np.sum(g["seconds"])) / 60, 2)  # LM fine-tuning + classifier, all seeds
         out.append(row)
     return pd.DataFrame(out)

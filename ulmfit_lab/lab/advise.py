@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -273,9 +274,74 @@ def advise(cfg: Config, out_dir: str | Path | None = None) -> Advice:
     write_text(out / "advice_overrides.txt", "".join(o + "\n" for o in adv.overrides))
     write_text(out / "advice.md", render(adv))
     files = {"json": str(out / "advice.json"), "md": str(out / "advice.md"),
-             "overrides": str(out / "advice_overrides.txt")}
+             "png": str(plot_advice([adv], out / "advice.png")), "overrides": str(out / "advice_overrides.txt")}
     log(f"advise: {adv.summary}")
     return Advice(**{**{k: getattr(adv, k) for k in adv.__dataclass_fields__}, "files": files})
+
+
+def read_advice(out_dir: str | Path) -> Advice:
+    """The result of a finished `advise` from its folder (advice.json), without measuring anything."""
+    out = Path(out_dir)
+    if not (out / "advice.json").is_file():
+        raise FileNotFoundError(f"{out / 'advice.json'}: expected the result of a finished `ulmfit-lab advise`; "
+                                "found none. Run advise first (or point at its --out folder)")
+    d = json.loads((out / "advice.json").read_text(encoding="utf-8"))
+    d["measurements"] = Measurements(**d["measurements"])
+    d["files"] = {k: str(out / f) for k, f in (("json", "advice.json"), ("md", "advice.md"), ("png", "advice.png"),
+                                                ("overrides", "advice_overrides.txt")) if (out / f).is_file()}
+    return Advice(**d)
+
+
+def plot_advice(advices: Sequence[Advice], path: Path, labels: Sequence[str] | None = None) -> Path:
+    """The 2x2 (labelled examples per class x perplexity ratio) with its thresholds, each cell's recipe, and
+    where each dataset lies. A point with too many unknown tokens counts as different whatever its ratio
+    (drawn hollow); one without a ratio (no pretrained LM) is drawn at the top edge."""
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    from ..plots import _plt
+
+    plt = _plt()
+    labels = list(labels) if labels else [f"{a.measurements.n_labelled} labelled" for a in advices]
+    fig, ax = plt.subplots(figsize=(7, 4.8))
+    xs = [max(a.measurements.per_class, 1.0) for a in advices]
+    ratios = [a.measurements.perplexity_ratio for a in advices]
+    x_lo, x_hi = min([SMALL_PER_CLASS / 10, *xs]) / 1.5, max([SMALL_PER_CLASS * 10, *xs]) * 1.5
+    y_hi = max([MAX_SIMILAR_PPL_RATIO * 3, *[r for r in ratios if r]]) * 1.3
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(x_lo, x_hi)
+    ax.set_ylim(0.8, y_hi)
+    ax.axvline(SMALL_PER_CLASS, color="grey", lw=1)
+    ax.axhline(MAX_SIMILAR_PPL_RATIO, color="grey", lw=1)
+    cells = {("small", "similar"): "classifier_only", ("small", "different"): "probe",
+             ("large", "similar"): "lm_finetune_gradual", ("large", "different"): "full_finetune_long"}
+    chosen = {(a.size, a.similarity) for a in advices}
+    for (size, sim), recipe in cells.items():  # each cell's name in its outer corner, out of the points' way
+        cx, ha = (x_lo * 1.1, "left") if size == "small" else (x_hi / 1.1, "right")
+        cy, va = (0.8 * 1.04, "bottom") if sim == "similar" else (y_hi / 1.04, "top")
+        ax.text(cx, cy, f"{size} / {sim}\n{recipe}", ha=ha, va=va, fontsize=9, alpha=0.85,
+                fontweight="bold" if (size, sim) in chosen else "normal",
+                bbox={"facecolor": "lightyellow" if (size, sim) in chosen else "white", "alpha": 0.8,
+                      "edgecolor": "none"})
+    for a, x, r, label in zip(advices, xs, ratios, labels):
+        y = r if r else y_hi / 1.6
+        oov = a.measurements.oov_token_rate
+        hollow = oov is not None and oov > MAX_SIMILAR_OOV
+        ax.plot([x], [y], marker="o", ms=9, mfc="none" if hollow else "tab:red", mec="tab:red", ls="none")
+        note = f"{label}\n-> {a.recipe}" + ("" if oov is None else f" (OOV {100 * oov:.0f}%)")
+        ax.annotate(note, (x, y), textcoords="offset points", xytext=(0, -12), ha="center", va="top", fontsize=8,
+                    color="tab:red")
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_formatter(ScalarFormatter())
+        axis.set_minor_formatter(NullFormatter())
+    ax.set_yticks([1, MAX_SIMILAR_PPL_RATIO, 2, 3, 5, 10][: 4 if y_hi < 5 else 6 if y_hi > 10 else 5])
+    ax.set_xlabel(f"labelled examples per class (small < {SMALL_PER_CLASS})")
+    ax.set_ylabel(f"LM perplexity on target / on its own text (similar <= {MAX_SIMILAR_PPL_RATIO})")
+    ax.set_title("Where the data lies in the transfer 2x2")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
 
 
 def render(adv: Advice) -> str:

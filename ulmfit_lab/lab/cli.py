@@ -13,7 +13,7 @@ from pathlib import Path
 from ..config import load_config
 from .ablate import GRIDS, VARIANTS, ablate
 from .advise import advise
-from .curve import METHODS, learning_curve
+from .curve import METHODS, MIN_STEPS, learning_curve
 from .probe import ENCODERS, probe
 
 COMMANDS = ("probe", "advise", "ablate", "curve")
@@ -81,6 +81,8 @@ def add_parsers(sub: argparse._SubParsersAction, overrides_help: str) -> None:
     sp.add_argument("--seeds", type=_ints(0), default=[0, 1, 2], help="comma-separated seeds (default: 0,1,2)")
     sp.add_argument("--methods", type=_names(METHODS), default=list(METHODS),
                     help="comma-separated methods (default: ulmfit,scratch,tfidf)")
+    sp.add_argument("--min-steps", type=int, default=MIN_STEPS, help="a small N trains with smaller batches and "
+                    f"more epochs, at least this many optimizer steps (default {MIN_STEPS}; 0: the config's as is)")
     sp.add_argument("--supervised", action="store_true", help="fine-tune the LM on each point's N texts only, "
                     "instead of once on every text of the labelled pool (semi-supervised, the default)")
 
@@ -102,7 +104,8 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> int:
         res = ablate(cfg, args.grid, args.variants, args.seeds, args.out)
         out = {"table": _records(res.table)}
     else:
-        res = learning_curve(cfg, args.sizes, args.seeds, tuple(args.methods), not args.supervised, args.out)
+        res = learning_curve(cfg, args.sizes, args.seeds, tuple(args.methods), not args.supervised, args.out,
+                             args.min_steps)
         out = {"summary": _records(res.summary), "definitions": res.definitions}
     print(json.dumps({"command": args.command, **out, "files": res.files}, indent=2, default=str))
     return 0

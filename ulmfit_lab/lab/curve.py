@@ -9,6 +9,8 @@ The test set is the same for every point.
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,6 +21,7 @@ import pandas as pd
 from ..config import Config
 from ..data import LABEL, TEXT, DataError, LabelledData, _carve, _sample, load_data
 from ..pipeline import run_pipeline
+from ..rundir import write_json
 from ..stages.common import default_cache_dir
 from .common import log, one_direction, run_variant, shared_lm, write_table
 
@@ -75,8 +78,29 @@ def tfidf_baseline(train: pd.DataFrame, test: pd.DataFrame) -> tuple[float, floa
     return float((pred == yte.values).mean()), float(f1_score(yte, pred, average="macro"))
 
 
+MIN_STEPS = 200  # optimizer steps every neural point trains at least (see `small_n_overrides`)
+
+
+def small_n_overrides(cfg: Config, n_train: int, min_steps: int = MIN_STEPS) -> list[str]:
+    """Classifier overrides that let a small N train at least `min_steps` optimizer steps.
+
+    The configured epochs suit the full data set: on 45 examples, 10 epochs of batches of 32 are 20 steps,
+    too few for any model to leave the majority class. Small N gets smaller batches (down to n_train / 4,
+    at least 8; never leaving a last batch of one) and then more epochs, the same for ULMFiT and from scratch;
+    a large N keeps the config.
+    """
+    cc = cfg.classifier
+    bs = min(cc.bs, max(8, n_train // 4))
+    while bs > 2 and n_train % bs == 1 and bs != cc.bs:  # a last batch of 1 breaks the head's BatchNorm in training
+        bs -= 1
+    epochs = max(cc.epochs, math.ceil(min_steps / math.ceil(n_train / bs)))
+    return ([f"classifier.bs={bs}"] if bs != cc.bs else []) + (
+        [f"classifier.epochs={epochs}"] if epochs != cc.epochs else [])
+
+
 def learning_curve(cfg: Config, sizes: list[int], seeds: list[int] = (0, 1, 2), methods: tuple[str, ...] = METHODS,
-                   semi_supervised: bool = True, out_dir: str | Path | None = None) -> CurveResult:
+                   semi_supervised: bool = True, out_dir: str | Path | None = None,
+                   min_steps: int = MIN_STEPS) -> CurveResult:
     """Train every method on N labelled examples for each N in `sizes` and seed, and test each on the same set.
 
     Args:
@@ -89,6 +113,8 @@ def learning_curve(cfg: Config, sizes: list[int], seeds: list[int] = (0, 1, 2), 
             only the classifier (on a vocab from those texts). False: each point fine-tunes the LM on its own
             N texts plus the unlabelled ones (the paper's supervised curve).
         out_dir: default `run.dir/curve`; method M at size N and seed S runs in `out_dir/M/nN_seedS`.
+        min_steps: a small N trains with smaller batches and more epochs, at least this many optimizer steps
+            (`small_n_overrides`; 0: the config's epochs and batch size at every N).
 
     Returns:
         The points and their summary; writes curve_points.csv, curve.csv/.md and curve.png into `out_dir`.
@@ -135,11 +161,14 @@ def learning_curve(cfg: Config, sizes: list[int], seeds: list[int] = (0, 1, 2), 
                     extra = ((rest if semi else []) + list(base.unlabelled)) if method == "ulmfit" else []
                     data = LabelledData(tr, va, base.test, extra)
                     run_dir = str(out / method / f"n{n}_seed{seed}")
-                    res = run_variant(ucfg if method == "ulmfit" else scfg, [f"data.max_train={n}", f"run.seed={seed}"],
+                    res = run_variant(ucfg if method == "ulmfit" else scfg,
+                                      [f"data.max_train={n}", f"run.seed={seed}", *small_n_overrides(cfg, len(tr),
+                                                                                                    min_steps)],
                                       Path(run_dir), data=data)
                     acc, f1 = res.eval_accuracy, res.eval_macro_f1
-                points.append(CurvePoint(method, n, seed, len(tr), len(va), acc, f1, round(time.time() - t0, 1),
-                                         run_dir))
+                # neural methods: their training time, also when found done; TF-IDF: its fit
+                secs = res.seconds if method != "tfidf" else round(time.time() - t0, 1)
+                points.append(CurvePoint(method, n, seed, len(tr), len(va), acc, f1, secs, run_dir))
                 log(f"curve: {method} N={n} seed {seed}: test accuracy {acc:.4f}")
     summary = summarize(points)
     res = CurveResult(points, summary, definitions)
@@ -176,7 +205,26 @@ def _write(res: CurveResult, out: Path, n_test: int) -> dict[str, str]:
                      + ", ".join(f"N={n}: {100 * g:+.1f}" for n, g in gain.items()))
     files.update(write_table(table, out / "curve", "Few-shot learning curve", notes))
     files["png"] = str(_plot(res.summary, out / "curve.png", n_test))
+    write_json(out / "curve.json", {"n_test": n_test, "definitions": res.definitions,
+                                    "summary": res.summary.to_dict(orient="records")})
+    files["json"] = str(out / "curve.json")
     return files
+
+
+def read_curve(out_dir: str | Path) -> CurveResult:
+    """The result of a finished `curve` from its folder (curve_points.csv), without training anything."""
+    out = Path(out_dir)
+    if not (out / "curve_points.csv").is_file():
+        raise FileNotFoundError(f"{out / 'curve_points.csv'}: expected the points of a finished `ulmfit-lab curve`; "
+                                "found none. Run the curve first (or point at its --out folder)")
+    df = pd.read_csv(out / "curve_points.csv", keep_default_na=False, na_values=[""])
+    df["run_dir"] = df["run_dir"].fillna("").astype(str)
+    points = [CurvePoint(**r) for r in df.to_dict(orient="records")]
+    meta = json.loads((out / "curve.json").read_text(encoding="utf-8")) if (out / "curve.json").is_file() else {}
+    files = {k: str(out / f) for k, f in (("csv", "curve.csv"), ("md", "curve.md"), ("png", "curve.png"),
+                                          ("json", "curve.json"), ("points", "curve_points.csv"))
+             if (out / f).is_file()}
+    return CurveResult(points, summarize(points), meta.get("definitions", dict(DEFINITIONS)), files)
 
 
 def _plot(summary: pd.DataFrame, path: Path, n_test: int) -> Path:

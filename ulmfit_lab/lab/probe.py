@@ -9,6 +9,7 @@ lower down means the top layers are specialised to their LM task and need fine-t
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -55,6 +56,13 @@ class ProbeResult:
     majority: float
     model_dirs: dict[str, str]
     files: dict[str, str] = field(default_factory=dict)
+
+    def table(self, split: str = "valid") -> pd.DataFrame:
+        """Accuracy on `split` (valid, test or train) per layer (rows) and encoder (columns)."""
+        df = pd.DataFrame([asdict(p) for p in self.layers])
+        df["layer"] = [f"{p.layer}: {p.name}" for p in self.layers]
+        return df.pivot(index="layer", columns="encoder", values=f"{split}_accuracy")[
+            list(dict.fromkeys(df["encoder"]))]
 
     def best(self, encoder: str) -> LayerProbe:
         return max((p for p in self.layers if p.encoder == encoder), key=lambda p: p.valid_accuracy)
@@ -182,6 +190,17 @@ def probe(cfg: Config, encoders: tuple[str, ...] = ("pretrained", "finetuned"), 
     result = ProbeResult(rows, majority, model_dirs)
     files = _write(result, out, random_init=cfg.lm_pretrain.source == "none")
     return ProbeResult(rows, majority, model_dirs, files)
+
+
+def read_probe(out_dir: str | Path) -> ProbeResult:
+    """The result of a finished `probe` from its folder (probe.json), without refitting anything."""
+    out = Path(out_dir)
+    if not (out / "probe.json").is_file():
+        raise FileNotFoundError(f"{out / 'probe.json'}: expected the result of a finished `ulmfit-lab probe`; found "
+                                "none. Run the probes first (or point at their --out folder)")
+    d = json.loads((out / "probe.json").read_text(encoding="utf-8"))
+    files = {k: str(out / f"probe.{k}") for k in ("csv", "md", "json", "png") if (out / f"probe.{k}").is_file()}
+    return ProbeResult([LayerProbe(**p) for p in d["layers"]], d["majority_valid_accuracy"], d["model_dirs"], files)
 
 
 def _write(res: ProbeResult, out: Path, random_init: bool) -> dict[str, str]:
