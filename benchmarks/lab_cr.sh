@@ -19,13 +19,15 @@ $PY benchmarks/lab_calibration.py configs/lab_cr.yaml --data runs/lab_data \
     --wiki "$DATA/wikitext-2/wiki.valid.tokens" --out "$OUT/advise_calibration.csv"
 $CLI probe configs/lab_cr.yaml --encoders pretrained,finetuned,classifier
 $CLI ablate configs/lab_cr.yaml --grid paper
-$CLI curve configs/lab_cr.yaml --sizes 50,100,300,1000,3000 --seeds 0,1,2
+# the curve's ULMFiT LM is fine-tuned once on every CR sentence outside the test set plus the 3,000 UCI review
+# sentences (Amazon, Yelp, IMDb; their labels unused): the unlabelled in-domain text the advice asks for
+$CLI curve configs/lab_cr.yaml 'data.unlabelled=[runs/lab_data/uci.csv]' --sizes 50,100,300,1000,3000 --seeds 0,1,2
 # the small result files (tables, plots, JSON) and one run's stage plots
-cp runs/lab_cr/advise/advice.{md,json} "$OUT/" && cp runs/lab_cr/advise/advice_overrides.txt "$OUT/"
-for f in advice.md advice.json advice_overrides.txt; do cp "runs/lab_cr_300/advise/$f" "$OUT/300_labels_$f"; done
+cp runs/lab_cr/advise/advice.{md,json,png} runs/lab_cr/advise/advice_overrides.txt "$OUT/"
+for f in advice.md advice.json advice.png advice_overrides.txt; do cp "runs/lab_cr_300/advise/$f" "$OUT/300_labels_$f"; done
 cp runs/lab_cr/probe/probe.{csv,md,json,png} "$OUT/"
-cp runs/lab_cr/ablate/ablation.{csv,md} runs/lab_cr/ablate/ablation_runs.csv "$OUT/"
-cp runs/lab_cr/curve/curve.{csv,md,png} runs/lab_cr/curve/curve_points.csv "$OUT/"
+cp runs/lab_cr/ablate/ablation.{csv,md,png} runs/lab_cr/ablate/ablation_runs.csv "$OUT/"
+cp runs/lab_cr/curve/curve.{csv,md,png,json} runs/lab_cr/curve/curve_points.csv "$OUT/"
 for s in lm lm_finetune classifier; do
   for p in lr_schedule loss; do cp "runs/lab_cr/$s/$p.png" "$OUT/run_${s}_$p.png"; done
 done

@@ -49,16 +49,18 @@ class CurvePoint:
 
 @dataclass(frozen=True)
 class CurveResult:
-    """Every point, and `summary`: mean and std of test accuracy per method and N."""
+    """Every point, and `summary`: mean and std of test accuracy and macro-F1 per method and N; `majority`:
+    the test accuracy of always predicting the most frequent test label (the floor to beat)."""
 
     points: list[CurvePoint]
     summary: pd.DataFrame
     definitions: dict[str, str]
     files: dict[str, str] = field(default_factory=dict)
+    majority: float | None = None
 
-    def gain(self, method: str = "ulmfit", over: str = "scratch") -> pd.Series:
-        """Mean accuracy of `method` minus that of `over`, per N."""
-        s = self.summary.set_index(["method", "n"])["accuracy_mean"]
+    def gain(self, method: str = "ulmfit", over: str = "scratch", metric: str = "accuracy") -> pd.Series:
+        """Mean `metric` (accuracy or macro_f1) of `method` minus that of `over`, per N."""
+        s = self.summary.set_index(["method", "n"])[f"{metric}_mean"]
         return (s[method] - s[over]).rename(f"{method} - {over}")
 
 
@@ -170,8 +172,8 @@ def learning_curve(cfg: Config, sizes: list[int], seeds: list[int] = (0, 1, 2), 
                 secs = res.seconds if method != "tfidf" else round(time.time() - t0, 1)
                 points.append(CurvePoint(method, n, seed, len(tr), len(va), acc, f1, secs, run_dir))
                 log(f"curve: {method} N={n} seed {seed}: test accuracy {acc:.4f}")
-    summary = summarize(points)
-    res = CurveResult(points, summary, definitions)
+    majority = float(base.test[LABEL].astype(str).value_counts(normalize=True).iloc[0])
+    res = CurveResult(points, summarize(points), definitions, majority=majority)
     return dataclasses.replace(res, files=_write(res, out, len(base.test)))
 
 
@@ -187,8 +189,9 @@ def _finetune_once(cfg: Config, pool: pd.DataFrame, unlabelled: list[str], run_d
 
 def summarize(points: list[CurvePoint]) -> pd.DataFrame:
     df = pd.DataFrame([asdict(p) for p in points])
-    g = df.groupby(["method", "n"], sort=False)["accuracy"]
-    out = pd.DataFrame({"accuracy_mean": g.mean(), "accuracy_std": g.std(ddof=0), "seeds": g.count()}).reset_index()
+    g, f = df.groupby(["method", "n"], sort=False)["accuracy"], df.groupby(["method", "n"], sort=False)["macro_f1"]
+    out = pd.DataFrame({"accuracy_mean": g.mean(), "accuracy_std": g.std(ddof=0), "macro_f1_mean": f.mean(),
+                        "macro_f1_std": f.std(ddof=0), "seeds": g.count()}).reset_index()
     return out.sort_values(["method", "n"], key=lambda s: s.map(METHODS.index) if s.name == "method" else s,
                            ignore_index=True)
 
@@ -197,16 +200,19 @@ def _write(res: CurveResult, out: Path, n_test: int) -> dict[str, str]:
     files = write_table(pd.DataFrame([asdict(p) for p in res.points]), out / "curve_points")
     wide = res.summary.pivot(index="n", columns="method", values="accuracy_mean")
     table = res.summary.copy()
-    notes = [f"Test accuracy (n_test = {n_test}) against N labelled examples (valid split included); mean and "
-             "std over seeds."] + [f"- {k}: {v}" for k, v in res.definitions.items() if k in wide.columns]
-    if {"ulmfit", "scratch"} <= set(wide.columns):
-        gain = res.gain()
-        notes.append("ULMFiT minus scratch (accuracy points): "
-                     + ", ".join(f"N={n}: {100 * g:+.1f}" for n, g in gain.items()))
+    notes = [f"Test accuracy and macro-F1 (n_test = {n_test}; always predicting the most frequent label scores "
+             f"accuracy {res.majority:.4f}) against N labelled examples (valid split included); mean and std over "
+             "seeds."] + [f"- {k}: {v}" for k, v in res.definitions.items() if k in wide.columns]
+    for other in ("scratch", "tfidf"):
+        if {"ulmfit", other} <= set(wide.columns):
+            for metric in ("accuracy", "macro_f1"):
+                gain = res.gain(over=other, metric=metric)
+                notes.append(f"ULMFiT minus {other} ({metric} points): "
+                             + ", ".join(f"N={n}: {100 * g:+.1f}" for n, g in gain.items()))
     files.update(write_table(table, out / "curve", "Few-shot learning curve", notes))
-    files["png"] = str(_plot(res.summary, out / "curve.png", n_test))
-    write_json(out / "curve.json", {"n_test": n_test, "definitions": res.definitions,
-                                    "summary": res.summary.to_dict(orient="records")})
+    files["png"] = str(_plot(res.summary, out / "curve.png", n_test, res.majority))
+    write_json(out / "curve.json", {"n_test": n_test, "majority_accuracy": res.majority,
+                                    "definitions": res.definitions, "summary": res.summary.to_dict(orient="records")})
     files["json"] = str(out / "curve.json")
     return files
 
@@ -224,25 +230,35 @@ def read_curve(out_dir: str | Path) -> CurveResult:
     files = {k: str(out / f) for k, f in (("csv", "curve.csv"), ("md", "curve.md"), ("png", "curve.png"),
                                           ("json", "curve.json"), ("points", "curve_points.csv"))
              if (out / f).is_file()}
-    return CurveResult(points, summarize(points), meta.get("definitions", dict(DEFINITIONS)), files)
+    return CurveResult(points, summarize(points), meta.get("definitions", dict(DEFINITIONS)), files,
+                       meta.get("majority_accuracy"))
 
 
-def _plot(summary: pd.DataFrame, path: Path, n_test: int) -> Path:
+def _plot(summary: pd.DataFrame, path: Path, n_test: int, majority: float | None = None) -> Path:
+    from matplotlib.ticker import NullFormatter
+
     from ..plots import _plt
 
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    for method, g in summary.groupby("method", sort=False):
-        g = g.sort_values("n")
-        ax.errorbar(g["n"], g["accuracy_mean"], yerr=g["accuracy_std"], marker="o", capsize=3, label=method)
-        ax.fill_between(g["n"], g["accuracy_mean"] - g["accuracy_std"], g["accuracy_mean"] + g["accuracy_std"],
-                        alpha=0.15)
-    ax.set_xscale("log")
-    ax.set_xlabel("labelled examples N (log scale)")
-    ax.set_ylabel(f"test accuracy (n={n_test})")
-    ax.set_title("Few-shot learning curve (mean ± std over seeds)")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, metric, name in zip(axes, ("accuracy", "macro_f1"), ("accuracy", "macro-F1")):
+        for method, g in summary.groupby("method", sort=False):
+            g = g.sort_values("n")
+            m, sd = g[f"{metric}_mean"], g[f"{metric}_std"]
+            ax.errorbar(g["n"], m, yerr=sd, marker="o", capsize=3, label=method)
+            ax.fill_between(g["n"], m - sd, m + sd, alpha=0.15)
+        if metric == "accuracy" and majority is not None:
+            ax.axhline(majority, color="grey", ls="--", lw=1, label="majority class")
+        ax.set_xscale("log")
+        ns = sorted(summary["n"].unique())
+        ax.set_xticks(ns, [str(n) for n in ns])
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("labelled examples N (log scale)")
+        ax.set_ylabel(f"test {name} (n={n_test})")
+        ax.set_title(f"{name} (mean ± std over seeds)")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    fig.suptitle("Few-shot learning curve")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
