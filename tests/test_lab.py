@@ -1,6 +1,7 @@
 """The lab on tiny real models: probes, advice, ablations and learning curves, through their functions and
 through the CLI (which then finds every run done and rebuilds the tables)."""
 
+import dataclasses
 import json
 import random
 import re
@@ -20,7 +21,9 @@ from ulmfit_lab.lab import (
     ablate,
     advise,
     learning_curve,
+    merge_curves,
     plot_advice,
+    plot_curve,
     probe,
     read_ablation,
     read_advice,
@@ -220,5 +223,11 @@ def test_read_back_finished_results(lab):
     cv = read_curve(run / "curve")
     pd.testing.assert_frame_equal(cv.summary, pd.read_csv(run / "curve" / "curve.csv"), check_dtype=False)
     assert "semi-supervised" in cv.definitions["ulmfit"] and cv.gain().index.tolist() == [40, 120]
+    # a second curve of ULMFiT alone (e.g. another LM) joins the first one's scratch and TF-IDF points
+    only = dataclasses.replace(cv, points=[p for p in cv.points if p.method == "ulmfit"])
+    both = merge_curves([cv, only], [{}, {"ulmfit": "ulmfit, other LM"}])
+    assert list(dict.fromkeys(both.summary["method"])) == ["ulmfit", "scratch", "tfidf", "ulmfit, other LM"]
+    assert both.gain("ulmfit, other LM").tolist() == cv.gain().tolist() and both.n_test == 60
+    assert _png(plot_curve(both, lab["dir"] / "both.png"))
     with pytest.raises(FileNotFoundError, match="finished `ulmfit-lab curve`"):
         read_curve(lab["dir"])

@@ -12,6 +12,7 @@ import dataclasses
 import json
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -57,6 +58,7 @@ class CurveResult:
     definitions: dict[str, str]
     files: dict[str, str] = field(default_factory=dict)
     majority: float | None = None
+    n_test: int | None = None
 
     def gain(self, method: str = "ulmfit", over: str = "scratch", metric: str = "accuracy") -> pd.Series:
         """Mean `metric` (accuracy or macro_f1) of `method` minus that of `over`, per N."""
@@ -173,7 +175,7 @@ def learning_curve(cfg: Config, sizes: list[int], seeds: list[int] = (0, 1, 2), 
                 points.append(CurvePoint(method, n, seed, len(tr), len(va), acc, f1, secs, run_dir))
                 log(f"curve: {method} N={n} seed {seed}: test accuracy {acc:.4f}")
     majority = float(base.test[LABEL].astype(str).value_counts(normalize=True).iloc[0])
-    res = CurveResult(points, summarize(points), definitions, majority=majority)
+    res = CurveResult(points, summarize(points), definitions, majority=majority, n_test=len(base.test))
     return dataclasses.replace(res, files=_write(res, out, len(base.test)))
 
 
@@ -192,8 +194,29 @@ def summarize(points: list[CurvePoint]) -> pd.DataFrame:
     g, f = df.groupby(["method", "n"], sort=False)["accuracy"], df.groupby(["method", "n"], sort=False)["macro_f1"]
     out = pd.DataFrame({"accuracy_mean": g.mean(), "accuracy_std": g.std(ddof=0), "macro_f1_mean": f.mean(),
                         "macro_f1_std": f.std(ddof=0), "seeds": g.count()}).reset_index()
-    return out.sort_values(["method", "n"], key=lambda s: s.map(METHODS.index) if s.name == "method" else s,
+    order = {m: i for i, m in enumerate([*METHODS, *dict.fromkeys(df["method"])])}  # others (renamed) after
+    return out.sort_values(["method", "n"], key=lambda s: s.map(order) if s.name == "method" else s,
                            ignore_index=True)
+
+
+def merge_curves(results: Sequence[CurveResult], renames: Sequence[dict[str, str]] | None = None) -> CurveResult:
+    """Several curves over the same samples (same data, sizes and seeds: the same N examples per point) as one.
+
+    `renames[i]` renames methods of `results[i]`, e.g. `{"ulmfit": "ulmfit, reviews LM"}` for a curve run
+    with `--methods ulmfit` and another pretrained LM, so both LMs share one table and plot with the first
+    curve's scratch and TF-IDF points.
+    """
+    renames = list(renames) if renames else [{} for _ in results]
+    points = [dataclasses.replace(p, method=rn.get(p.method, p.method)) for res, rn in zip(results, renames)
+              for p in res.points]
+    definitions = {rn.get(k, k): v for res, rn in zip(results, renames) for k, v in res.definitions.items()}
+    return CurveResult(points, summarize(points), definitions, majority=results[0].majority,
+                       n_test=results[0].n_test)
+
+
+def plot_curve(res: CurveResult, path: str | Path) -> Path:
+    """The learning curve (accuracy and macro-F1 against N, mean ± std over seeds) as a PNG."""
+    return _plot(res.summary, Path(path), res.n_test or 0, res.majority)
 
 
 def _write(res: CurveResult, out: Path, n_test: int) -> dict[str, str]:
@@ -231,7 +254,7 @@ def read_curve(out_dir: str | Path) -> CurveResult:
                                           ("json", "curve.json"), ("points", "curve_points.csv"))
              if (out / f).is_file()}
     return CurveResult(points, summarize(points), meta.get("definitions", dict(DEFINITIONS)), files,
-                       meta.get("majority_accuracy"))
+                       meta.get("majority_accuracy"), meta.get("n_test"))
 
 
 def _plot(summary: pd.DataFrame, path: Path, n_test: int, majority: float | None = None) -> Path:
@@ -254,7 +277,7 @@ def _plot(summary: pd.DataFrame, path: Path, n_test: int, majority: float | None
         ax.set_xticks(ns, [str(n) for n in ns])
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("labelled examples N (log scale)")
-        ax.set_ylabel(f"test {name} (n={n_test})")
+        ax.set_ylabel(f"test {name}" + (f" (n={n_test})" if n_test else ""))
         ax.set_title(f"{name} (mean ± std over seeds)")
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
