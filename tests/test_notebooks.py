@@ -28,3 +28,10 @@ def test_committed_notebooks_carry_outputs_with_images():
         code = [c for c in nb.cells if c.cell_type == "code"]
         assert all(c.get("execution_count") for c in code), f"{path.name}: not executed"
         assert any("image/png" in o.get("data", {}) for c in code for o in c["outputs"]), path.name
+
+
+def test_notebook_03_carries_the_real_lab_run():
+    # committed after reading the finished real-data lab run (benchmarks/lab_cr.sh), not the tiny fallback
+    nb = nbformat.read(ROOT / "notebooks" / "03_which_strategy.ipynb", as_version=4)
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    assert "reading the finished run" in text and "computing on tiny settings" not in text

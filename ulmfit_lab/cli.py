@@ -16,6 +16,7 @@ from . import distributed
 from .config import ConfigError, load_config
 from .data import DataError, DataWarning
 from .ensemble import ENSEMBLE_FILE, load_model
+from .lab import cli as lab_cli
 from .models import CheckpointError
 from .rundir import RunLockedError, StorageError, atomic_path
 from .training import TrainingPaused
@@ -55,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("stage", help="the lm stage folder of a finished run, e.g. runs/pretrain_reviews_fwd/lm")
     sp.add_argument("--name", required=True, help="registry name, e.g. reviews-fwd")
     sp.add_argument("--dest", default=None, help="parent folder (default: the package's pretrained/ folder)")
+    lab_cli.add_parsers(sub, _OVERRIDES_HELP)
     pp = sub.add_parser("predict", help="Predict labels for a file of texts with a trained classifier.",
                         description="Predict with a trained classifier. Writes the input's columns plus "
                         "`prediction` and one `proba_<label>` column per class.")
@@ -147,6 +149,8 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
         if args.command == "predict":
             predict_file(args.model, args.input, args.output, args.text_column, args.batch_size)
             return 0
+        if args.command in lab_cli.COMMANDS:
+            return lab_cli.run(args, argv)
         if args.command == "ship-lm":
             from .hub import SHIPPED, card_from_stage, ship_lm
 

@@ -23,11 +23,20 @@ class ConfigError(ValueError):
 
 
 NOT_IN_KEY = {"key": False}  # field metadata: a setting that does not change a stage's result
+# a setting added after runs existed: at its default it stays out of stage keys, so their cached stages still count
+IN_KEY_UNLESS_DEFAULT = {"key": "unless_default"}
 
 
 def key_dict(section: Any) -> dict[str, Any]:
-    """A config section as a dict for stage keys, without the settings marked `NOT_IN_KEY`."""
-    return {f.name: getattr(section, f.name) for f in dataclasses.fields(section) if f.metadata.get("key", True)}
+    """A config section as a dict for stage keys, without the settings marked `NOT_IN_KEY` (and those marked
+    `IN_KEY_UNLESS_DEFAULT` while they are at their default)."""
+    out = {}
+    for f in dataclasses.fields(section):
+        mode, value = f.metadata.get("key", True), getattr(section, f.name)
+        if mode is False or (mode == "unless_default" and value == f.default):
+            continue
+        out[f.name] = value
+    return out
 
 
 @dataclass(frozen=True)
@@ -88,6 +97,8 @@ class TrainConfig:
     lr_decay: float = 2.6
     alpha: float = 2.0
     beta: float = 1.0
+    # LR schedule of each phase: the paper's STLR, fastai's cosine one-cycle, or constant (for ablations)
+    schedule: Literal["stlr", "one_cycle", "constant"] = field(default="stlr", metadata=IN_KEY_UNLESS_DEFAULT)
 
 
 @dataclass(frozen=True)
@@ -134,6 +145,8 @@ class ClassifierConfig(TrainConfig):
     head: list[int] = field(default_factory=lambda: [50])
     gradual_unfreezing: bool = True
     max_len: int = 1400
+    # train at most the top N layer groups (1: the head alone on a frozen encoder); None: all of them
+    trainable_groups: int | None = field(default=None, metadata=IN_KEY_UNLESS_DEFAULT)
 
 
 @dataclass(frozen=True)
@@ -403,6 +416,7 @@ def _check_values(cfg: Config) -> list[str]:
     if cfg.run.num_workers < 0:
         errs.append(f"run.num_workers: must be >= 0 (0: as many as CPU cores), found {cfg.run.num_workers}")
     positive("classifier.max_len", cfg.classifier.max_len)
+    positive("classifier.trainable_groups", cfg.classifier.trainable_groups, allow_none=True)
     if cfg.classifier.head and min(cfg.classifier.head) <= 0:
         errs.append(f"classifier.head: layer sizes must be > 0, found {cfg.classifier.head!r}")
     lp = cfg.lm_pretrain

@@ -35,6 +35,17 @@ def plot_confusion(cm: np.ndarray, labels: list, path: Path) -> None:
     plt.close(fig)
 
 
+def _schedule_name(stage_dir: Path) -> str:
+    """The stage's LR schedule, read from its config snapshot (STLR for snapshots from before the option)."""
+    import yaml
+
+    snap = stage_dir / "config.yaml"
+    cfg = yaml.safe_load(snap.read_text(encoding="utf-8")) if snap.is_file() else None
+    sections = [v for v in (cfg or {}).values() if isinstance(v, dict) and "lr" in v]
+    kind = sections[0].get("schedule", "stlr") if sections else "stlr"
+    return {"stlr": "STLR", "one_cycle": "one-cycle (cosine)", "constant": "constant LR"}.get(kind, kind)
+
+
 def plot_stage(stage_dir: Path) -> list[Path]:
     """LR per layer group over the steps, and train/valid loss per epoch, from a stage's logs."""
     plt = _plt()
@@ -50,10 +61,13 @@ def plot_stage(stage_dir: Path) -> list[Path]:
             fig, ax = plt.subplots(figsize=(7, 4))
             for g in range(lrs.shape[1]):
                 ax.plot(lrs[:, g], label=f"group {g}" + (" (lowest)" if g == 0 else ""))
+            starts = np.cumsum([len(r["lrs"]) for r in rows])[:-1]
+            for i in [i for i in range(1, len(rows)) if rows[i]["phase"] != rows[i - 1]["phase"]]:
+                ax.axvline(starts[i - 1], color="grey", lw=0.8, ls=":")  # a new unfreezing phase starts
             ax.set_yscale("log")
             ax.set_xlabel("training step")
             ax.set_ylabel("learning rate")
-            ax.set_title(f"{stage_dir.name}: STLR x discriminative LRs (trained groups)")
+            ax.set_title(f"{stage_dir.name}: {_schedule_name(stage_dir)} x discriminative LRs (trained groups)")
             ax.legend(fontsize=8)
             fig.tight_layout()
             fig.savefig(stage_dir / "lr_schedule.png", dpi=100)
@@ -69,8 +83,17 @@ def plot_stage(stage_dir: Path) -> list[Path]:
                 ax.plot(x, [r.get(key) for r in rows], marker="o", label=key)
             ax.set_xlabel("epoch")
             ax.set_ylabel("loss")
-            ax.set_title(f"{stage_dir.name}: loss")
-            ax.legend()
+            ax.set_xticks(x)
+            handles = ax.get_legend_handles_labels()
+            if any(r.get("accuracy") is not None for r in rows):  # validation accuracy on its own axis
+                ax2 = ax.twinx()
+                ax2.plot(x, [r.get("accuracy") for r in rows], marker="s", ls="--", color="tab:green",
+                         label="valid accuracy")
+                ax2.set_ylabel("accuracy")
+                h2 = ax2.get_legend_handles_labels()
+                handles = (handles[0] + h2[0], handles[1] + h2[1])
+            ax.set_title(f"{stage_dir.name}: loss" + (" and accuracy" if len(handles[0]) > 2 else ""))
+            ax.legend(*handles, fontsize=8)
             fig.tight_layout()
             fig.savefig(stage_dir / "loss.png", dpi=100)
             plt.close(fig)

@@ -37,7 +37,7 @@ from .distributed import merge_rows, take_rows, unwrap
 from .fused import fuse_lm_loss
 from .loaders import rng_state
 from .rundir import StageDir, atomic_path, write_text
-from .schedules import Phase, discriminative_lrs, stlr_schedule
+from .schedules import Phase, discriminative_lrs, lr_schedule
 
 
 def pick_device(run: RunConfig) -> torch.device:
@@ -379,7 +379,8 @@ def make_learner(dls: DataLoaders, model: nn.Module, groups: Callable[[nn.Module
 def fit_phases(learn: Learner, phases: list[Phase], tc: TrainConfig, stage: StageDir,
                extra_cbs: list[Callback] | None = None, extra_metrics: Callable[[], dict] | None = None,
                checkpoint_s: float | None = None, deadline: float | None = None) -> None:
-    """Run the phases with STLR over discriminative LRs, resuming from `last.pt` if present.
+    """Run the phases, each one cycle of `tc.schedule` (STLR by default) over discriminative LRs, resuming
+    from `last.pt` if present.
 
     `checkpoint_s`: also checkpoint every so many seconds inside an epoch (None: at epoch ends only).
     `deadline` (a `time.time()`): past it, checkpoint and raise `TrainingPaused`.
@@ -402,7 +403,7 @@ def fit_phases(learn: Learner, phases: list[Phase], tc: TrainConfig, stage: Stag
             restore_progress(learn, state)
             if se == 0 and state.get("batch", 0) == 0:  # a new phase: freeze_to cleared the optimizer state
                 learn.opt.clear_state()
-        sched = ParamScheduler({"lr": stlr_schedule(lrs, tc.cut_frac, tc.ratio)})
+        sched = ParamScheduler({"lr": lr_schedule(tc.schedule, lrs, tc.cut_frac, tc.ratio)})
         logger = EpochLogger(stage, i, phases, se, extra_metrics, checkpoint_s,
                              mid_epoch if i == start_phase else None, deadline)
         learn.fit(ph.epochs, cbs=[sched, logger, *(extra_cbs or [])], start_epoch=se)

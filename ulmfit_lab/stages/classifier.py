@@ -44,7 +44,7 @@ def run(ctx: Context, data: DataResult, encoder: LMFinetuneResult) -> Classifier
         model[0].module.load_state_dict(lm[0].state_dict())  # the LM's encoder, weights only
         learn = make_learner(dls, model, classifier_layer_groups, cc, ctx.cfg.run, ctx.device, [accuracy],
                              stage.path)
-        phases = unfreeze_phases(len(learn.opt.param_lists), cc.epochs, cc.gradual_unfreezing)
+        phases = unfreeze_phases(len(learn.opt.param_lists), cc.epochs, cc.gradual_unfreezing, cc.trainable_groups)
         ctx.log(f"classifier: {n_params(model):,} parameters, {len(tr)} train texts, "
                 f"phases (groups trained, epochs): {[(p.n_trainable, p.epochs) for p in phases]}")
         fit_phases(learn, phases, cc, stage, checkpoint_s=ctx.checkpoint_s,
