@@ -109,6 +109,19 @@ def test_only_scheduled_groups_train(ids, tmp_path):
         assert changed == want  # frozen weights did not move, trained ones did
 
 
+def test_a_last_batch_of_one_is_dropped_so_batchnorm_trains(ids, tmp_path):
+    vocab, x, y = ids
+    n = 17  # batches of 8, 8 and 1: BatchNorm in the head cannot train on the last
+    dls = classifier_loaders(x[:n], y[:n], x[:16], y[:16], 8, M.bptt, False, torch.device("cpu"), seed=0)
+    assert [len(b[1]) for b in dls.train] == [8, 8]
+    model = build_classifier(len(vocab), 2, M, drop_mult=0.1, head=[8])
+    cc = ClassifierConfig(epochs=1, lr=0.01, bs=8)
+    learn = make_learner(dls, model, classifier_layer_groups, cc, RUN, torch.device("cpu"), [accuracy], tmp_path)
+    fit_phases(learn, unfreeze_phases(len(learn.opt.param_lists), 1), cc, StageDir(tmp_path, "k"))
+    full = classifier_loaders(x[:18], y[:18], x[:16], y[:16], 8, M.bptt, False, torch.device("cpu"), seed=0)
+    assert sorted(len(b[1]) for b in full.train) == [2, 8, 8]  # a last batch of two is kept
+
+
 class _LossGap(Callback):
     order = 5  # after RNNRegularizer
 
