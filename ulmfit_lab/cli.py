@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from .config import ConfigError, load_config
 from .data import DataError
@@ -47,61 +46,45 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("input", help="CSV/TSV/JSONL/parquet with a text column, or a .txt file with one text per line")
     pp.add_argument("--output", "-o", help="output file (.csv/.tsv/.jsonl/.parquet); default: print CSV to stdout")
     pp.add_argument("--text-column", default="text", help="column holding the texts (default: text)")
-    pp.add_argument("--batch-size", type=int, default=64, help="texts per batch (default: 64)")
+    pp.add_argument("--batch-size", type=int, default=None,
+                    help="at most this many texts per batch (default: as many as a 32k-token budget holds)")
+    pp.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16", "int8"], default="auto",
+                    help="auto: exact fp32 on CPU, mixed precision on GPU; bf16: autocast (CPUs with native "
+                    "bf16 run it about twice as fast); int8: dynamic quantization (CPU)")
+    pp.add_argument("--chunk-rows", type=int, default=8192, help="rows read and sorted together (default: 8192)")
+    pp.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ep = sub.add_parser("export", help="Write a self-contained model folder (optionally with TorchScript).",
+                        description="Copy a trained classifier into a self-contained folder: weights "
+                        "(safetensors), vocab, tokenizer settings, labels, config and a checksum as JSON; no "
+                        "pickles. --torchscript adds model.torchscript.pt for serving token ids without fastai.")
+    ep.add_argument("model", help="a model folder or a run directory")
+    ep.add_argument("output", help="the folder to write")
+    ep.add_argument("--torchscript", action="store_true", help="also write the scripted classifier")
     return p
 
 
-def _resolve_model(path: Path) -> Path:
-    if (path / "model.json").is_file():
-        return path
-    if (path / "classifier" / "model" / "model.json").is_file():
-        return path / "classifier" / "model"
-    raise CheckpointError(f"{path}: no model here; expected a saved model folder or a run directory with "
-                          "classifier/model (train one with `ulmfit-lab train-classifier CONFIG`)")
-
-
 def predict_file(model: str, input_path: str, output: str | None, text_column: str = "text",
-                 batch_size: int = 64) -> None:
+                 batch_size: int | None = None, precision: str = "auto", chunk_rows: int = 8192,
+                 progress: bool = True) -> None:
     """Read texts from a file, predict, and write them with `prediction` and `proba_*` columns."""
-    from tqdm.auto import tqdm
+    from .predict import predict_file as run
 
-    from .data import read_table
-    from .predict import Predictor
-
-    predictor = Predictor.load(_resolve_model(Path(model)))
-    df = read_table(input_path)
-    if text_column not in df.columns:
-        raise DataError(f"{input_path}: no column {text_column!r}; columns found: {list(df.columns)}. "
-                        "Use --text-column NAME")
-    texts = df[text_column].tolist()
-    chunk = max(batch_size * 16, 1024)
-    probas = [predictor.predict_proba(texts[i:i + chunk], batch_size)
-              for i in tqdm(range(0, len(texts), chunk), desc="Predicting", unit="chunk", file=sys.stderr)]
-    import numpy as np
-
-    proba = np.concatenate(probas) if probas else np.zeros((0, len(predictor.labels)))
-    out = df.copy()
-    out["prediction"] = [predictor.labels[i] for i in proba.argmax(1)]
-    for j, lab in enumerate(predictor.labels):
-        out[f"proba_{lab}"] = proba[:, j]
-    if output is None:
-        out.to_csv(sys.stdout, index=False)
-        return
-    ext = Path(output).suffix.lower()
-    if ext == ".parquet":
-        out.to_parquet(output, index=False)
-    elif ext in (".jsonl", ".ndjson"):
-        out.to_json(output, orient="records", lines=True, force_ascii=False)
-    else:
-        out.to_csv(output, index=False, sep="\t" if ext == ".tsv" else ",")
-    print(f"wrote {len(out)} predictions to {output}", file=sys.stderr)
+    n = run(model, input_path, output, text_column, batch_size, precision, chunk_rows, progress)
+    if output is not None:
+        print(f"wrote {n} predictions to {output}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "predict":
-            predict_file(args.model, args.input, args.output, args.text_column, args.batch_size)
+            predict_file(args.model, args.input, args.output, args.text_column, args.batch_size, args.precision,
+                         args.chunk_rows, not args.no_progress)
+            return 0
+        if args.command == "export":
+            from .export import export_model
+
+            print(f"exported to {export_model(args.model, args.output, args.torchscript)}", file=sys.stderr)
             return 0
         from .pipeline import run_pipeline
 
@@ -114,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"run_dir": cfg.run.dir, "seconds": round(res.seconds, 1), "skipped": res.skipped(),
                           **summary}, indent=2, default=str))
         return 0
-    except (ConfigError, DataError, CheckpointError, RunLockedError) as e:
+    except (ConfigError, DataError, CheckpointError, RunLockedError, FileExistsError) as e:
         print(f"ulmfit-lab: error: {e}", file=sys.stderr)
         return 2
 

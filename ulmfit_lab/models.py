@@ -10,6 +10,7 @@ A checkpoint is a folder: `model.safetensors` (tied weights stored once), `vocab
 
 from __future__ import annotations
 
+import hashlib
 import json
 import pickle
 from dataclasses import asdict
@@ -76,7 +77,9 @@ def save_checkpoint(model: nn.Module, folder: Path, vocab: list[str], meta: dict
     write_json(folder / "vocab.json", vocab)
     with atomic_path(folder / "model.safetensors") as tmp:
         st.save_model(model, str(tmp))
-    write_json(folder / "model.json", {"format_version": FORMAT_VERSION, **meta})
+        digest = hashlib.sha256(tmp.read_bytes()).hexdigest()  # lets a reader tell a corrupt file from a good one
+    write_json(folder / "model.json", {"format_version": FORMAT_VERSION, **meta, "vocab_size": len(vocab),
+                                       "weights_sha256": digest})
 
 
 def read_checkpoint_meta(folder: Path) -> tuple[dict[str, Any], list[str]]:
