@@ -9,6 +9,7 @@ import pytest
 import torch
 from synth import make_reviews
 
+from ulmfit_lab import SentimentClassifier
 from ulmfit_lab import predict as predict_mod
 from ulmfit_lab.config import ModelConfig
 from ulmfit_lab.fastai_compat import batch_dependent, stock_learner
@@ -99,11 +100,12 @@ def test_fast_classifier_equals_fastai_model(backwards):
 
 
 def test_plan_batches_respects_the_token_budget():
-    lens = np.array([5, 300, 17, 17, 1000, 2, 64])
-    batches = plan_batches(lens, max_tokens=600, max_bs=3)
+    lens = np.array([5, 300, 17, 17, 1000, 2, 64, 900])
+    batches = plan_batches(lens, max_tokens=600, max_bs=3, seg_len=256)
     assert sorted(np.concatenate(batches).tolist()) == list(range(len(lens)))
-    assert [lens[b].tolist() for b in batches] == [[1000], [300, 64], [17, 17, 5], [2]]
-    assert all(len(b) * lens[b].max() <= 600 or len(b) == 1 for b in batches)
+    # long documents: the budget counts one segment (256 steps); short ones: their own length
+    assert [lens[b].tolist() for b in batches] == [[1000, 900], [300, 64], [17, 17, 5], [2]]
+    assert all(len(b) * min(256, lens[b].max()) <= 600 for b in batches)
 
 
 def test_streams_iterables_in_input_order(model_dir):
@@ -191,3 +193,11 @@ def test_batch_dependent_names_exactly_the_documents_fastai_changes():
         np.testing.assert_array_equal(dep, differs)
         flagged += dep.sum()
     assert flagged > 5
+
+
+def test_api_streams_labels_and_probabilities(model_dir):
+    texts = _texts(9, seed=7)
+    clf = SentimentClassifier.load(model_dir, precision="fp32")
+    streamed = list(clf.predict_iter((t for t in texts), chunk_size=4))
+    assert [lab for lab, _ in streamed] == clf.predict(texts)
+    np.testing.assert_allclose(np.stack([p for _, p in streamed]), clf.predict_proba(texts), atol=1e-6)

@@ -54,8 +54,8 @@ def batch_dependent(lengths: Sequence[int], bs: int, bptt: int, max_len: int | N
     remainder at the end (`pad_input_chunk`), and `SentenceEncoder` runs chunk by chunk on the first
     `real_bs` rows, `real_bs` being the number of rows whose chunk starts with a real token. A document's
     result equals its result alone (`learn.predict`, and ulmfit_lab's) unless, in its batch:
-      (a) a chunk holding its tokens is skipped (a shorter row before it already ended: `real_bs` assumes
-          the rows with tokens form a prefix),
+      (a) a chunk holding its tokens is skipped: a longer row above it has already ended there, and
+          `real_bs`, which assumes the rows with tokens form a prefix, cuts this one off,
       (b) `masked_concat_pool` takes its 'last' output from a padding position (leading padding inside
           the last `bptt` columns: the document fits in the batch's last, partial chunk), or
       (c) the BPT3C window (chunks starting within the batch's last `max_len` columns) keeps a different
@@ -65,7 +65,10 @@ def batch_dependent(lengths: Sequence[int], bs: int, bptt: int, max_len: int | N
     lengths = np.asarray(lengths, dtype=np.int64)
     out = np.zeros(len(lengths), dtype=bool)
     order = np.argsort(-lengths, kind="stable")
-    ceil_to = lambda x: max(0, -(-int(x) // bptt) * bptt)  # noqa: E731  smallest multiple of bptt >= x, >= 0
+
+    def ceil_to(x: int) -> int:  # the smallest multiple of bptt >= x, and >= 0
+        return max(0, -(-int(x) // bptt) * bptt)
+
     for b in range(0, len(order), bs):
         idx = order[b:b + bs]
         lens = lengths[idx]

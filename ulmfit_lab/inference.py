@@ -10,8 +10,8 @@ BPT3C for long documents: fastai keeps the outputs of the chunks that start with
 positions (`sl - i <= max_len`) and concat-pools [last, max, mean] over them. For one document of length
 L those are the positions >= `ceil((L - max_len) / bptt) * bptt`; `pool` keeps exactly those. This is what
 fastai computes for a document on its own (`learn.predict`) and in any batch whose composition does not
-change it; in some mixed-length batches fastai's result depends on the other documents (see `docs/` in
-README, "Inference"): here a document's prediction never depends on its batch.
+change it; in some mixed-length batches fastai's result depends on the other documents (README, "Inference
+and serving"; `fastai_compat.batch_dependent`): here a document's prediction never depends on its batch.
 """
 
 from __future__ import annotations
@@ -67,33 +67,50 @@ class FastClassifier(nn.Module):
         out = cls(emb, lstms, nn.Sequential(*layers), enc.bptt, enc.max_len if enc.max_len is not None else 2**31)
         return out.eval()
 
-    def encode(self, ids: Tensor) -> Tensor:
-        """(bs, sl) token ids -> (bs, sl, emb_sz) outputs of the last LSTM layer."""
-        x = self.embedding(ids)
-        for lstm in self.lstms:
-            x, _ = lstm(x)
-        return x
+    def features(self, ids: Tensor, lengths: Tensor, seg_len: int = 256) -> Tensor:
+        """BPT3C concat pooling [last, max, mean] of the last LSTM layer: (bs, sl) ids -> (bs, 3 * emb_sz).
 
-    def pool(self, out: Tensor, lengths: Tensor) -> Tensor:
-        """BPT3C concat pooling [last, max, mean] over each document's last-`max_len` window.
-
-        `out`: (bs, sl, d) with document i in `out[i, :lengths[i]]`; returns (bs, 3 * d).
+        Document i is `ids[i, :lengths[i]]` (right padding). The LSTMs run `seg_len` steps at a time with the
+        state carried over (the same result as one pass; memory stays bs x seg_len whatever the length), and
+        each segment only on the documents not yet finished, longest first, so padding costs no compute.
+        Pooling reads the window fastai keeps: positions >= ceil((L - max_len) / bptt) * bptt.
         """
-        bs, sl = out.shape[0], out.shape[1]
-        lengths = lengths.to(out.device)
-        # fastai keeps chunk i (starting at i * bptt) when L - i * bptt <= max_len
+        lengths = lengths.to(ids.device)
+        lengths, order = torch.sort(lengths, descending=True)
+        ids = ids[order]
+        bs, sl = ids.shape[0], ids.shape[1]
         start = torch.div((lengths - self.max_len).clamp(min=0) + self.bptt - 1, self.bptt,
                           rounding_mode="floor") * self.bptt
-        pos = torch.arange(sl, device=out.device)[None, :]
-        keep = ((pos >= start[:, None]) & (pos < lengths[:, None]))[:, :, None]
-        last = out[torch.arange(bs, device=out.device), lengths - 1]
-        max_pool = out.masked_fill(~keep, float("-inf")).max(dim=1)[0]
-        avg_pool = out.masked_fill(~keep, 0.0).sum(dim=1) / (lengths - start).to(out.dtype)[:, None]
-        return torch.cat([last, max_pool, avg_pool], dim=1)
+        d = self.lstms[-1].hidden_size
+        states: list[tuple[Tensor, Tensor]] = []
+        for layer in self.lstms:
+            z = torch.zeros(1, bs, layer.hidden_size, device=ids.device)
+            states.append((z, z))
+        last = torch.zeros(bs, d, device=ids.device)
+        max_pool = torch.full((bs, d), float("-inf"), device=ids.device)
+        sum_pool = torch.zeros(bs, d, device=ids.device)
+        for s in range(0, sl, seg_len):
+            n = int((lengths > s).sum())  # documents still running: a prefix, as they are sorted
+            x = self.embedding(ids[:n, s:s + seg_len])
+            for i, rnn in enumerate(self.lstms):
+                h, c = states[i]
+                x, (h, c) = rnn(x, (h[:, :n].contiguous(), c[:, :n].contiguous()))
+                states[i] = (h, c)
+            out = x.float()  # pooling in fp32, also under autocast: a mean over 1,400 steps wants it
+            pos = torch.arange(s, s + out.shape[1], device=ids.device)[None, :]
+            keep = ((pos >= start[:n, None]) & (pos < lengths[:n, None]))[:, :, None]
+            max_pool[:n] = torch.maximum(max_pool[:n], out.masked_fill(~keep, float("-inf")).max(dim=1)[0])
+            sum_pool[:n] += out.masked_fill(~keep, 0.0).sum(dim=1)
+            end = lengths[:n] - 1 - s  # the last token's position in this segment, if it is in it
+            here = (end >= 0) & (end < out.shape[1])
+            at_end = out[torch.arange(n, device=ids.device), end.clamp(0, out.shape[1] - 1)]
+            last[:n] = torch.where(here[:, None], at_end, last[:n])
+        pooled = torch.cat([last, max_pool, sum_pool / (lengths - start).to(sum_pool.dtype)[:, None]], dim=1)
+        return pooled[torch.argsort(order)]
 
     def forward(self, ids: Tensor, lengths: Tensor) -> Tensor:
         """Logits (bs, n_class) for right-padded token ids (bs, sl) and document lengths (bs,)."""
-        return self.head(self.pool(self.encode(ids), lengths))
+        return self.head(self.features(ids, lengths))
 
 
 # ---------------------------------------------------------------- precision
@@ -133,16 +150,17 @@ def _autocast(precision: str, device: torch.device):
 # ---------------------------------------------------------------- batching
 
 
-def plan_batches(lengths: np.ndarray, max_tokens: int = 32768, max_bs: int = 1024) -> list[np.ndarray]:
-    """Longest first, each batch padded to its first (longest) document and holding <= `max_tokens` slots.
+def plan_batches(lengths: np.ndarray, max_tokens: int = 32768, max_bs: int = 256,
+                 seg_len: int = 256) -> list[np.ndarray]:
+    """Longest first; each batch holds <= `max_tokens` token slots per LSTM segment (bs x min(longest, seg_len)).
 
-    Neighbours in length order differ by a few tokens, so padding wastes little; a document longer than
-    `max_tokens` gets a batch of its own.
+    `max_bs` 256: larger batches gain nothing on CPU (the gate buffers leave the caches). Length order keeps
+    neighbours within a few tokens, and `FastClassifier.features` stops computing a document at its end.
     """
     order = np.argsort(-np.asarray(lengths), kind="stable")
     batches, i = [], 0
     while i < len(order):
-        b = max(1, min(max_bs, max_tokens // max(1, int(lengths[order[i]]))))
+        b = max(1, min(max_bs, max_tokens // max(1, min(seg_len, int(lengths[order[i]])))))
         batches.append(order[i:i + b])
         i += b
     return batches
@@ -159,16 +177,14 @@ def collate(ids: Sequence[np.ndarray], idx: np.ndarray, backwards: bool = False)
 
 @torch.inference_mode()
 def run_batches(model: FastClassifier, ids: Sequence[np.ndarray], precision: str, device: torch.device,
-                backwards: bool = False, max_tokens: int = 32768, max_bs: int = 1024) -> Iterator[tuple]:
+                backwards: bool = False, max_tokens: int = 32768, max_bs: int = 256) -> Iterator[tuple]:
     """Yield (positions, probabilities) batch by batch, longest documents first."""
     for idx in plan_batches(np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids)), max_tokens,
                             max_bs):
         x, lens = collate(ids, idx, backwards)
-        x = x.to(device, non_blocking=True)
         with _autocast(precision, device):
-            out = model.encode(x)
-        # pooling and head in fp32: the cast costs little and keeps the mean over long documents accurate
-        logits = model.head(model.pool(out.float(), lens))
+            feats = model.features(x.to(device), lens)
+        logits = model.head(feats)  # the head in fp32: a few small matmuls
         yield idx, torch.softmax(logits.float(), dim=-1).cpu().numpy()
 
 

@@ -90,9 +90,14 @@ class Predictor:
         return list(itertools.chain.from_iterable(parts))
 
     def _pool(self):
-        # fork (Linux) starts workers in milliseconds with spaCy already loaded; elsewhere spawn
-        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-        return ctx.Pool(self.num_workers, initializer=_worker_init, initargs=(self.lang, self.vocab))
+        global _WORKER
+        if "fork" in mp.get_all_start_methods():
+            # forked workers start in milliseconds and inherit this process's spaCy instead of loading their own
+            self._tok([""])
+            _WORKER = (self._tok, self._o2i)
+            return mp.get_context("fork").Pool(self.num_workers)
+        return mp.get_context("spawn").Pool(self.num_workers, initializer=_worker_init,
+                                            initargs=(self.lang, self.vocab))
 
     # ------------------------------------------------------------ predictions
 
@@ -102,7 +107,7 @@ class Predictor:
 
         Args:
             texts: strings; a list, a pandas Series or any iterable (read `chunk_size` at a time).
-            bs: at most this many texts per batch (default: as many as `max_tokens` allows, up to 1024).
+            bs: at most this many texts per batch (default: as many as `max_tokens` allows, up to 256).
             chunk_size: texts read, tokenized and length-sorted together.
         """
         if isinstance(texts, str):
@@ -122,7 +127,7 @@ class Predictor:
                 ids = ensure_nonempty(self._encode_chunk(chunk, pool))
                 out = np.zeros((len(chunk), len(self.labels)), dtype=np.float32)
                 for idx, proba in run_batches(self.model, ids, self.precision, self.device, self.backwards,
-                                              self.max_tokens, bs or 1024):
+                                              self.max_tokens, bs or 256):
                     out[idx] = proba
                 seen += len(chunk)
                 yield out

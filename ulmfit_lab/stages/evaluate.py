@@ -45,7 +45,7 @@ def run(ctx: Context, data: DataResult, clf: ClassifierResult) -> EvalResult:
 
     def body() -> dict:
         ds = data.split(split)
-        predictor = Predictor.load(clf.model_dir, ctx.device)
+        predictor = Predictor.load(clf.model_dir, ctx.device, precision="fp32")  # exact, also on GPU
         labels = predictor.labels
         proba = predictor.predict_proba(ds["text"], bs=ctx.cfg.classifier.bs)
         y_true = [labels[i] for i in ds["label"]]
