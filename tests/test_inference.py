@@ -124,7 +124,7 @@ def test_streams_iterables_in_input_order(model_dir):
 def test_parallel_tokenization_gives_the_same_ids(model_dir, monkeypatch):
     texts = _texts(40, seed=4)
     serial = Predictor.load(model_dir, num_workers=0)
-    monkeypatch.setattr(predict_mod, "MIN_PARALLEL", 10)
+    monkeypatch.setattr(predict_mod, "MIN_PARALLEL_CHARS", 100)
     parallel = Predictor.load(model_dir, num_workers=2)
     with parallel._pool() as pool:
         got = parallel._encode_chunk(texts, pool)

@@ -7,6 +7,7 @@ length, batched by a token budget and run through `inference.FastClassifier` und
 
 from __future__ import annotations
 
+import gc
 import itertools
 import multiprocessing as mp
 import os
@@ -26,7 +27,8 @@ from .models import build_classifier, load_weights, model_config_from_meta
 from .text import UNK, FastaiTokenizer
 
 CHUNK = 8192  # texts read, tokenized and sorted together; results come back chunk by chunk
-MIN_PARALLEL = 512  # fewer texts than this are tokenized in-process: worker start-up would cost more
+# less text than this (about a CPU-second of tokenizing) is tokenized in-process: workers would cost more
+MIN_PARALLEL_CHARS = 1_000_000
 
 
 class Predictor:
@@ -95,7 +97,11 @@ class Predictor:
             # forked workers start in milliseconds and inherit this process's spaCy instead of loading their own
             self._tok([""])
             _WORKER = (self._tok, self._o2i)
-            return mp.get_context("fork").Pool(self.num_workers)
+            gc.freeze()  # the workers' garbage collector then leaves the parent's objects (and pages) alone
+            try:
+                return mp.get_context("fork").Pool(self.num_workers)
+            finally:
+                gc.unfreeze()
         return mp.get_context("spawn").Pool(self.num_workers, initializer=_worker_init,
                                             initargs=(self.lang, self.vocab))
 
@@ -122,7 +128,7 @@ class Predictor:
         try:
             for chunk in chunks:
                 _check_strings(chunk, seen)
-                if pool is None and self.num_workers > 1 and len(chunk) >= MIN_PARALLEL:
+                if pool is None and self.num_workers > 1 and sum(map(len, chunk)) >= MIN_PARALLEL_CHARS:
                     pool = self._pool()
                 ids = ensure_nonempty(self._encode_chunk(chunk, pool))
                 out = np.zeros((len(chunk), len(self.labels)), dtype=np.float32)
