@@ -20,6 +20,8 @@ def test_all_stage_artifacts_exist(tiny_run):
         assert (d / stage / "lr_schedule.png").is_file() and (d / stage / "loss.png").is_file()
         for f in ("model.safetensors", "model.json", "vocab.json"):
             assert (d / stage / "model" / f).is_file()
+    assert (d / "classifier" / "unfreezing.png").is_file()  # gradual unfreezing drawn
+    assert not (d / "lm_finetune" / "unfreezing.png").exists()  # nothing frozen there
     assert (d / "data" / "vocab.json").is_file()
     for f in ("metrics.json", "predictions.csv", "confusion_matrix.png"):
         assert (d / "evaluate" / f).is_file()

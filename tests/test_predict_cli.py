@@ -73,7 +73,7 @@ def test_predict_cli_streams_to_stdout_and_reports_errors(tiny_run, frame, tmp_p
     assert bad.returncode == 2 and "no column 'text'" in bad.stderr and "--text-column" in bad.stderr
     holes = tmp_path / "holes.csv"
     frame.assign(text=[None if i == 6 else t for i, t in enumerate(frame.text)]).to_csv(holes, index=False)
-    with pytest.raises(DataError, match=r"1 row\(s\) have no text .* \[6\]"):
+    with pytest.raises(DataError, match=r"1 row\(s\) of column .text. hold no text .* \[6\]"):
         predict_file(tiny_run["dir"], holes, tmp_path / "o.csv", chunk_rows=4, progress=False)
     assert not (tmp_path / "o.csv").exists()
 

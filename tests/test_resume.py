@@ -66,8 +66,11 @@ def _weights(learn):
     return {k: v.detach().clone() for k, v in learn.model.state_dict().items()}
 
 
-@pytest.mark.parametrize("kind,kill_after", [("lm", 5), ("lm", 17), ("classifier", 6), ("classifier", 13)])
-def test_killed_mid_epoch_resumes_exactly(ids, tmp_path, kind, kill_after):
+@pytest.mark.parametrize("kind,kill_after,every_s", [("lm", 5, 0.0), ("lm", 17, 0.0), ("classifier", 6, 0.0),
+                                                    ("classifier", 13, 0.0),
+                                                    # only epoch-end checkpoints: resumed at an epoch / a phase start
+                                                    ("lm", 60, None), ("classifier", 20, None)])
+def test_killed_mid_epoch_resumes_exactly(ids, tmp_path, kind, kill_after, every_s):
     make = _lm_learner if kind == "lm" else _clf_learner
 
     def phases(learn, tc):
@@ -87,15 +90,52 @@ def test_killed_mid_epoch_resumes_exactly(ids, tmp_path, kind, kill_after):
     learn, tc = make(ids, tmp_path / "b")
     stage = StageDir(tmp_path / "b", "k")
     with pytest.raises(Exception, match="killed"):
-        fit_phases(learn, phases(learn, tc), tc, stage, extra_cbs=[_KillAt(kill_after)], checkpoint_s=0.0)
+        fit_phases(learn, phases(learn, tc), tc, stage, extra_cbs=[_KillAt(kill_after)], checkpoint_s=every_s)
     assert (tmp_path / "b" / "last.pt").is_file()
 
     set_seed(1234)  # a new process: other global RNG states, other initial weights
     learn, tc = make(ids, tmp_path / "b")
-    fit_phases(learn, phases(learn, tc), tc, stage, checkpoint_s=0.0)
+    fit_phases(learn, phases(learn, tc), tc, stage, checkpoint_s=every_s)
     got = _weights(learn)
     for k in want:
         torch.testing.assert_close(got[k], want[k], rtol=0, atol=0, msg=f"{kind}: {k} differs after resume")
     rows_a = (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()
     rows_b = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
     assert len(rows_a) == len(rows_b)
+
+
+def test_time_budget_pauses_with_a_checkpoint_and_the_rerun_finishes_identically(ids, tmp_path):
+    import time
+
+    from ulmfit_lab.training import TrainingPaused
+
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+    set_seed(0)
+    learn, tc = _lm_learner(ids, tmp_path / "a")
+    fit_phases(learn, [Phase(3, tc.epochs)], tc, StageDir(tmp_path / "a", "k"))
+    want = _weights(learn)
+
+    stage = StageDir(tmp_path / "b", "k")
+    set_seed(0)
+    learn, tc = _lm_learner(ids, tmp_path / "b")
+    with pytest.raises(TrainingPaused, match="rerun the same command"):
+        fit_phases(learn, [Phase(3, tc.epochs)], tc, stage, deadline=time.time())
+    set_seed(99)
+    learn, tc = _lm_learner(ids, tmp_path / "b")
+    fit_phases(learn, [Phase(3, tc.epochs)], tc, stage)
+    for k, v in _weights(learn).items():
+        torch.testing.assert_close(v, want[k], rtol=0, atol=0, msg=k)
+
+
+def test_cli_pause_exit_code_and_resume(tmp_path, tiny_csvs, cache_dir):
+    from conftest import CONFIGS, run_cli
+
+    args = ["lm-finetune", str(CONFIGS / "tiny.yaml"), f"data.train={tiny_csvs['train']}",
+            f"run.dir={tmp_path / 'run'}", f"run.cache_dir={cache_dir}"]
+    paused = run_cli(*args, "run.stop_after_minutes=0.00001", check=False)
+    assert paused.returncode == 3 and "rerun the same command" in paused.stderr and "Traceback" not in paused.stderr
+    assert (tmp_path / "run" / "lm_finetune" / "last.pt").is_file()
+    assert not (tmp_path / "run" / "lm_finetune" / "DONE.json").exists()
+    done = run_cli(*args)
+    assert "resuming" in done.stdout and (tmp_path / "run" / "lm_finetune" / "DONE.json").is_file()

@@ -12,6 +12,7 @@ import pandas as pd
 
 from .config import Config, load_config
 from .data import LABEL, TEXT, DataError, load_data
+from .ensemble import EnsemblePredictor, load_model
 from .export import export_model
 from .inference import Precision
 from .pipeline import PipelineResult, run_pipeline
@@ -33,7 +34,8 @@ class SentimentClassifier:
     def __init__(self, config: Config | None = None):
         # the default is the quickstart recipe (minutes on a laptop CPU), not the paper's full size
         self.config = config or (load_config(QUICKSTART) if QUICKSTART.is_file() else Config())
-        self.predictor: Predictor | None = None
+        self.predictor: Predictor | EnsemblePredictor | None = None
+        self._model_dir: str | None = None
         self.result: PipelineResult | None = None
 
     @classmethod
@@ -66,10 +68,11 @@ class SentimentClassifier:
                          unlabelled=list(unlabelled or []))
         until = "evaluate" if test is not None else "classifier"
         self.result = run_pipeline(cfg, until=until, data=data)
-        self.predictor = Predictor.load(self.result.classifier.model_dir)
+        self._model_dir = self.result.model_dir
+        self.predictor = load_model(self._model_dir)
         return self
 
-    def _need_model(self) -> Predictor:
+    def _need_model(self) -> Predictor | EnsemblePredictor:
         if self.predictor is None:
             raise RuntimeError("this classifier is not trained: call fit(...) or SentimentClassifier.load(path)")
         return self.predictor
@@ -99,12 +102,10 @@ class SentimentClassifier:
 
     def save(self, path: str | Path, torchscript: bool = False) -> Path:
         """Write a self-contained model folder: weights (safetensors), vocab, tokenizer settings, labels,
-        config, checksum and version as JSON; no pickles (`export.export_model`)."""
-        return export_model(self._need_model_dir(), path, torchscript=torchscript)
-
-    def _need_model_dir(self) -> str:
+        config, checksum and version as JSON; no pickles (`export.export_model`). An ensemble is saved
+        as one folder holding its members."""
         self._need_model()
-        return self._model_dir if hasattr(self, "_model_dir") else self.result.classifier.model_dir
+        return export_model(self._model_dir, path, torchscript=torchscript)
 
     @classmethod
     def load(cls, path: str | Path, device=None, precision: Precision = "auto") -> SentimentClassifier:
@@ -114,7 +115,7 @@ class SentimentClassifier:
         (see `Predictor`).
         """
         obj = cls()
-        obj.predictor = Predictor.load(path, device, precision)
+        obj.predictor = load_model(path, device, precision)
         obj._model_dir = str(path)
         return obj
 

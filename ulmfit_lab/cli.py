@@ -9,11 +9,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
+from pathlib import Path
 
+from . import distributed
 from .config import ConfigError, load_config
-from .data import DataError
+from .data import DataError, DataWarning
 from .models import CheckpointError
-from .rundir import RunLockedError
+from .rundir import RunLockedError, StorageError
+from .training import TrainingPaused
 
 _STAGE_CMDS = {
     "lm": ("lm", "Stage 1: pretrain the general-domain LM (or resolve pretrained weights)."),
@@ -39,10 +43,22 @@ def build_parser() -> argparse.ArgumentParser:
                             "last finished epoch.")
         sp.add_argument("config", help="YAML config file (see configs/)")
         sp.add_argument("overrides", nargs="*", help=_OVERRIDES_HELP)
+        sp.add_argument("--nproc", type=int, metavar="N",
+                        help="train with N processes on this machine (one per GPU; CPU: gloo), re-launched "
+                        "under torch.distributed.run; the batch sizes in the config are global. Several "
+                        "machines: see the README (torchrun rendezvous)")
+    sp = sub.add_parser("ship-lm", help="Package a pretrained LM (fp16 weights, sha256, model card) under a name.",
+                        description="Turn a finished `lm` stage (RUN_DIR/lm) into a named LM folder: fp16 "
+                        "safetensors, vocab.json, model.json with its sha256, and README.md (the model card). "
+                        "Folders in ulmfit_lab/pretrained/ are the registry names lm_pretrain.weights accepts.")
+    sp.add_argument("stage", help="the lm stage folder of a finished run, e.g. runs/pretrain_reviews_fwd/lm")
+    sp.add_argument("--name", required=True, help="registry name, e.g. reviews-fwd")
+    sp.add_argument("--dest", default=None, help="parent folder (default: the package's pretrained/ folder)")
     pp = sub.add_parser("predict", help="Predict labels for a file of texts with a trained classifier.",
                         description="Predict with a trained classifier. Writes the input's columns plus "
                         "`prediction` and one `proba_<label>` column per class.")
-    pp.add_argument("model", help="a model folder (from SentimentClassifier.save or RUN/classifier/model) or a run dir")
+    pp.add_argument("model", help="a model folder (SentimentClassifier.save, `export`, RUN/classifier/model, "
+                    "RUN/ensemble) or a run dir (its fwd+bwd ensemble when it has one)")
     pp.add_argument("input", help="CSV/TSV/JSONL/parquet with a text column, or a .txt file with one text per line")
     pp.add_argument("--output", "-o", help="output file (.csv/.tsv/.jsonl/.parquet); default: print CSV to stdout")
     pp.add_argument("--text-column", default="text", help="column holding the texts (default: text)")
@@ -56,8 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     ep = sub.add_parser("export", help="Write a self-contained model folder (optionally with TorchScript).",
                         description="Copy a trained classifier into a self-contained folder: weights "
                         "(safetensors), vocab, tokenizer settings, labels, config and a checksum as JSON; no "
-                        "pickles. --torchscript adds model.torchscript.pt for serving token ids without fastai.")
-    ep.add_argument("model", help="a model folder or a run directory")
+                        "pickles. An ensemble is written as one folder holding its members. --torchscript adds "
+                        "model.torchscript.pt (per member) for serving token ids without fastai.")
+    ep.add_argument("model", help="a model or ensemble folder, or a run directory")
     ep.add_argument("output", help="the folder to write")
     ep.add_argument("--torchscript", action="store_true", help="also write the scripted classifier")
     return p
@@ -74,8 +91,34 @@ def predict_file(model: str, input_path: str, output: str | None, text_column: s
         print(f"wrote {n} predictions to {output}", file=sys.stderr)
 
 
+def _options_first(argv: list[str]) -> list[str]:
+    """Move `--nproc N` next to the command: argparse cannot read an option between the overrides."""
+    argv = list(argv)
+    for i, a in enumerate(argv):
+        if a.startswith("--nproc") and argv and argv[0] in _STAGE_CMDS:
+            n = 2 if a == "--nproc" else 1
+            return [argv[0], *argv[i:i + n], *argv[1:i], *argv[i + n:]]
+    return argv
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    if issubclass(category, DataWarning):  # a remark about the user's data, not about code: no source line
+        print(f"ulmfit-lab: warning: {message}", file=file or sys.stderr, flush=True)
+    else:
+        _show_warning(message, category, filename, lineno, file, line)
+
+
+_show_warning = warnings.showwarning
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_options_first(sys.argv[1:] if argv is None else argv))
+    with warnings.catch_warnings():  # restores warnings.showwarning afterwards
+        warnings.showwarning = _one_line_warning
+        return _run(args, argv)
+
+
+def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
     try:
         if args.command == "predict":
             predict_file(args.model, args.input, args.output, args.text_column, args.batch_size, args.precision,
@@ -86,10 +129,28 @@ def main(argv: list[str] | None = None) -> int:
 
             print(f"exported to {export_model(args.model, args.output, args.torchscript)}", file=sys.stderr)
             return 0
+        if args.command == "ship-lm":
+            from .hub import SHIPPED, card_from_stage, ship_lm
+
+            stage = Path(args.stage)
+            if not (stage / "DONE.json").is_file():
+                raise CheckpointError(f"{stage}: not a finished lm stage (no DONE.json); run `ulmfit-lab lm` first")
+            out = ship_lm(stage / "model", Path(args.dest or SHIPPED) / args.name, card_from_stage(stage))
+            print(f"wrote {out} ({(out / 'model.safetensors').stat().st_size / 1e6:.1f} MB)")
+            return 0
         from .pipeline import run_pipeline
 
         cfg = load_config(args.config, args.overrides)
-        res = run_pipeline(cfg, until=_STAGE_CMDS[args.command][0])
+        if args.nproc is not None:  # checked here, before N processes start
+            errors = ([f"--nproc: expected at least 1, found {args.nproc}"] if args.nproc < 1
+                      else distributed.check_batch_sizes(cfg, args.nproc))
+            if errors:
+                raise ConfigError("; ".join(errors))
+            return distributed.launch(args.nproc, [args.command, args.config, *args.overrides])
+        res = run_pipeline(cfg, until=_STAGE_CMDS[args.command][0],
+                           command="ulmfit-lab " + " ".join(sys.argv[1:] if argv is None else argv))
+        if not distributed.is_main():
+            return 0
         summary = {n: getattr(res, n).metrics for n in ("lm", "lm_finetune", "classifier", "evaluate")
                    if getattr(res, n) is not None and getattr(res, n).metrics}
         for stage_metrics in summary.values():
@@ -97,9 +158,19 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"run_dir": cfg.run.dir, "seconds": round(res.seconds, 1), "skipped": res.skipped(),
                           **summary}, indent=2, default=str))
         return 0
-    except (ConfigError, DataError, CheckpointError, RunLockedError, FileExistsError) as e:
-        print(f"ulmfit-lab: error: {e}", file=sys.stderr)
+    except (ConfigError, DataError, CheckpointError, RunLockedError, StorageError, FileExistsError) as e:
+        msg = str(e)
+        if msg.startswith("Exception occured in `"):  # fastai's prefix for an error raised in a callback
+            msg = msg.split("\n", 1)[-1].strip()
+        where = "" if distributed.is_main() else f" (rank {distributed.rank()})"
+        print(f"ulmfit-lab: error{where}: {msg}", file=sys.stderr)
         return 2
+    except TrainingPaused as e:
+        if distributed.is_main():
+            print(f"ulmfit-lab: {e}", file=sys.stderr)
+        return 3
+    finally:
+        distributed.teardown()
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -19,6 +20,14 @@ import yaml
 
 class ConfigError(ValueError):
     """A config file or override is invalid; the message lists every problem found."""
+
+
+NOT_IN_KEY = {"key": False}  # field metadata: a setting that does not change a stage's result
+
+
+def key_dict(section: Any) -> dict[str, Any]:
+    """A config section as a dict for stage keys, without the settings marked `NOT_IN_KEY`."""
+    return {f.name: getattr(section, f.name) for f in dataclasses.fields(section) if f.metadata.get("key", True)}
 
 
 @dataclass(frozen=True)
@@ -58,7 +67,9 @@ class ModelConfig:
     n_hid: int = 1152
     n_layers: int = 3
     bptt: int = 70
-    backwards: bool = False
+    backwards: bool = False  # this model reads right to left (set per direction from `directions`)
+    # train one model per direction and ensemble them (the paper's fwd + bwd): ["fwd"], ["bwd"] or both
+    directions: list[str] = field(default_factory=lambda: ["fwd"], metadata=NOT_IN_KEY)
 
 
 @dataclass(frozen=True)
@@ -82,7 +93,8 @@ class TrainConfig:
 @dataclass(frozen=True)
 class LMPretrainConfig(TrainConfig):
     """Stage 1. `source`: none (fine-tune from random init), scratch (pretrain on `corpus`) or
-    pretrained (load `weights` + `vocab`, fastai WT103 format or this package's own, by path or URL).
+    pretrained (load `weights`: a shipped LM's name such as `reviews-fwd`, this package's LM folder, or
+    fastai's WT103 `.pth` + `vocab`; by path or URL, `sha256` pinning a download).
 
     Pretraining holds out `valid_pct` of each corpus source and reports the perplexity on each, and on
     every `eval_corpus` (e.g. WikiText's validation split). `init`: an LM folder to continue from.
@@ -95,6 +107,7 @@ class LMPretrainConfig(TrainConfig):
     text_column: str = "text"
     weights: str | None = None
     vocab: str | None = None
+    sha256: str | None = field(default=None, metadata=NOT_IN_KEY)  # checks a download; changes no result
     max_docs: int | None = None
     valid_pct: float = 0.05
     epochs: int = 1
@@ -134,7 +147,9 @@ class RunConfig:
     num_workers: int = 0
     cache_dir: str | None = None
     progress: bool = True
+    fused_softmax: bool = True  # LM training on CPU: chunked decoder + softmax (fused.py), same maths, faster
     checkpoint_minutes: float | None = 10.0  # also checkpoint inside an epoch this often (None: epoch ends only)
+    stop_after_minutes: float | None = None  # pause (checkpoint, exit) after this long; rerun to go on
 
 
 @dataclass(frozen=True)
@@ -150,6 +165,11 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))
+
+    def for_direction(self, direction: str) -> Config:
+        """This config for one direction's models: `model.backwards` set, `directions` just that one."""
+        m = dataclasses.replace(self.model, backwards=direction == "bwd", directions=[direction])
+        return dataclasses.replace(self, model=m)
 
     def replace(self, *overrides: str, **sections: Any) -> Config:
         """A copy with dotted overrides applied (`"classifier.epochs=2"`), checked like a file."""
@@ -183,7 +203,12 @@ def apply_overrides(raw: dict[str, Any], overrides: typing.Iterable[str]) -> dic
             if not isinstance(child, dict):
                 raise ConfigError(f"override {item!r}: {part!r} is a value, not a section")
             node = child
-        node[parts[-1]] = yaml.safe_load(text) if text.strip() else None
+        try:
+            node[parts[-1]] = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError as e:
+            first = str(e).splitlines()[0]
+            raise ConfigError(f"override {item!r}: the value is not valid YAML ({first}); quote it or fix "
+                              "the brackets, e.g. classifier.head=[50] or data.path='a b.csv'") from None
     return raw
 
 
@@ -209,6 +234,9 @@ def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] 
             raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{path}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); "
+                              "save the config as UTF-8") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: expected a mapping of sections, found {type(raw).__name__}")
     return from_dict(apply_overrides(raw, overrides), source=str(path) if path else "config")
@@ -222,6 +250,8 @@ def from_dict(raw: dict[str, Any], source: str = "config") -> Config:
     if errors:
         lines = "\n".join(f"  - {e}" for e in errors)
         raise ConfigError(f"{source}: {len(errors)} problem(s):\n{lines}")
+    if cfg.model.backwards and cfg.model.directions == ["fwd"]:  # `model.backwards=true` alone: one bwd model
+        cfg = cfg.for_direction("bwd")
     return cfg
 
 
@@ -284,8 +314,12 @@ def _coerce(value: Any, tp: Any) -> tuple[bool, Any]:
                 return True, float(value)
             except ValueError:
                 return False, None
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        return ok, float(value) if ok else None
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            return False, None
+        try:
+            return True, float(value)
+        except OverflowError:  # an integer beyond float range
+            return False, None
     if tp is str:
         return isinstance(value, str), value
     return False, None
@@ -304,8 +338,24 @@ def _type_name(tp: Any) -> str:
     return "null" if tp is type(None) else getattr(tp, "__name__", str(tp))
 
 
+def _non_finite(obj: Any, prefix: str = "") -> list[str]:
+    """Dotted names of float settings that are NaN or infinite (YAML `.nan`, `inf`): no schedule survives them."""
+    out = []
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        if dataclasses.is_dataclass(v):
+            out += _non_finite(v, f"{prefix}{f.name}.")
+        elif isinstance(v, float) and not math.isfinite(v):
+            out.append(f"{prefix}{f.name}: must be a finite number, found {v!r}")
+        elif isinstance(v, tuple) and any(isinstance(x, float) and not math.isfinite(x) for x in v):
+            out.append(f"{prefix}{f.name}: must be finite numbers, found {list(v)!r}")
+    return out
+
+
 def _check_values(cfg: Config) -> list[str]:
-    errs = []
+    errs = _non_finite(cfg)
+    if errs:  # the range checks below would only repeat these
+        return errs
 
     def positive(name: str, value: float | int | None, allow_none: bool = False) -> None:
         if value is None and allow_none:
@@ -334,6 +384,9 @@ def _check_values(cfg: Config) -> list[str]:
                 errs.append(f"{section}.{name}: must be >= 0, found {getattr(t, name)!r}")
     for name in ("emb_sz", "n_hid", "n_layers", "bptt"):
         positive(f"model.{name}", getattr(cfg.model, name))
+    dirs = cfg.model.directions
+    if not dirs or len(set(dirs)) != len(dirs) or not set(dirs) <= {"fwd", "bwd"}:
+        errs.append(f"model.directions: expected [fwd], [bwd] or [fwd, bwd], found {dirs!r}")
     for name in ("max_train", "max_test"):
         positive(f"data.{name}", getattr(cfg.data, name), allow_none=True)
     if cfg.data.max_unlabelled is not None and cfg.data.max_unlabelled < 0:
@@ -346,6 +399,9 @@ def _check_values(cfg: Config) -> list[str]:
         errs.append("data.valid_pct + data.test_pct: must leave training data (sum < 1)")
     fraction("lm_pretrain.valid_pct", cfg.lm_pretrain.valid_pct)
     positive("run.checkpoint_minutes", cfg.run.checkpoint_minutes, allow_none=True)
+    positive("run.stop_after_minutes", cfg.run.stop_after_minutes, allow_none=True)
+    if cfg.run.num_workers < 0:
+        errs.append(f"run.num_workers: must be >= 0 (0: as many as CPU cores), found {cfg.run.num_workers}")
     positive("classifier.max_len", cfg.classifier.max_len)
     if cfg.classifier.head and min(cfg.classifier.head) <= 0:
         errs.append(f"classifier.head: layer sizes must be > 0, found {cfg.classifier.head!r}")

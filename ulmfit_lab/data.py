@@ -7,7 +7,10 @@ an aclImdb-style tree (`train/`, `test/`, `unsup/`) or its tar archive, or `hf:N
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
 import tarfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .config import DataConfig
+from .rundir import remove_stale_tmp
 
 TEXT, LABEL = "text", "label"
 _TABLE_EXT = {".csv": ",", ".tsv": "\t", ".tab": "\t"}
@@ -22,6 +26,10 @@ _TABLE_EXT = {".csv": ",", ".tsv": "\t", ".tab": "\t"}
 
 class DataError(ValueError):
     """Input data is missing or malformed; the message says what was expected, found, and what to do."""
+
+
+class DataWarning(UserWarning):
+    """Input data is usable but suspicious (e.g. the same text with different labels)."""
 
 
 @dataclass
@@ -97,9 +105,20 @@ def read_table(path: str | Path, header: bool = True) -> pd.DataFrame:
             return pd.read_parquet(path)
         if ext == ".txt":
             return pd.DataFrame({TEXT: read_text_file(path).splitlines()})
+    except DataError:
+        raise
     except UnicodeDecodeError:
         read_text_file(path)  # raises a DataError naming the line
         raise
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: the file is empty (no header, no rows); expected a table with a header "
+                        "line and one row per text") from None
+    except (pd.errors.ParserError, ValueError, OSError) as e:  # malformed CSV/JSON, corrupt parquet
+        if isinstance(e, OSError) and not type(e).__module__.startswith("pyarrow"):
+            raise
+        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        raise DataError(f"{path}: cannot be read as {ext[1:]} ({first}); check that the file is a valid "
+                        f"{ext[1:]} table (quote texts that contain the separator)") from None
     raise DataError(
         f"{path}: unknown file type {ext or '(none)'}; expected .csv, .tsv, .jsonl, .json, .parquet, "
         ".txt, a folder with one sub-folder per class, or a .tar.gz/.tar.xz of one"
@@ -127,10 +146,23 @@ def extract_archive(path: Path, cache_dir: Path) -> Path:
     dest = cache_dir / "archives" / f"{path.name.split('.')[0]}-{tag}"
     done = dest / ".extracted"
     if not done.exists():
-        dest.mkdir(parents=True, exist_ok=True)
-        with tarfile.open(path) as tar:
-            tar.extractall(dest, filter="data")
-        done.touch()
+        remove_stale_tmp(dest.parent, f".{dest.name}")
+        tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        try:  # extract privately, then rename: a killed or concurrent run never reads a half-extracted tree
+            with tarfile.open(path) as tar:
+                tar.extractall(tmp, filter="data")
+            (tmp / ".extracted").touch()
+            if dest.exists() and not done.exists():  # a tree left by an older, non-atomic extraction
+                shutil.rmtree(dest, ignore_errors=True)
+            try:
+                os.rename(tmp, dest)
+            except OSError:
+                if not done.exists():  # not another process that got there first
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     entries = [p for p in dest.iterdir() if not p.name.startswith(".")]
     return entries[0] if len(entries) == 1 and entries[0].is_dir() else dest
 
@@ -205,13 +237,17 @@ def standardize(df: pd.DataFrame, cfg: DataConfig, where: str, labelled: bool = 
     out = df[list(cols)].rename(columns=cols).reset_index(drop=True)
     if len(out) == 0:
         raise DataError(f"{where}: the dataset is empty (0 rows); point data.path at a file with rows")
-    bad = ~out[TEXT].map(lambda t: isinstance(t, str))
+    bad = ~out[TEXT].map(is_text)
     if labelled:
         bad |= out[LABEL].isna()
     if bad.any():
         rows = np.flatnonzero(bad.values)
-        msg = (f"{where}: {len(rows)} row(s) have a missing or non-string text or a missing label "
-               f"(first rows: {rows[:5].tolist()})")
+        r = int(rows[0])
+        example = f"row {r}: text {_short(out[TEXT].iloc[r])}" + (f", label {_short(out[LABEL].iloc[r])}"
+                                                                   if labelled else "")
+        msg = (f"{where}: {len(rows)} row(s) have a missing or non-string text (or invalid Unicode)"
+               f"{' or a missing label' if labelled else ''} (first rows: {rows[:5].tolist()}, counted from 0 "
+               f"after the header; {example})")
         if not cfg.drop_invalid:
             raise DataError(msg + "; fix them, or set data.drop_invalid=true to drop them")
         out = out[~bad].reset_index(drop=True)
@@ -225,13 +261,61 @@ def standardize(df: pd.DataFrame, cfg: DataConfig, where: str, labelled: bool = 
     if len(out) == 0:
         raise DataError(f"{where}: no usable rows left after dropping invalid ones")
     if labelled:
-        kinds = {type(_jsonable(v)).__name__ for v in out[LABEL]}
-        if len(kinds) > 1:
+        kinds = out[LABEL].map(lambda v: type(_jsonable(v)).__name__)
+        if kinds.nunique() > 1:
+            firsts = {k: int(np.flatnonzero((kinds == k).values)[0]) for k in sorted(set(kinds))}
+            examples = ", ".join(f"{k} (e.g. row {r}: {_short(out[LABEL].iloc[r])})" for k, r in firsts.items())
             raise DataError(
-                f"{where}: labels mix types {sorted(kinds)}; use one type (all strings or all integers)"
+                f"{where}: labels mix types: {examples}; use one type (all strings or all integers), "
+                "e.g. fix the odd rows or convert the column"
             )
         out[LABEL] = out[LABEL].map(_jsonable)
     return out
+
+
+def is_text(t) -> bool:
+    """A string that is valid Unicode (no lone surrogates, which spaCy and Arrow both reject)."""
+    if not isinstance(t, str):
+        return False
+    if t.isascii():
+        return True
+    try:
+        t.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _short(v, n: int = 40) -> str:
+    """A cell for an error message: its repr, cut short (a text may be megabytes long)."""
+    r = repr(v)
+    if len(r) <= n:
+        return r
+    return r[:n] + (f"... ({len(v)} chars)" if isinstance(v, str) else "...")
+
+
+def warn_conflicting_labels(splits: dict[str, pd.DataFrame | None]) -> int:
+    """Warn (DataWarning) when the same text carries different labels, within or across splits.
+
+    Returns the number of such texts. Not an error: real data has some label noise, but a large count
+    usually means a wrong label column or a broken merge.
+    """
+    frames = [df[[TEXT, LABEL]].assign(split=name) for name, df in splits.items() if df is not None]
+    both = pd.concat(frames, ignore_index=True)
+    n_labels = both.groupby(TEXT, sort=False)[LABEL].nunique()
+    conflicting = n_labels[n_labels > 1]
+    if conflicting.empty:
+        return 0
+    rows = both[both[TEXT].isin(conflicting.index)]
+    per_split = rows.groupby("split", sort=False).size().to_dict()
+    text = conflicting.index[0]
+    labels = sorted(rows.loc[rows[TEXT] == text, LABEL].unique().tolist(), key=str)
+    warnings.warn(
+        f"{len(conflicting)} distinct text(s) occur with different labels ({len(rows)} rows: "
+        f"{', '.join(f'{k} {v}' for k, v in per_split.items())}; e.g. {_short(text, 60)} is labelled "
+        f"{labels}). Training goes on; deduplicate or fix the labels if this is more than label noise",
+        DataWarning, stacklevel=3)
+    return len(conflicting)
 
 
 def _sample(df: pd.DataFrame, n: int | None, seed: int, stratify: bool = True) -> pd.DataFrame:
@@ -272,26 +356,36 @@ def load_data(
 ) -> LabelledData:
     """Read, check and split the labelled data described by `cfg` (or passed in as DataFrames)."""
     parts: dict[str, pd.DataFrame | list[str]] = {}
+    origin: dict[str, str] = {}  # split -> the file it came from, named in error messages
     if cfg.path:
         parts.update(read_source(cfg.path, cfg, cache_dir))
+        origin.update({k: cfg.path for k in parts})
     for split, spec in (("train", cfg.train), ("valid", cfg.valid), ("test", cfg.test)):
         if spec:
             src = read_source(spec, cfg, cache_dir)
             parts[split] = src.get(split, src.get("all"))
+            origin[split] = spec
     for split, df in (("train", train), ("valid", valid), ("test", test)):
         if df is not None:
             parts[split] = df
+            origin.pop(split, None)
     if "train" not in parts and "all" in parts:
         parts["train"] = parts.pop("all")
+        if "all" in origin:
+            origin["train"] = origin.pop("all")
+
+    def where(split: str) -> str:
+        return f"{split} ({origin[split]})" if split in origin else split
+
     if "train" not in parts:
         raise DataError(
             "no training data: set data.path (a file, a class-per-folder tree or an archive), "
             "data.train, or pass a DataFrame to fit()"
         )
 
-    tr = standardize(parts["train"], cfg, "train")
-    va = standardize(parts["valid"], cfg, "valid") if "valid" in parts else None
-    te = standardize(parts["test"], cfg, "test") if "test" in parts else None
+    tr = standardize(parts["train"], cfg, where("train"))
+    va = standardize(parts["valid"], cfg, where("valid")) if "valid" in parts else None
+    te = standardize(parts["test"], cfg, where("test")) if "test" in parts else None
     if te is None and cfg.test_pct > 0:
         tr, te = _carve(tr, cfg.test_pct, cfg.seed + 1)
     tr = _sample(tr, cfg.max_train, cfg.seed)
@@ -303,21 +397,31 @@ def load_data(
     classes = set(tr[LABEL])
     if len(classes) < 2:
         raise DataError(
-            f"train: only one class ({next(iter(classes))!r}) in {len(tr)} rows; a classifier needs "
+            f"{where('train')}: only one class ({next(iter(classes))!r}) in {len(tr)} rows; a classifier needs "
             "at least two. Check data.label_column and the data"
         )
     for name, df in (("valid", va), ("test", te)):
         if df is not None:
             unseen = sorted(set(df[LABEL]) - classes, key=str)
             if unseen:
+                n_rows = int(df[LABEL].isin(unseen).sum())
                 raise DataError(
-                    f"{name}: label(s) {unseen[:5]} do not occur in train (classes: {sorted(classes, key=str)}); "
-                    "fix the labels or add examples of them to train"
+                    f"{where(name)}: label(s) {unseen[:5]} do not occur in train ({n_rows} row(s); train "
+                    f"classes: {sorted(classes, key=str)}); fix the labels or add examples of them to train"
                 )
     if len(va) == 0:
         raise DataError("valid: empty; set data.valid_pct > 0 or give data.valid")
+    warn_conflicting_labels({"train": tr, "valid": va, "test": te})
 
     texts = list(unlabelled or [])
+    bad = [i for i, t in enumerate(texts) if not is_text(t) or not t.strip()]
+    if bad and not cfg.drop_invalid:
+        raise DataError(f"unlabelled: {len(bad)} text(s) are missing, not strings, invalid Unicode or blank "
+                        f"(first positions: {bad[:5]}; e.g. {_short(texts[bad[0]])}); fix them, or set "
+                        "data.drop_invalid=true to drop them")
+    if bad:
+        dropped = set(bad)
+        texts = [t for i, t in enumerate(texts) if i not in dropped]
     texts += [t for t in parts.get("unlabelled", []) if isinstance(t, str) and t.strip()]
     for spec in cfg.unlabelled:
         src = read_source(spec, cfg, cache_dir)

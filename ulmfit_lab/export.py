@@ -6,6 +6,8 @@
                         tokenizer settings, vocab size, class count, the weights' SHA-256, package versions
     model.torchscript.pt  optional: the fast classifier scripted, to serve token ids without fastai
 
+An ensemble (forward + backward) is exported as a folder with `ensemble.json` and one such folder per member.
+
 Folders written by the classifier stage before these fields existed still load: every added field is
 optional on reading and checked when present.
 """
@@ -22,6 +24,7 @@ from typing import Any
 import safetensors
 import torch
 
+from .ensemble import ENSEMBLE_FILE, member_dirs, write_ensemble
 from .models import FORMAT_VERSION, CheckpointError, read_checkpoint_meta
 from .rundir import write_json
 from .text import SPECIAL_TOKENS, TOKENIZER_VERSION
@@ -47,12 +50,12 @@ def sha256(path: Path) -> str:
 
 
 def resolve_model_dir(path: str | Path) -> Path:
-    """A model folder, or a run directory's `classifier/model`."""
+    """A model folder (a classifier, or an ensemble with `ensemble.json`), or a run directory: its
+    `ensemble` (several directions) or else its `classifier/model`."""
     path = Path(path)
-    if (path / META).is_file():
-        return path
-    if (path / "classifier" / "model" / META).is_file():
-        return path / "classifier" / "model"
+    for candidate in (path, path / "ensemble", path / "classifier" / "model"):
+        if (candidate / META).is_file() or (candidate / ENSEMBLE_FILE).is_file():
+            return candidate
     if not path.exists():
         raise CheckpointError(f"model not found: {path}; expected a saved model folder or a run directory")
     if not (path / WEIGHTS).is_file():
@@ -69,6 +72,9 @@ def read_artifact(folder: str | Path) -> tuple[dict[str, Any], list[str]]:
         CheckpointError: saying what is missing, corrupt or mismatched, and what to do.
     """
     folder = resolve_model_dir(folder)
+    if (folder / ENSEMBLE_FILE).is_file():
+        raise CheckpointError(f"{folder} is an ensemble of {sorted(member_dirs(folder))}, not one classifier; load "
+                              "it with ulmfit_lab.ensemble.load_model or SentimentClassifier.load")
     meta, vocab = read_checkpoint_meta(folder)
     where = str(folder)
     if meta.get("kind") != "classifier":
@@ -82,8 +88,8 @@ def read_artifact(folder: str | Path) -> tuple[dict[str, Any], list[str]]:
     _check_tokenizer(meta, where)
     expected = meta.get("weights_sha256")
     if expected and sha256(folder / WEIGHTS) != expected:
-        raise CheckpointError(f"{where}/{WEIGHTS}: SHA-256 differs from the one recorded in {META}; the weights "
-                              "file is corrupt or was replaced. Re-export or re-download the model")
+        raise CheckpointError(f"{where}/{WEIGHTS}: cannot load weights (SHA-256 differs from the one recorded in "
+                              f"{META}): the file is corrupt or was replaced. Re-export or re-download the model")
     shapes = _weight_shapes(folder / WEIGHTS)
     if _EMB_KEY in shapes and shapes[_EMB_KEY][0] != len(vocab):
         raise CheckpointError(f"{where}: {VOCAB} has {len(vocab)} tokens but the embedding in {WEIGHTS} has "
@@ -114,45 +120,45 @@ def _weight_shapes(path: Path) -> dict[str, list[int]]:
         with safetensors.safe_open(str(path), framework="pt") as f:
             return {k: list(f.get_slice(k).get_shape()) for k in f.keys()}
     except Exception as e:  # safetensors raises its own error types for a bad header
-        raise CheckpointError(f"{path}: not a readable safetensors file ({str(e).splitlines()[0][:200]}); the "
-                              "file is corrupt or truncated. Re-export or re-download the model") from None
+        raise CheckpointError(f"{path}: cannot load weights, not a readable safetensors file "
+                              f"({str(e).splitlines()[0][:200]}); the file is corrupt or truncated. Re-export or "
+                              "re-download the model") from None
 
 
 def export_model(src: str | Path, dest: str | Path, torchscript: bool = False) -> Path:
-    """Write a self-contained, checked classifier folder from `src` (a classifier folder or a run dir).
+    """Write a self-contained, checked model folder from `src` (a classifier or ensemble folder, or a run dir).
 
     Args:
-        src: a folder with model.safetensors + model.json + vocab.json (e.g. RUN/classifier/model).
+        src: a folder with model.safetensors + model.json + vocab.json (e.g. RUN/classifier/model), or an
+            ensemble folder (RUN/ensemble): its members are checked and copied in, one sub-folder each.
         dest: the folder to write; replaced atomically if it already holds a model.
-        torchscript: also write `model.torchscript.pt`, the scripted fast classifier (token ids in,
-            logits out), for serving without fastai.
+        torchscript: also write `model.torchscript.pt` (per member), the scripted fast classifier (token
+            ids in, logits out), for serving without fastai.
 
     Returns:
         `dest`.
     """
-    import fastai
-
-    from . import __version__
-    from .predict import Predictor
-
     src, dest = resolve_model_dir(src), Path(dest)
-    meta, vocab = read_artifact(src)
-    if dest.exists() and not (dest / META).is_file() and any(dest.iterdir()):
+    if dest.exists() and not any((dest / f).is_file() for f in (META, ENSEMBLE_FILE)) and any(dest.iterdir()):
         raise FileExistsError(f"{dest} exists and is not a saved model; choose an empty or new folder")
+    if dest.resolve() == src.resolve():
+        raise FileExistsError(f"{dest} is the model being exported; choose another folder")
     tmp = dest.with_name(f".{dest.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    shutil.copyfile(src / WEIGHTS, tmp / WEIGHTS)
-    write_json(tmp / VOCAB, vocab)
-    meta = {**meta, "format_version": FORMAT_VERSION,
-            "tokenizer": meta.get("tokenizer") or tokenizer_settings(meta.get("lang", "en")),
-            "vocab_size": len(vocab), "n_classes": len(meta["labels"]), "weights_sha256": sha256(tmp / WEIGHTS),
-            "versions": {"ulmfit_lab": __version__, "torch": torch.__version__.split("+")[0],
-                         "fastai": fastai.__version__}}
-    write_json(tmp / META, meta)
-    if torchscript:
-        scripted = torch.jit.script(Predictor.load(tmp, device=torch.device("cpu"), precision="fp32").fast)
-        scripted.save(str(tmp / TORCHSCRIPT))
+    try:
+        if (src / ENSEMBLE_FILE).is_file():
+            members = member_dirs(src)
+            labels = {name: read_artifact(path)[0]["labels"] for name, path in members.items()}
+            if len({json.dumps(v) for v in labels.values()}) > 1:
+                raise CheckpointError(f"{src}: ensemble members disagree on the labels: {labels}")
+            for name, path in members.items():
+                _export_one(path, tmp / name, torchscript)
+            write_ensemble(tmp, {name: tmp / name for name in members})  # relative paths: the folder stands alone
+        else:
+            _export_one(src, tmp, torchscript)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     old = dest.with_name(f".{dest.name}.old")
     shutil.rmtree(old, ignore_errors=True)
     if dest.exists():
@@ -160,6 +166,28 @@ def export_model(src: str | Path, dest: str | Path, torchscript: bool = False) -
     os.replace(tmp, dest)
     shutil.rmtree(old, ignore_errors=True)
     return dest
+
+
+def _export_one(src: Path, out: Path, torchscript: bool) -> None:
+    """Check one classifier folder and write its self-contained copy into the new folder `out`."""
+    import fastai
+
+    from . import __version__
+    from .predict import Predictor
+
+    meta, vocab = read_artifact(src)
+    out.mkdir(parents=True)
+    shutil.copyfile(src / WEIGHTS, out / WEIGHTS)
+    write_json(out / VOCAB, vocab)
+    meta = {**meta, "format_version": FORMAT_VERSION,
+            "tokenizer": meta.get("tokenizer") or tokenizer_settings(meta.get("lang", "en")),
+            "vocab_size": len(vocab), "n_classes": len(meta["labels"]), "weights_sha256": sha256(out / WEIGHTS),
+            "versions": {"ulmfit_lab": __version__, "torch": torch.__version__.split("+")[0],
+                         "fastai": fastai.__version__}}
+    write_json(out / META, meta)
+    if torchscript:
+        scripted = torch.jit.script(Predictor.load(out, device=torch.device("cpu"), precision="fp32").fast)
+        scripted.save(str(out / TORCHSCRIPT))
 
 
 def load_torchscript(folder: str | Path) -> tuple[torch.jit.ScriptModule, dict[str, Any], list[str]]:

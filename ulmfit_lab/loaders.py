@@ -1,8 +1,13 @@
 """fastai data loaders over token ids: `LMDataLoader` for the LM, `SortedDL` + chunk padding for BPT3C.
 
-Both are subclassed only to make an epoch replayable: the loader records the order it drew for the
+Both are subclassed to make an epoch replayable: the loader records the order it drew for the
 current epoch, and a resumed run replays that order from the first batch not yet trained, so a run
 killed mid-epoch continues exactly where it stopped (see `training.EpochLogger`).
+
+And to shard them over the processes of a distributed run: every rank draws the same global order and
+cuts the same global batches of `bs` (the LM's `bs` streams, the classifier's length-sorted documents),
+then keeps its own rows of each: r, r + N, r + 2N, ... So each rank sees different text at every step,
+and together the ranks see exactly the batches one process would.
 """
 
 from __future__ import annotations
@@ -14,8 +19,11 @@ import numpy as np
 import torch
 from fastai.data.core import DataLoaders
 from fastai.text.data import LMDataLoader, LMTensorText, SortedDL, TensorText, pad_input_chunk
-from fastai.torch_core import TensorCategory
+from fastai.torch_core import TensorCategory, to_detach
+from fastcore.basics import chunked
 
+from . import distributed
+from .data import DataError
 from .text import PAD
 
 
@@ -47,16 +55,68 @@ class _Replayable:
         return self._replay_order(self.epoch_order)[rp["skip"] * self.bs:]
 
 
+def shard_batches(idxs: list, bs: int, rank: int, world: int, pad: bool = False) -> list:
+    """Rank `rank`'s items of each global batch of `bs` consecutive `idxs`: items rank, rank + world, ...
+
+    `pad`: a last batch with fewer items than ranks repeats them, so that every rank takes a step there
+    (the ranks must take the same number of steps; at most world - 1 items are seen twice per epoch).
+    """
+    if world == 1:
+        return idxs
+    out = []
+    for start in range(0, len(idxs), bs):
+        b = idxs[start:start + bs]
+        if pad and len(b) < world:
+            b = [b[i % len(b)] for i in range(world)]
+        out.extend(b[rank::world])
+    return out
+
+
+class _Sharded:
+    """Mixin: keep this rank's rows of every global batch (`shard_batches`); one process: a no-op."""
+
+    rank, world, pad_last = 0, 1, False
+
+    def get_idxs(self):
+        self._rank_idxs = shard_batches(list(super().get_idxs()), self.bs, self.rank, self.world, self.pad_last)
+        return self._rank_idxs
+
+    @property
+    def rank_bs(self) -> int:
+        return len(range(self.rank, self.bs, self.world))
+
+    def chunkify(self, b):
+        return chunked(b, self.rank_bs, self.drop_last)
+
+    def sample(self):  # fastai's, with this rank's batch size deciding which worker makes which batch
+        return (b for i, b in enumerate(self._rank_idxs) if i // self.rank_bs % self.num_workers == self.offs)
+
+    def to_detach(self, b, cpu=True, gather=True):
+        # no per-batch all_gather (fastai's default under torchrun): `distributed.DDPTrainer` sums the
+        # metrics once per validation, and validation shares may differ in size between ranks
+        return to_detach(b, cpu, gather=False)
+
+
+def _shard(dl, rank: int | None, world: int | None, pad_last: bool):
+    dl.rank = distributed.rank() if rank is None else rank
+    dl.world = distributed.world() if world is None else world
+    dl.pad_last = pad_last
+    return dl
+
+
 def rng_state(state) -> tuple:
     """A saved `random.Random.getstate()`: torch.load(weights_only=True) gives lists back where it had tuples."""
     return (state[0], tuple(state[1]), state[2])
 
 
-class ReplayLMDataLoader(_Replayable, LMDataLoader):
+class ReplayLMDataLoader(_Sharded, _Replayable, LMDataLoader):
     """fastai's `LMDataLoader`, shuffled by its own seeded rng (fastai's uses the global `random`)."""
 
     def shuffle_fn(self, idxs):
-        self.rng.shuffle(self.items.idxs)  # in place: `self.lens` shares this index list
+        # from the document order, not the last epoch's: the epoch's order then follows from the rng state
+        # alone, so a run resumed at an epoch boundary draws the same order (in place: `self.lens` shares it)
+        self.items.idxs[:] = range(len(self.items.idxs))
+        self.rng.shuffle(self.items.idxs)
         self.make_chunks()
         return idxs
 
@@ -69,8 +129,12 @@ class ReplayLMDataLoader(_Replayable, LMDataLoader):
         return list(range(self.n))
 
 
-class ReplaySortedDL(_Replayable, SortedDL):
+class ReplaySortedDL(_Sharded, _Replayable, SortedDL):
     """fastai's `SortedDL` (length-sorted batches, shuffled by chunks), replayable."""
+
+
+class ShardedSortedDL(_Sharded, SortedDL):
+    """fastai's `SortedDL` for validation, sharded."""
 
 
 def _lm_bs(total_tokens: int, bs: int, bptt: int) -> int:
@@ -79,15 +143,25 @@ def _lm_bs(total_tokens: int, bs: int, bptt: int) -> int:
 
 
 def lm_loaders(train: Sequence[np.ndarray], valid: Sequence[np.ndarray], bs: int, bptt: int,
-               backwards: bool, device: torch.device, seed: int | None = None) -> DataLoaders:
-    """The documents concatenated (shuffled each epoch) and cut into `bs` streams of `bptt` chunks."""
+               backwards: bool, device: torch.device, seed: int | None = None, rank: int | None = None,
+               world: int | None = None) -> DataLoaders:
+    """The documents concatenated (shuffled each epoch) and cut into `bs` streams of `bptt` chunks.
+
+    `rank`/`world` (default: this process's, in a distributed run): the rank keeps streams rank, rank +
+    world, ... of the `bs` (the global batch).
+    """
     dls = []
     for docs, shuffle in ((train, True), (valid, False)):
         items = [LMTensorText(_tensor(d, backwards)) for d in docs if len(d) > 0]
         lens = [len(t) for t in items]
         b = _lm_bs(sum(lens), bs, bptt)
-        dls.append(ReplayLMDataLoader(items, lens=lens, bs=b, seq_len=bptt, shuffle=shuffle, drop_last=shuffle,
-                                device=device))
+        dl = _shard(ReplayLMDataLoader(items, lens=lens, bs=b, seq_len=bptt, shuffle=shuffle, drop_last=shuffle,
+                                       device=device), rank, world, pad_last=False)
+        if b < dl.world:
+            raise DataError(f"{'train' if shuffle else 'valid'} LM text: {sum(lens)} tokens make only {b} "
+                            f"stream(s) of bptt {bptt}, fewer than the {dl.world} processes; use more text or "
+                            "fewer processes")
+        dls.append(dl)
     if seed is not None:
         dls[0].rng.seed(seed)
     return DataLoaders(*dls, device=device)
@@ -104,14 +178,20 @@ def pad_batch(bptt: int):
 
 
 def classifier_loaders(train_ids, train_y, valid_ids, valid_y, bs: int, bptt: int, backwards: bool,
-                       device: torch.device, seed: int | None = None) -> DataLoaders:
-    """Length-sorted batches (shuffled by chunks in training), as fastai's `SortedDL` does."""
+                       device: torch.device, seed: int | None = None, rank: int | None = None,
+                       world: int | None = None) -> DataLoaders:
+    """Length-sorted batches (shuffled by chunks in training), as fastai's `SortedDL` does.
+
+    `rank`/`world` (default: this process's): the rank keeps documents rank, rank + world, ... of each
+    global batch, so its own batches stay length-sorted and the ranks' shares are of similar lengths.
+    """
     tr = classifier_items(train_ids, train_y, backwards)
     va = classifier_items(valid_ids, valid_y, backwards)
-    train_dl = ReplaySortedDL(tr, res=[len(x) for x, _ in tr], bs=min(bs, len(tr)), shuffle=True, drop_last=False,
-                        before_batch=pad_batch(bptt), device=device)
-    valid_dl = SortedDL(va, res=[len(x) for x, _ in va], bs=bs * 2, shuffle=False,
-                        before_batch=pad_batch(bptt), device=device)
+    train_dl = _shard(ReplaySortedDL(tr, res=[len(x) for x, _ in tr], bs=min(bs, len(tr)), shuffle=True,
+                                     drop_last=False, before_batch=pad_batch(bptt), device=device),
+                      rank, world, pad_last=True)
+    valid_dl = _shard(ShardedSortedDL(va, res=[len(x) for x, _ in va], bs=bs * 2, shuffle=False,
+                                      before_batch=pad_batch(bptt), device=device), rank, world, pad_last=False)
     if seed is not None:
         train_dl.rng.seed(seed)
     return DataLoaders(train_dl, valid_dl, device=device)

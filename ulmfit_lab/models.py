@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import pickle
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -22,10 +24,11 @@ import torch
 from fastai.text.learner import clean_raw_keys, match_embeds
 from fastai.text.models.awdlstm import AWD_LSTM, awd_lstm_clas_config, awd_lstm_clas_split, awd_lstm_lm_config
 from fastai.text.models.core import get_language_model, get_text_classifier
+from safetensors import SafetensorError
 from torch import nn
 
 from .config import ModelConfig
-from .rundir import atomic_path, write_json
+from .rundir import StorageError, is_storage_failure, storage_error, write_json
 
 FORMAT_VERSION = 1
 
@@ -72,14 +75,34 @@ def n_params(model: nn.Module) -> int:
 
 
 def save_checkpoint(model: nn.Module, folder: Path, vocab: list[str], meta: dict[str, Any]) -> None:
-    """Write weights, vocab and metadata into `folder`, each file atomically."""
-    folder.mkdir(parents=True, exist_ok=True)
-    write_json(folder / "vocab.json", vocab)
-    with atomic_path(folder / "model.safetensors") as tmp:
-        st.save_model(model, str(tmp))
-        digest = hashlib.sha256(tmp.read_bytes()).hexdigest()  # lets a reader tell a corrupt file from a good one
-    write_json(folder / "model.json", {"format_version": FORMAT_VERSION, **meta, "vocab_size": len(vocab),
-                                       "weights_sha256": digest})
+    """Write weights, vocab and metadata into a temporary folder, then swap it in for `folder`.
+
+    A crash (or a full disk) never leaves new weights beside an old vocab: readers see the old folder
+    whole, or the new one whole (or, for an instant between two renames, none).
+    """
+    folder = Path(folder)
+    tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
+    old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir(parents=True)
+        write_json(tmp / "vocab.json", vocab)
+        st.save_model(model, str(tmp / "model.safetensors"))
+        digest = hashlib.sha256((tmp / "model.safetensors").read_bytes()).hexdigest()  # tells corrupt from good
+        write_json(tmp / "model.json", {"format_version": FORMAT_VERSION, **meta, "vocab_size": len(vocab),
+                                        "weights_sha256": digest})
+        if folder.exists():
+            folder.rename(old)
+        tmp.rename(folder)
+    except Exception as e:
+        if is_storage_failure(e):  # name the folder the user knows, not our temporary one
+            raise storage_error(folder, e.__cause__ if isinstance(e, StorageError) and e.__cause__ else e) from e
+        raise
+    finally:
+        if old.exists() and not folder.exists():  # the swap failed half-way: put the old folder back
+            old.rename(folder)
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def read_checkpoint_meta(folder: Path) -> tuple[dict[str, Any], list[str]]:
@@ -103,15 +126,20 @@ def read_checkpoint_meta(folder: Path) -> tuple[dict[str, Any], list[str]]:
     return meta, vocab
 
 
+_RERUN_HINT = ("if a run wrote it, delete that stage's folder (or its DONE.json) and rerun the command to "
+               "write it again")
+
+
 def load_weights(model: nn.Module, path: Path) -> None:
+    """Load a `model.safetensors` into `model`; a corrupt, truncated or mismatched file is a CheckpointError."""
     try:
         missing, unexpected = st.load_model(model, str(path), strict=False)
-    except (RuntimeError, OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: cannot load weights ({str(e).splitlines()[0]}); the file is corrupt "
-                              "or was made for another model size") from None
+    except (RuntimeError, OSError, ValueError, SafetensorError) as e:
+        raise CheckpointError(f"{path}: cannot load weights ({str(e).splitlines()[0][:200]}); the file is "
+                              f"corrupt or was made for another model size; {_RERUN_HINT}") from None
     if missing or unexpected:
         raise CheckpointError(f"{path}: weights do not fit the model (missing {missing[:3]}, "
-                              f"unexpected {unexpected[:3]})")
+                              f"unexpected {unexpected[:3]}); {_RERUN_HINT}")
 
 
 def model_config_from_meta(meta: dict[str, Any]) -> ModelConfig:
@@ -128,7 +156,13 @@ def read_lm_folder(folder: Path, backwards: bool) -> tuple[dict[str, torch.Tenso
     if meta.get("model", {}).get("backwards", False) != backwards:
         raise CheckpointError(f"{folder} is a {'forward' if backwards else 'backward'} LM but model.backwards="
                               f"{backwards}; use the LM of the same direction")
-    return st.load_file(str(Path(folder) / "model.safetensors")), vocab
+    path = Path(folder) / "model.safetensors"
+    try:
+        wgts = st.load_file(str(path))
+    except Exception as e:  # safetensors raises its own error type for a truncated or garbled file
+        raise CheckpointError(f"{path}: cannot read weights ({str(e).splitlines()[0][:200]}); the file is corrupt "
+                              f"or truncated; {_RERUN_HINT}") from None
+    return {k: (v.float() if v.is_floating_point() else v) for k, v in wgts.items()}, vocab  # shipped: fp16
 
 
 def load_lm_checkpoint(folder: Path, drop_mult: float = 1.0) -> tuple[nn.Module, list[str], dict]:
@@ -173,7 +207,8 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         wgts = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for a bad file
         raise CheckpointError(f"{path}: cannot read weights ({str(e).splitlines()[0][:200]}); "
-                              "the file is corrupt or truncated") from None
+                              "the file is corrupt or truncated: download or copy it again, or point "
+                              "lm_pretrain.weights at another file") from None
     if isinstance(wgts, dict) and "model" in wgts and isinstance(wgts["model"], dict):
         wgts = wgts["model"]  # saved with an optimizer state
     return wgts
@@ -191,7 +226,8 @@ def adapt_pretrained(wgts: dict[str, torch.Tensor], old_vocab: list[str], new_vo
     if wgts["0.encoder.weight"].shape[0] != len(old_vocab):
         raise CheckpointError(
             f"pretrained embedding has {wgts['0.encoder.weight'].shape[0]} rows but its vocab has "
-            f"{len(old_vocab)} tokens: the weights and the vocab file do not belong together"
+            f"{len(old_vocab)} tokens: the weights and the vocab file do not belong together; give the "
+            "lm_pretrain.vocab that was saved with these weights"
         )
     if "1.decoder.weight" not in wgts:
         wgts["1.decoder.weight"] = wgts["0.encoder.weight"]

@@ -75,4 +75,23 @@ def plot_stage(stage_dir: Path) -> list[Path]:
             fig.savefig(stage_dir / "loss.png", dpi=100)
             plt.close(fig)
             written.append(stage_dir / "loss.png")
+        if rows and any(not all(r.get("trainable_groups", [True])) for r in rows):
+            written.append(plot_unfreezing(rows, stage_dir / "unfreezing.png", stage_dir.name))
     return written
+
+
+def plot_unfreezing(rows: list[dict], path: Path, title: str) -> Path:
+    """Which layer groups trained in which epoch (gradual unfreezing), as a grid."""
+    plt = _plt()
+    grid = np.array([r["trainable_groups"] for r in rows], dtype=float).T  # groups x epochs
+    fig, ax = plt.subplots(figsize=(1 + 0.6 * grid.shape[1], 1 + 0.5 * grid.shape[0]))
+    ax.imshow(grid, cmap="Greens", vmin=0, vmax=1.4, aspect="auto", origin="lower")
+    ax.set_xticks(range(grid.shape[1]), [str(i + 1) for i in range(grid.shape[1])])
+    ax.set_yticks(range(grid.shape[0]), [f"group {g}" + (" (embedding)" if g == 0 else "")
+                                         for g in range(grid.shape[0])])
+    ax.set_xlabel("epoch")
+    ax.set_title(f"{title}: trained (green) / frozen")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

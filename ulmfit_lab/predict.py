@@ -116,30 +116,38 @@ class Predictor:
             bs: at most this many texts per batch (default: as many as `max_tokens` allows, up to 256).
             chunk_size: texts read, tokenized and length-sorted together.
         """
-        if isinstance(texts, str):
-            raise TypeError("predict expects a list of strings (or a pandas Series), not one string; "
-                            "wrap it: predict([text])")
-        it = iter(texts)
-        yield from self.iter_chunks(iter(lambda: list(itertools.islice(it, chunk_size)), []), bs)
+        yield from self.iter_chunks(text_chunks(texts, chunk_size), bs)
 
     def iter_chunks(self, chunks: Iterable[list[str]], bs: int | None = None) -> Iterator[np.ndarray]:
         """Probabilities for each list of texts in `chunks`, in order; one tokenizer pool serves them all."""
+        ids_stream = self.iter_ids(chunks)
+        try:
+            for ids in ids_stream:
+                yield self.proba_of_ids(ids, bs)
+        finally:
+            ids_stream.close()
+
+    def iter_ids(self, chunks: Iterable[list[str]]) -> Iterator[list[np.ndarray]]:
+        """Token ids for each list of texts in `chunks` (worker processes once the text is large enough)."""
         pool, seen = None, 0
         try:
             for chunk in chunks:
                 _check_strings(chunk, seen)
                 if pool is None and self.num_workers > 1 and sum(map(len, chunk)) >= MIN_PARALLEL_CHARS:
                     pool = self._pool()
-                ids = ensure_nonempty(self._encode_chunk(chunk, pool))
-                out = np.zeros((len(chunk), len(self.labels)), dtype=np.float32)
-                for idx, proba in run_batches(self.model, ids, self.precision, self.device, self.backwards,
-                                              self.max_tokens, bs or 256):
-                    out[idx] = proba
                 seen += len(chunk)
-                yield out
+                yield ensure_nonempty(self._encode_chunk(chunk, pool))
         finally:
             if pool is not None:
                 pool.terminate()
+
+    def proba_of_ids(self, ids: list[np.ndarray], bs: int | None = None) -> np.ndarray:
+        """Probabilities (rows in the order of `ids`) for token ids in this model's reading order."""
+        out = np.zeros((len(ids), len(self.labels)), dtype=np.float32)
+        for idx, proba in run_batches(self.model, ids, self.precision, self.device, self.backwards,
+                                      self.max_tokens, bs or 256):
+            out[idx] = proba
+        return out
 
     def predict_proba(self, texts: Iterable[str] | pd.Series, bs: int | None = None) -> np.ndarray:
         """Class probabilities, one row per text, in input order (columns follow `labels`)."""
@@ -150,6 +158,15 @@ class Predictor:
         """The most probable label for each text, in input order."""
         proba = self.predict_proba(texts, bs)
         return [self.labels[i] for i in proba.argmax(axis=1)]
+
+
+def text_chunks(texts: Iterable[str] | pd.Series, chunk_size: int = CHUNK) -> Iterator[list[str]]:
+    """Lists of at most `chunk_size` texts, read lazily from any iterable."""
+    if isinstance(texts, str):
+        raise TypeError("predict expects a list of strings (or a pandas Series), not one string; "
+                        "wrap it: predict([text])")
+    it = iter(texts)
+    return iter(lambda: list(itertools.islice(it, chunk_size)), [])
 
 
 def _encode(tok: FastaiTokenizer, o2i: dict[str, int], texts: list[str]) -> list[np.ndarray]:
@@ -188,9 +205,10 @@ def predict_file(model: str | Path, input_path: str | Path, output: str | Path |
     """
     from tqdm.auto import tqdm
 
+    from .ensemble import load_model
     from .tables import TableWriter, count_rows, iter_table
 
-    predictor = Predictor.load(model, precision=precision)
+    predictor = load_model(model, precision=precision)  # a classifier, or an ensemble averaging its members
     frames: list[pd.DataFrame] = []
 
     def texts() -> Iterator[list[str]]:

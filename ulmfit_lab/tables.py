@@ -75,8 +75,9 @@ def iter_table(path: str | Path, text_column: str = TEXT, chunk_rows: int = 8192
                             "Use --text-column NAME")
         bad = np.flatnonzero(~df[text_column].map(lambda t: isinstance(t, str)).values)
         if len(bad):
-            raise DataError(f"{path}: {len(bad)} row(s) have no text in column {text_column!r} (first rows: "
-                            f"{(bad[:5] + start).tolist()}); fill or drop them")
+            raise DataError(f"{path}: {len(bad)} row(s) of column {text_column!r} hold no text (empty or not a "
+                            f"string; first rows: {(bad[:5] + start).tolist()}, counted from 0 after the header); "
+                            "fill or drop them")
         start += len(df)
         yield df.reset_index(drop=True)
 

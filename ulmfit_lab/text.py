@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
+import re
 import shutil
 from collections import Counter
 from collections.abc import Sequence
@@ -20,14 +21,45 @@ import numpy as np
 # fastai's rules and special tokens; the tokenizer itself is fastai's, we only batch and cache it.
 from fastai.text.core import SpacyTokenizer, TokenizeWithRules, defaults
 from fastai.text.data import make_vocab
+from fastcore.basics import compose
+
+from .rundir import remove_stale_tmp
 
 SPECIAL_TOKENS: list[str] = list(defaults.text_spec_tok)
 UNK, PAD, BOS = 0, 1, 2  # positions of xxunk, xxpad, xxbos in every vocab made here
 TOKENIZER_VERSION = 1  # bump when tokenization output changes meaning
 
 
+# spaCy refuses a text over `nlp.max_length` (1M characters) and its memory grows with the text: longer
+# texts go through fastai's text rules whole, are then cut at single spaces into pieces of at most this size
+# for spaCy, and their tokens joined again (the same tokens as in one piece: spaCy splits at spaces first).
+MAX_PIECE_CHARS = 100_000
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def split_long(text: str, size: int | None = None) -> list[str]:
+    """`text` cut into pieces of at most `size` (default `MAX_PIECE_CHARS`) characters, each cut at a single
+    space between two non-spaces (a hard cut only where a whole piece has none)."""
+    size = size or MAX_PIECE_CHARS
+    pieces, start = [], 0
+    while len(text) - start > size:
+        end = start + size
+        cut = text.rfind(" ", start + 1, end)
+        while cut > start and (text[cut - 1].isspace() or text[cut + 1].isspace()):
+            cut = text.rfind(" ", start + 1, cut)
+        cut = cut + 1 if cut > start else end  # the space ends its piece: spaCy makes no token of it
+        pieces.append(text[start:cut])
+        start = cut
+    pieces.append(text[start:])
+    return pieces
+
+
 class FastaiTokenizer:
-    """fastai's `TokenizeWithRules(SpacyTokenizer(lang))`, built lazily so it pickles to workers."""
+    """fastai's `TokenizeWithRules(SpacyTokenizer(lang))`, built lazily so it pickles to workers.
+
+    Any `str` is accepted: a text over `MAX_PIECE_CHARS` is tokenized in pieces (bounded memory, and no
+    spaCy length limit), and lone surrogates (which spaCy cannot hash) become U+FFFD.
+    """
 
     def __init__(self, lang: str = "en"):
         self.lang = lang
@@ -39,7 +71,24 @@ class FastaiTokenizer:
     def __call__(self, texts: Sequence[str]) -> list[list[str]]:
         if self._tok is None:
             self._tok = TokenizeWithRules(SpacyTokenizer(self.lang))
-        return [list(toks) for toks in self._tok(list(texts))]
+        texts = [t if t.isascii() else _SURROGATE.sub("\ufffd", t) for t in texts]
+        if all(len(t) <= MAX_PIECE_CHARS for t in texts):
+            return [list(toks) for toks in self._tok(texts)]  # fastai's own path
+        return [list(toks) if len(t) <= MAX_PIECE_CHARS else self._long(t)
+                for t, toks in zip(texts, self._tok(t if len(t) <= MAX_PIECE_CHARS else "" for t in texts))]
+
+    def pieces(self, text: str) -> list[str]:
+        """A long text after fastai's text rules, cut into the pieces spaCy tokenizes one by one."""
+        if self._tok is None:
+            self._tok = TokenizeWithRules(SpacyTokenizer(self.lang))
+        return split_long(compose(*self._tok.rules)(text))
+
+    def _long(self, text: str) -> list[str]:
+        """What `self._tok` gives for one long text: rules on the whole text, spaCy piece by piece."""
+        out: list[str] = []
+        for toks in self._tok.tok(self.pieces(text)):
+            out.extend(self._tok.post_f(t) for t in toks)
+        return out
 
     def batch(self, batch: dict) -> dict:
         return {"tokens": self(batch["text"])}
@@ -97,11 +146,21 @@ def tokenize(
     )
     if cache_dir is None:
         return ds
-    tmp = path.with_name(path.name + ".tmp")
+    # a private temporary name (the pid), renamed into place: a concurrent run tokenizing the same texts
+    # never writes into our folder, and a killed run leaves only a temporary folder, removed next time
+    remove_stale_tmp(path.parent, path.name)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    save_dataset(ds, tmp)
-    shutil.rmtree(path, ignore_errors=True)
-    os.replace(tmp, path)
+    try:
+        save_dataset(ds, tmp)
+        shutil.rmtree(path, ignore_errors=True)
+        try:
+            os.replace(tmp, path)
+        except OSError:
+            if not (path / "dataset_info.json").exists():  # not another run that got there first
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return datasets.load_from_disk(str(path))
 
 

@@ -31,9 +31,12 @@ from fastai.torch_core import to_float
 from fastcore.foundation import L
 from torch import nn
 
+from . import distributed
 from .config import RunConfig, TrainConfig
+from .distributed import merge_rows, take_rows, unwrap
+from .fused import fuse_lm_loss
 from .loaders import rng_state
-from .rundir import StageDir, atomic_path
+from .rundir import StageDir, atomic_path, write_text
 from .schedules import Phase, discriminative_lrs, stlr_schedule
 
 
@@ -43,6 +46,21 @@ def pick_device(run: RunConfig) -> torch.device:
     if run.device == "cpu" or not torch.cuda.is_available():
         return torch.device("cpu")
     return torch.device("cuda")
+
+
+def device_name(device: torch.device) -> str:
+    """What ran a stage, for logs and model cards: the GPU's name, or the CPU's model and thread count."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"CPU {cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
 def amp_dtype(run: RunConfig, device: torch.device) -> torch.dtype | None:
@@ -72,6 +90,10 @@ class CpuAutocast(Callback):
         self.ctx.__exit__(None, None, None)
 
 
+class TrainingPaused(RuntimeError):
+    """Training stopped at its time budget (`run.stop_after_minutes`) after a checkpoint; rerun to go on."""
+
+
 class EpochLogger(Callback):
     """Logs each epoch to `metrics.jsonl` and checkpoints to `last.pt`: at every epoch end, and every
     `every_s` seconds mid-epoch (an LM epoch over a large corpus takes hours on a CPU).
@@ -84,9 +106,10 @@ class EpochLogger(Callback):
     order = 65  # after Recorder (50) and ParamScheduler (60); before_train after ModelResetter (0)
 
     def __init__(self, stage: StageDir, phase: int, phases: list[Phase], start_epoch: int,
-                 extra: Callable[[], dict] | None = None, every_s: float | None = None, resume: dict | None = None):
+                 extra: Callable[[], dict] | None = None, every_s: float | None = None, resume: dict | None = None,
+                 deadline: float | None = None):
         self.stage, self.phase, self.phases, self.start_epoch = stage, phase, phases, start_epoch
-        self.extra, self.every_s, self.resume = extra, every_s, resume
+        self.extra, self.every_s, self.resume, self.deadline = extra, every_s, resume, deadline
 
     def before_epoch(self):
         self.t0 = time.time()
@@ -106,42 +129,63 @@ class EpochLogger(Callback):
         self.learn.train_iter += self.skipped
         self.lr_trace = rs["log"]["lr_trace"]
         self.t0 -= rs["log"]["seconds"]
-        self.learn.tokens_seen = rs["log"]["tokens"]
+        own = _own(rs)
+        self.learn.tokens_seen = own.get("tokens", rs["log"]["tokens"])
+        self.learn.samples_seen = own.get("samples", rs["log"].get("samples", 0))
         self.restore = rs  # hidden state and torch RNG: at the first batch, after the loader drew its seed
-        print(f"[ulmfit-lab] {self.stage.path.name}: resuming phase {self.phase} epoch {self.epoch} "
-              f"at batch {self.skipped}/{len(dl)}", flush=True)
+        if distributed.is_main():
+            print(f"[ulmfit-lab] {self.stage.path.name}: resuming phase {self.phase} epoch {self.epoch} "
+                  f"at batch {self.skipped}/{len(dl)}", flush=True)
 
     def before_batch(self):
         rs, self.restore = getattr(self, "restore", None), None
         if rs is None:
             return
         if rs.get("hidden") is not None:  # the LM carries its hidden state from batch to batch
-            enc = self.model[0]
-            enc.hidden = [(h.to(self.dls.device), c.to(self.dls.device)) for h, c in rs["hidden"]]
+            enc = unwrap(self.model)[0]
+            r, n = distributed.rank(), distributed.world()  # the checkpoint holds all `bs` rows; ours: r::n
+            enc.hidden = [(take_rows(h, r, n).to(self.dls.device), take_rows(c, r, n).to(self.dls.device))
+                          for h, c in rs["hidden"]]
             enc.bs = enc.hidden[0][0].shape[1]
-        torch.set_rng_state(rs["torch_rng"])
+        torch.set_rng_state(_own(rs).get("torch_rng", rs["torch_rng"]))
 
     def after_batch(self):
         if not self.training or self.epoch < self.start_epoch:
             return
         self.lr_trace.append([float(h["lr"]) for h in self.opt.hypers])
-        due = self.every_s is not None and time.time() - self.t_ckpt >= self.every_s
-        if due and self.iter + 1 < self.n_iter - self.skipped:  # the last batch gets the epoch-end checkpoint
+        inside = self.iter + 1 < self.n_iter - self.skipped  # the last batch gets the epoch-end checkpoint
+        # the ranks of a distributed run must decide together (the checkpoint gathers from all of them)
+        if inside and self.deadline is not None and distributed.agree(time.time() >= self.deadline):
+            self._checkpoint_mid_epoch()
+            raise TrainingPaused(f"{self.stage.path.name}: paused at its time budget (run.stop_after_minutes) "
+                                 f"in epoch {self.epoch}, batch {self.skipped + self.iter + 1}; rerun the same "
+                                 "command to continue from there")
+        due = self.every_s is not None and distributed.agree(time.time() - self.t_ckpt >= self.every_s)
+        if inside and due:
             self._checkpoint_mid_epoch()
             self.t_ckpt = time.time()
 
     def _checkpoint_mid_epoch(self):
         dl = self.dls.train
-        hidden = getattr(self.model[0], "hidden", None)
+        hidden = getattr(unwrap(self.model)[0], "hidden", None)
+        hidden = [(h.detach().cpu(), c.detach().cpu()) for h, c in hidden] if hidden else None
+        ranks = distributed.gather({"torch_rng": torch.get_rng_state(), "hidden": hidden,
+                                    "tokens": int(getattr(self.learn, "tokens_seen", 0)),
+                                    "samples": int(getattr(self.learn, "samples_seen", 0))})
+        if hidden is not None:  # every rank's rows back into the global batch's order
+            hidden = [tuple(merge_rows([rk["hidden"][i][j] for rk in ranks]) for j in (0, 1))
+                      for i in range(len(hidden))]
         state = {
             "batch": self.skipped + self.iter + 1,
             "order": dl.epoch_order,
             "dl_rng": dl.rng.getstate(),
-            "torch_rng": torch.get_rng_state(),
-            "hidden": [(h.detach().cpu(), c.detach().cpu()) for h, c in hidden] if hidden else None,
+            "torch_rng": ranks[0]["torch_rng"],
+            "hidden": hidden,
             "log": {"lr_trace": self.lr_trace, "seconds": time.time() - self.t0,
-                    "tokens": int(getattr(self.learn, "tokens_seen", 0))},
+                    "tokens": sum(rk["tokens"] for rk in ranks), "samples": sum(rk["samples"] for rk in ranks)},
         }
+        if len(ranks) > 1:  # what differs between ranks: their RNGs (dropout) and counts
+            state["ranks"] = [{k: rk[k] for k in ("torch_rng", "tokens", "samples")} for rk in ranks]
         save_progress(self.learn, self.stage, (self.phase, self.epoch), state)
 
     def after_epoch(self):
@@ -157,20 +201,33 @@ class EpochLogger(Callback):
         n_tok = getattr(self, "tokens_seen", None)
         if n_tok:
             row["train_tokens_per_s"] = round(n_tok / max(row["seconds"], 1e-9), 1)
+        row["train_samples"], row["train_tokens"] = int(getattr(self, "samples_seen", 0)), int(n_tok or 0)
+        if distributed.world() > 1:
+            row["world_size"] = distributed.world()
         if self.extra:
             row.update(self.extra())
-        self.stage.log_metrics(row)
-        if not any(isinstance(cb, ProgressCallback) for cb in self.learn.cbs):
-            shown = " ".join(f"{k} {v:.4g}" for k, v in row.items() if isinstance(v, float) and k != "seconds")
-            print(f"[ulmfit-lab] {self.stage.path.name} phase {self.phase} epoch {self.epoch}: {shown} "
-                  f"({row['seconds']} s)", flush=True)
-        with open(self.stage.path / "lr_trace.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps({"phase": self.phase, "epoch": self.epoch, "trainable": row["trainable_groups"],
-                                "lrs": self.lr_trace}) + "\n")
+        ranks = distributed.gather(torch.get_rng_state())  # each rank's dropout RNG, for an exact resume
+        if distributed.is_main():
+            self.stage.log_metrics(row)
+            if not any(isinstance(cb, ProgressCallback) for cb in self.learn.cbs):
+                shown = " ".join(f"{k} {v:.4g}" for k, v in row.items() if isinstance(v, float) and k != "seconds")
+                print(f"[ulmfit-lab] {self.stage.path.name} phase {self.phase} epoch {self.epoch}: {shown} "
+                      f"({row['seconds']} s)", flush=True)
+            with open(self.stage.path / "lr_trace.jsonl", "a", encoding="utf-8") as f:
+                f.write(json.dumps({"phase": self.phase, "epoch": self.epoch, "trainable": row["trainable_groups"],
+                                    "lrs": self.lr_trace}) + "\n")
         last = self.epoch + 1 == self.n_epoch
         nxt = (self.phase + 1, 0) if last else (self.phase, self.epoch + 1)
-        save_progress(self.learn, self.stage, nxt, {"dl_rng": self.dls.train.rng.getstate(),
-                                                     "torch_rng": torch.get_rng_state()})
+        extra = {"dl_rng": self.dls.train.rng.getstate(), "torch_rng": ranks[0]}
+        if len(ranks) > 1:
+            extra["ranks"] = [{"torch_rng": t} for t in ranks]
+        save_progress(self.learn, self.stage, nxt, extra)
+
+
+def _own(state: dict) -> dict:
+    """This rank's part of a checkpoint written by as many ranks; else nothing (use rank 0's)."""
+    ranks = state.get("ranks")
+    return ranks[distributed.rank()] if ranks and len(ranks) == distributed.world() else {}
 
 
 def _num(v: Any) -> Any:
@@ -201,8 +258,13 @@ def _plain(obj: Any) -> Any:
 
 
 def save_progress(learn: Learner, stage: StageDir, next_pos: tuple[int, int], extra: dict | None = None) -> None:
-    """`last.pt`: model, optimizer and where to go on (phase, epoch; `batch` > 0 inside an epoch)."""
-    state = {"key": stage.key, "next": list(next_pos), "model": learn.model.state_dict(),
+    """`last.pt`: model, optimizer and where to go on (phase, epoch; `batch` > 0 inside an epoch).
+
+    Written by rank 0 only: DDP keeps the model and optimizer equal on every rank.
+    """
+    if not distributed.is_main():
+        return
+    state = {"key": stage.key, "next": list(next_pos), "model": unwrap(learn.model).state_dict(),
              "opt": _plain(learn.opt.state_dict()), "np_rng": _np_rng_state(), "batch": 0, **(extra or {})}
     with atomic_path(stage.path / "last.pt") as tmp:
         torch.save(state, tmp)
@@ -216,12 +278,22 @@ def _np_rng_state() -> list:
 
 def trim_logs(stage: StageDir, before: tuple[int, int]) -> None:
     """Keep only the log rows of epochs before `before` (phase, epoch): a rerun or resume rewrites the rest."""
+    if not distributed.is_main():
+        return
     for name in ("metrics.jsonl", "lr_trace.jsonl"):
         path = stage.path / name
         if path.is_file():
-            rows = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+            rows = [line for line in path.read_text(encoding="utf-8").splitlines() if _complete(line)]
             keep = [r for r in rows if tuple(json.loads(r)[k] for k in ("phase", "epoch")) < before]
-            path.write_text("".join(r + "\n" for r in keep), encoding="utf-8")
+            write_text(path, "".join(r + "\n" for r in keep))
+
+
+def _complete(line: str) -> bool:
+    """False for the half-written last line a killed run (or a full disk) can leave behind."""
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:
+        return False
 
 
 def read_progress(stage: StageDir) -> dict | None:
@@ -246,28 +318,35 @@ def restore_progress(learn: Learner, state: dict) -> None:
     np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
     if state.get("batch", 0) == 0 and "dl_rng" in state:  # at an epoch boundary: the next epoch's shuffle
         learn.dls.train.rng.setstate(rng_state(state["dl_rng"]))
-        torch.set_rng_state(state["torch_rng"])
+        torch.set_rng_state(_own(state).get("torch_rng", state["torch_rng"]))
     phase, epoch = state["next"]
-    print(f"[ulmfit-lab] resuming at phase {phase}, epoch {epoch}, batch {state.get('batch', 0)}", flush=True)
+    if distributed.is_main():
+        print(f"[ulmfit-lab] resuming at phase {phase}, epoch {epoch}, batch {state.get('batch', 0)}", flush=True)
 
 
 class TokenCounter(Callback):
-    """Counts non-pad training tokens, for tokens/s."""
+    """Counts non-pad training tokens (for tokens/s) and samples (rows) of this rank."""
 
     order = 64
 
     def before_epoch(self):
         self.learn.tokens_seen = 0
+        self.learn.samples_seen = 0
 
     def after_batch(self):
         if self.training:
             x = self.xb[0]
             self.learn.tokens_seen += int((x != 1).sum())
+            self.learn.samples_seen += x.shape[0]
 
 
 def make_learner(dls: DataLoaders, model: nn.Module, groups: Callable[[nn.Module], list], tc: TrainConfig,
-                 run: RunConfig, device: torch.device, metrics: list, path: Path) -> Learner:
-    """A fastai Learner with Adam(betas), AR/TAR (passed explicitly: fastai #3605), clipping, AMP."""
+                 run: RunConfig, device: torch.device, metrics: list, path: Path, lm: bool = False) -> Learner:
+    """A fastai Learner with Adam(betas), AR/TAR (passed explicitly: fastai #3605), clipping, AMP.
+
+    `lm`: the model is a language model; on the CPU it then trains with the fused decoder + softmax
+    (`fused.py`) unless `run.fused_softmax` is off.
+    """
     cbs: list[Callback] = list(rnn_cbs(alpha=tc.alpha, beta=tc.beta)) + [TokenCounter()]
     if tc.clip:
         cbs.append(GradientClip(tc.clip))
@@ -279,21 +358,27 @@ def make_learner(dls: DataLoaders, model: nn.Module, groups: Callable[[nn.Module
     elif dtype is not None:
         raise ValueError("run.precision=fp16 needs a GPU; on CPU use bf16 or fp32")
     opt_func = partial(Adam, mom=tc.betas[0], sqr_mom=tc.betas[1], wd=tc.wd)
-    learn = Learner(dls, model.to(device), loss_func=CrossEntropyLossFlat(), opt_func=opt_func, splitter=groups,
+    loss_func = CrossEntropyLossFlat()
+    if lm and run.fused_softmax and device.type == "cpu" and distributed.world() == 1:
+        loss_func = fuse_lm_loss(model, dtype or torch.float32)  # (kept out of DDP, which wraps the forward)
+    model = distributed.sync_batchnorm(model, device)
+    learn = Learner(dls, model.to(device), loss_func=loss_func, opt_func=opt_func, splitter=groups,
                     metrics=metrics, cbs=cbs, path=path, model_dir=".")
     if not run.progress:  # no bars; EpochLogger prints one line per epoch instead
         learn.remove_cb(ProgressCallback)
         learn.logger = lambda *_: None
+    distributed.prepare_learner(learn, device)
     learn.create_opt()
     return learn
 
 
 def fit_phases(learn: Learner, phases: list[Phase], tc: TrainConfig, stage: StageDir,
                extra_cbs: list[Callback] | None = None, extra_metrics: Callable[[], dict] | None = None,
-               checkpoint_s: float | None = None) -> None:
+               checkpoint_s: float | None = None, deadline: float | None = None) -> None:
     """Run the phases with STLR over discriminative LRs, resuming from `last.pt` if present.
 
     `checkpoint_s`: also checkpoint every so many seconds inside an epoch (None: at epoch ends only).
+    `deadline` (a `time.time()`): past it, checkpoint and raise `TrainingPaused`.
     """
     n_groups = len(learn.opt.param_lists)
     lrs = discriminative_lrs(tc.lr, n_groups, tc.lr_decay)
@@ -311,7 +396,10 @@ def fit_phases(learn: Learner, phases: list[Phase], tc: TrainConfig, stage: Stag
         se = start_epoch if i == start_phase else 0
         if state is not None and i == start_phase:
             restore_progress(learn, state)
+            if se == 0 and state.get("batch", 0) == 0:  # a new phase: freeze_to cleared the optimizer state
+                learn.opt.clear_state()
         sched = ParamScheduler({"lr": stlr_schedule(lrs, tc.cut_frac, tc.ratio)})
         logger = EpochLogger(stage, i, phases, se, extra_metrics, checkpoint_s,
-                             mid_epoch if i == start_phase else None)
+                             mid_epoch if i == start_phase else None, deadline)
         learn.fit(ph.epochs, cbs=[sched, logger, *(extra_cbs or [])], start_epoch=se)
+    distributed.verify_in_sync(learn.model, stage.path)

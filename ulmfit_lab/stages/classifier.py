@@ -8,10 +8,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import safetensors.torch as st
 from fastai.metrics import accuracy
 
-from ..models import build_classifier, build_lm, classifier_layer_groups, n_params, save_checkpoint
+from .. import distributed
+from ..config import key_dict
+from ..models import build_classifier, build_lm, classifier_layer_groups, load_weights, n_params, save_checkpoint
 from ..schedules import unfreeze_phases
 from ..training import fit_phases, make_learner
 from .common import Context, StageResult, run_cached
@@ -28,7 +29,7 @@ class ClassifierResult(StageResult):
 
 def run(ctx: Context, data: DataResult, encoder: LMFinetuneResult) -> ClassifierResult:
     cc, m = ctx.cfg.classifier, ctx.cfg.model
-    stage = ctx.stage("classifier", VERSION, asdict(cc), asdict(m), data.key, encoder.key, ctx.cfg.run.seed)
+    stage = ctx.stage("classifier", VERSION, key_dict(cc), key_dict(m), data.key, encoder.key, ctx.cfg.run.seed)
 
     def body() -> dict:
         vocab, classes = data.vocab(), data.classes
@@ -39,20 +40,22 @@ def run(ctx: Context, data: DataResult, encoder: LMFinetuneResult) -> Classifier
                                  ctx.device, ctx.cfg.run.seed)
         model = build_classifier(len(vocab), len(classes), m, cc.drop_mult, cc.head, cc.max_len)
         lm = build_lm(len(vocab), m)
-        st.load_model(lm, str(Path(encoder.model_dir) / "model.safetensors"))
+        load_weights(lm, Path(encoder.model_dir) / "model.safetensors")  # a corrupt file: CheckpointError
         model[0].module.load_state_dict(lm[0].state_dict())  # the LM's encoder, weights only
         learn = make_learner(dls, model, classifier_layer_groups, cc, ctx.cfg.run, ctx.device, [accuracy],
                              stage.path)
         phases = unfreeze_phases(len(learn.opt.param_lists), cc.epochs, cc.gradual_unfreezing)
         ctx.log(f"classifier: {n_params(model):,} parameters, {len(tr)} train texts, "
                 f"phases (groups trained, epochs): {[(p.n_trainable, p.epochs) for p in phases]}")
-        fit_phases(learn, phases, cc, stage, checkpoint_s=ctx.checkpoint_s)
+        fit_phases(learn, phases, cc, stage, checkpoint_s=ctx.checkpoint_s,
+                   deadline=ctx.deadline)
         loss, acc = (float(v) for v in learn.validate())
         out = stage.path / "model"
         meta = {"kind": "classifier", "model": asdict(m), "labels": classes, "lang": ctx.cfg.data.lang,
                 "head": list(cc.head), "max_len": cc.max_len, "drop_mult": cc.drop_mult,
                 "direction": "bwd" if m.backwards else "fwd"}
-        save_checkpoint(learn.model, out, vocab, meta)
+        if distributed.is_main():
+            save_checkpoint(learn.model, out, vocab, meta)
         return {"model_dir": str(out), "metrics": {"valid_loss": loss, "valid_accuracy": acc}}
 
     return run_cached(ctx, stage, "classifier", ClassifierResult, {"classifier": asdict(cc), "model": asdict(m)},

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any, TypeVar
 import torch
 from fastai.torch_core import set_seed
 
+from .. import distributed
 from ..config import Config
 from ..plots import plot_stage
 from ..rundir import StageDir, stage_key
@@ -32,14 +34,24 @@ class Context:
     run_dir: Path
     device: torch.device
     cache_dir: Path
+    suffix: str = ""  # stage folders of the backward models end in `_bwd`
+    deadline: float | None = None  # time.time() at which training pauses (run.stop_after_minutes)
 
     @classmethod
     def create(cls, cfg: Config) -> Context:
         cache = Path(cfg.run.cache_dir) if cfg.run.cache_dir else default_cache_dir()
-        return cls(cfg, Path(cfg.run.dir), pick_device(cfg.run), cache)
+        budget = cfg.run.stop_after_minutes
+        # launched as N processes (torchrun): join the process group; this rank's GPU
+        return cls(cfg, Path(cfg.run.dir), distributed.setup(pick_device(cfg.run)), cache,
+                   deadline=None if budget is None else time.time() + 60 * budget)
+
+    def for_direction(self, direction: str) -> Context:
+        """The context of one direction's models (`fwd` or `bwd`)."""
+        return dataclasses.replace(self, cfg=self.cfg.for_direction(direction),
+                                   suffix="" if direction == "fwd" else f"_{direction}")
 
     def stage(self, name: str, version: int, *parts: Any) -> StageDir:
-        return StageDir(self.run_dir / name, stage_key(name, version, *parts))
+        return StageDir(self.run_dir / f"{name}{self.suffix}", stage_key(name, version, *parts))
 
     @property
     def checkpoint_s(self) -> float | None:
@@ -48,7 +60,8 @@ class Context:
         return None if m is None else 60.0 * m
 
     def log(self, msg: str) -> None:
-        print(f"[ulmfit-lab] {msg}", flush=True)
+        if distributed.is_main():
+            print(f"[ulmfit-lab] {msg}", flush=True)
 
 
 @dataclass(frozen=True)
@@ -73,17 +86,26 @@ class StageResult:
 
 def run_cached(ctx: Context, stage: StageDir, name: str, cls: type[R], snapshot: dict[str, Any],
                body: Callable[[], dict[str, Any]]) -> R:
-    """Skip the stage if its marker carries the same key; else run `body` and write the marker last."""
-    done = stage.done()
+    """Skip the stage if its marker carries the same key; else run `body` and write the marker last.
+
+    Distributed: rank 0 decides and writes; every rank runs `body` (training) and returns rank 0's result.
+    """
+    name = stage.path.name  # e.g. classifier_bwd
+    done = distributed.broadcast(stage.done())
     if done is not None:
         ctx.log(f"{name}: up to date (key {stage.key}), skipped")
         return cls.from_dict(done, skipped=True)
     ctx.log(f"{name}: running -> {stage.path}")
-    stage.start(snapshot)
+    if distributed.is_main():
+        stage.start(snapshot)
     set_seed(ctx.cfg.run.seed)
     result = body()
-    plot_stage(stage.path)
-    result.update(dir=str(stage.path), key=stage.key)
-    stage.finish(result)
-    (stage.path / "last.pt").unlink(missing_ok=True)  # only needed to resume an unfinished stage
-    return cls.from_dict(result)
+
+    def finish() -> dict[str, Any]:
+        plot_stage(stage.path)
+        result.update(dir=str(stage.path), key=stage.key)
+        stage.finish(result)
+        (stage.path / "last.pt").unlink(missing_ok=True)  # only needed to resume an unfinished stage
+        return result
+
+    return cls.from_dict(distributed.on_main(finish))

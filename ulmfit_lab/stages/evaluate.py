@@ -13,7 +13,7 @@ import pandas as pd
 
 from ..plots import plot_confusion
 from ..predict import Predictor
-from ..rundir import write_json
+from ..rundir import atomic_path, write_json
 from .classifier import ClassifierResult
 from .common import Context, StageResult, run_cached
 from .data import DataResult
@@ -39,28 +39,39 @@ def classification_metrics(y_true: list, y_pred: list, labels: list) -> dict:
     }
 
 
-def run(ctx: Context, data: DataResult, clf: ClassifierResult) -> EvalResult:
+def run(ctx: Context, data: DataResult, clfs: dict[str, ClassifierResult]) -> EvalResult:
+    """Score each direction's classifier and, with several, their ensemble (mean of probabilities)."""
     split = "test" if data.split("test") is not None else "valid"
-    stage = ctx.stage("evaluate", VERSION, data.key, clf.key, split)
+    stage = ctx.stage("evaluate", VERSION, data.key, {d: c.key for d, c in clfs.items()}, split)
 
     def body() -> dict:
         ds = data.split(split)
-        predictor = Predictor.load(clf.model_dir, ctx.device, precision="fp32")  # exact, also on GPU
-        labels = predictor.labels
-        proba = predictor.predict_proba(ds["text"], bs=ctx.cfg.classifier.bs)
+        # exact fp32 also on GPU: the reported metrics do not depend on the device's autocast
+        predictors = {d: Predictor.load(c.model_dir, ctx.device, precision="fp32") for d, c in clfs.items()}
+        probas = {d: p.predict_proba(ds["text"], bs=ctx.cfg.classifier.bs) for d, p in predictors.items()}
+        labels = next(iter(predictors.values())).labels
         y_true = [labels[i] for i in ds["label"]]
+        per_direction = {d: classification_metrics(y_true, [labels[i] for i in p.argmax(1)], labels)
+                         for d, p in probas.items()}
+        proba = np.mean(list(probas.values()), axis=0)  # the ensemble; one direction: its own
         y_pred = [labels[i] for i in proba.argmax(1)]
         metrics = classification_metrics(y_true, y_pred, labels)
+        if len(probas) > 1:
+            metrics["per_direction"] = {d: {k: m[k] for k in ("accuracy", "macro_f1")}
+                                        for d, m in per_direction.items()}
         out = Path(stage.path)
         write_json(out / "metrics.json", metrics)
         preds = pd.DataFrame({"text": ds["text"], "label": y_true, "prediction": y_pred})
         for j, lab in enumerate(labels):
             preds[f"proba_{lab}"] = proba[:, j]
-        preds.to_csv(out / "predictions.csv", index=False)
+        with atomic_path(out / "predictions.csv") as tmp:
+            preds.to_csv(tmp, index=False)
         plot_confusion(np.array(metrics["confusion_matrix"]), labels, out / "confusion_matrix.png")
-        ctx.log(f"evaluate ({split}, n={metrics['n']}): accuracy {metrics['accuracy']:.4f}, "
-                f"macro-F1 {metrics['macro_f1']:.4f}")
-        return {"split": split, "metrics": {k: metrics[k] for k in ("n", "accuracy", "macro_f1",
-                                                                      "confusion_matrix", "labels")}}
+        what = "+".join(probas) + (" ensemble" if len(probas) > 1 else "")
+        extra = "".join(f"; {d} {m['accuracy']:.4f}" for d, m in per_direction.items()) if len(probas) > 1 else ""
+        ctx.log(f"evaluate ({split}, n={metrics['n']}, {what}): accuracy {metrics['accuracy']:.4f}, "
+                f"macro-F1 {metrics['macro_f1']:.4f}{extra}")
+        keep = ("n", "accuracy", "macro_f1", "confusion_matrix", "labels", "per_direction")
+        return {"split": split, "metrics": {k: metrics[k] for k in keep if k in metrics}}
 
-    return run_cached(ctx, stage, "evaluate", EvalResult, {"split": split}, body)
+    return run_cached(ctx, stage, "evaluate", EvalResult, {"split": split, "directions": list(clfs)}, body)

@@ -1,20 +1,22 @@
 """Stage 1: the general-domain LM. Pretrain an AWD-LSTM on a corpus, or point at pretrained weights.
 
-Pretrained weights may be this package's LM folder, or fastai's WT103 format (`.pth` + vocab
-`.pkl`/`.json`), by local path or URL. A missing file is an error, never a warning.
+Pretrained weights may be a registry name of a shipped LM (`reviews-fwd`), this package's LM folder,
+or fastai's WT103 format (`.pth` + vocab `.pkl`/`.json`), by local path or URL (see `hub.py`). A
+missing file is an error, never a warning.
 """
 
 from __future__ import annotations
 
-import hashlib
-import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 from fastai.metrics import Perplexity, accuracy
 
+from .. import distributed
+from ..config import key_dict
 from ..data import read_corpus
+from ..hub import fetch, resolve_lm
 from ..loaders import lm_loaders
 from ..models import (
     CheckpointError,
@@ -23,12 +25,13 @@ from ..models import (
     lm_layer_groups,
     lm_meta,
     n_params,
+    read_checkpoint_meta,
     read_lm_folder,
     save_checkpoint,
 )
 from ..schedules import Phase
 from ..text import build_vocab, numericalize, texts_hash, tokenize
-from ..training import fit_phases, make_learner
+from ..training import device_name, fit_phases, make_learner
 from .common import Context, StageResult, run_cached
 
 VERSION = 1
@@ -43,30 +46,9 @@ class LMResult(StageResult):
     vocab: str | None = None
 
 
-def fetch(spec: str, cache_dir: Path) -> Path:
-    """A local path as is; an http(s)/file URL downloaded once into the cache."""
-    if "://" not in spec:
-        path = Path(spec).expanduser()
-        if not path.exists():
-            raise CheckpointError(f"pretrained LM file not found: {path}; check lm_pretrain.weights/vocab")
-        return path
-    name = hashlib.sha256(spec.encode()).hexdigest()[:12] + "-" + spec.rstrip("/").rsplit("/", 1)[-1]
-    dest = cache_dir / "downloads" / name
-    if not dest.exists():
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_suffix(dest.suffix + ".part")
-        try:
-            urllib.request.urlretrieve(spec, tmp)
-        except OSError as e:
-            raise CheckpointError(f"could not download {spec}: {e}. Offline, download it elsewhere and "
-                                  "give the local path") from None
-        tmp.replace(dest)
-    return dest
-
-
 def _resolve_pretrained(ctx: Context) -> dict:
     lp = ctx.cfg.lm_pretrain
-    weights = fetch(lp.weights, ctx.cache_dir)
+    weights = resolve_lm(lp.weights, ctx.cache_dir, lp.sha256)
     if weights.is_dir():
         if not (weights / "model.safetensors").is_file():
             raise CheckpointError(f"{weights}: not an LM folder (no model.safetensors); give a .pth file "
@@ -76,6 +58,18 @@ def _resolve_pretrained(ctx: Context) -> dict:
         raise CheckpointError(f"lm_pretrain.vocab is needed with weights file {weights} "
                               "(fastai format: the itos .pkl or a JSON list)")
     return {"kind": "fastai", "weights": str(weights), "vocab": str(fetch(lp.vocab, ctx.cache_dir))}
+
+
+def _pretrained_key(info: dict) -> str:
+    """What identifies pretrained weights: a shipped LM's sha256, else the file's path, size and mtime."""
+    path = Path(info["weights"])
+    if info["kind"] == "package":
+        meta, _ = read_checkpoint_meta(path)
+        if meta.get("sha256"):
+            return f"pretrained:{meta['sha256'][:16]}"
+        path = path / "model.safetensors"
+    st_ = path.stat()
+    return f"pretrained:{path.resolve()}:{st_.st_size}:{st_.st_mtime_ns}"
 
 
 def split_corpus(sources: dict[str, list[str]], valid_pct: float, seed: int) -> tuple[list[str], dict[str, list[str]]]:
@@ -94,27 +88,33 @@ def run(ctx: Context) -> LMResult:
     lp, m = ctx.cfg.lm_pretrain, ctx.cfg.model
     if lp.source == "none":
         return LMResult(dir="", key="none")
-    if lp.source == "pretrained":
-        info = _resolve_pretrained(ctx)
-        return LMResult(dir="", key=f"pretrained:{info['weights']}", **info)
+    if lp.source == "pretrained":  # rank 0 downloads into the cache first
+        info = distributed.main_first(lambda: _resolve_pretrained(ctx))
+        return LMResult(dir="", key=_pretrained_key(info), **info)
 
     d = ctx.cfg.data
-    sources = read_corpus(lp.corpus, d, ctx.cache_dir, lp.text_column, lp.max_docs)
-    evals = read_corpus(lp.eval_corpus, d, ctx.cache_dir, lp.text_column) if lp.eval_corpus else {}
-    stage = ctx.stage("lm", VERSION, {k: texts_hash(v) for k, v in {**sources, **evals}.items()}, asdict(lp),
-                      asdict(m), {"lang": d.lang, "min_freq": d.min_freq, "max_vocab": d.max_vocab,
+    # rank 0 first: it unpacks archives into the cache, the other ranks then read them
+    sources = distributed.main_first(lambda: read_corpus(lp.corpus, d, ctx.cache_dir, lp.text_column, lp.max_docs))
+    evals = (distributed.main_first(lambda: read_corpus(lp.eval_corpus, d, ctx.cache_dir, lp.text_column))
+             if lp.eval_corpus else {})
+    stage = ctx.stage("lm", VERSION, {k: texts_hash(v) for k, v in {**sources, **evals}.items()}, key_dict(lp),
+                      key_dict(m), {"lang": d.lang, "min_freq": d.min_freq, "max_vocab": d.max_vocab,
                                   "seed": ctx.cfg.run.seed})
 
     def tok(docs: list[str], what: str):
         return tokenize(docs, d.lang, ctx.cache_dir, ctx.cfg.run.num_workers, f"Tokenizing {what}")
 
-    def body() -> dict:
+    def prepare() -> tuple:
         train_docs, held_out = split_corpus(sources, lp.valid_pct, ctx.cfg.run.seed)
         tr_tok = tok(train_docs, "LM corpus")
         vocab = build_vocab([tr_tok], d.min_freq, d.max_vocab)
-        train_ids = numericalize(tr_tok, vocab)
         valid_sets = {f"held-out {k}": numericalize(tok(v, f"held-out {k}"), vocab) for k, v in held_out.items()}
         valid_sets.update({f"eval {k}": numericalize(tok(v, f"eval {k}"), vocab) for k, v in evals.items()})
+        return train_docs, vocab, numericalize(tr_tok, vocab), valid_sets
+
+    def body() -> dict:
+        # rank 0 tokenizes (datasets.map over run.num_workers processes) into the cache, the others read it
+        train_docs, vocab, train_ids, valid_sets = distributed.main_first(prepare)
         valid_ids = [x for k, ids in valid_sets.items() if k.startswith("held-out") for x in ids]
         dls = lm_loaders(train_ids, valid_ids or train_ids[:1], lp.bs, m.bptt, m.backwards, ctx.device,
                          ctx.cfg.run.seed)
@@ -125,16 +125,19 @@ def run(ctx: Context) -> LMResult:
         ctx.log(f"lm: pretraining {n_params(model):,} parameters on {n_tok:,} tokens ({len(train_docs):,} docs), "
                 f"vocab {len(vocab):,}, {lp.epochs} epoch(s)")
         learn = make_learner(dls, model, lm_layer_groups, lp, ctx.cfg.run, ctx.device, [accuracy, Perplexity()],
-                             stage.path)
-        fit_phases(learn, [Phase(len(lm_layer_groups(model)), lp.epochs)], lp, stage, checkpoint_s=ctx.checkpoint_s)
+                             stage.path, lm=True)
+        fit_phases(learn, [Phase(len(lm_layer_groups(model)), lp.epochs)], lp, stage, checkpoint_s=ctx.checkpoint_s,
+                   deadline=ctx.deadline)
         out = stage.path / "model"
-        save_checkpoint(learn.model, out, vocab, lm_meta(m, {"direction": "bwd" if m.backwards else "fwd"}))
+        if distributed.is_main():
+            save_checkpoint(learn.model, out, vocab, lm_meta(m, {"direction": "bwd" if m.backwards else "fwd"}))
         ppl = {k: lm_perplexity(learn, ids, lp.bs, m) for k, ids in valid_sets.items()}
         ctx.log("lm: perplexity " + ", ".join(f"{k}: {v:.1f}" for k, v in ppl.items()))
         valid_loss = float(learn.validate()[0])
         return {"kind": "package", "weights": str(out), "vocab": str(out / "vocab.json"),
                 "metrics": {"valid_loss": valid_loss, "valid_perplexity": float(np.exp(valid_loss)),
-                            "perplexity": ppl, "train_tokens": int(n_tok), "vocab_size": len(vocab)}}
+                            "perplexity": ppl, "train_tokens": int(n_tok), "vocab_size": len(vocab),
+                            "params": n_params(model), "device": device_name(ctx.device)}}
 
     return run_cached(ctx, stage, "lm", LMResult, {"lm_pretrain": asdict(lp), "model": asdict(m)}, body)
 

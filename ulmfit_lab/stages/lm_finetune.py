@@ -5,7 +5,6 @@ The pretrained embedding is mapped onto the target vocab (unknown words get the 
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -13,6 +12,8 @@ import numpy as np
 from fastai.metrics import Perplexity, accuracy
 from torch import nn
 
+from .. import distributed
+from ..config import key_dict
 from ..loaders import lm_loaders
 from ..models import (
     adapt_pretrained,
@@ -25,6 +26,7 @@ from ..models import (
     read_vocab,
     save_checkpoint,
 )
+from ..rundir import write_json
 from ..schedules import Phase
 from ..training import fit_phases, make_learner
 from .common import Context, StageResult, run_cached
@@ -57,7 +59,7 @@ def init_lm(ctx: Context, lm: LMResult, vocab: list[str], drop_mult: float) -> n
 
 def run(ctx: Context, data: DataResult, lm: LMResult) -> LMFinetuneResult:
     ft, m = ctx.cfg.lm_finetune, ctx.cfg.model
-    stage = ctx.stage("lm_finetune", VERSION, asdict(ft), asdict(m), data.key, lm.key, ctx.cfg.run.seed)
+    stage = ctx.stage("lm_finetune", VERSION, key_dict(ft), key_dict(m), data.key, lm.key, ctx.cfg.run.seed)
 
     def body() -> dict:
         vocab = data.vocab()
@@ -68,19 +70,21 @@ def run(ctx: Context, data: DataResult, lm: LMResult) -> LMFinetuneResult:
         dls = lm_loaders(train_ids, valid_ids, ft.bs, m.bptt, m.backwards, ctx.device, ctx.cfg.run.seed)
         model = init_lm(ctx, lm, vocab, ft.drop_mult)
         learn = make_learner(dls, model, lm_layer_groups, ft, ctx.cfg.run, ctx.device, [accuracy, Perplexity()],
-                             stage.path)
+                             stage.path, lm=True)
         before = float(learn.validate()[0])
         n_tok = int(sum(map(len, train_ids)))
         metrics = {"valid_loss_before": before, "valid_perplexity_before": float(np.exp(before)),
                    "train_tokens": n_tok, "params": n_params(model)}
         if ft.enabled:
             ctx.log(f"lm_finetune: {n_params(model):,} parameters, {n_tok:,} tokens, {ft.epochs} epoch(s)")
-            fit_phases(learn, [Phase(len(lm_layer_groups(model)), ft.epochs)], ft, stage, checkpoint_s=ctx.checkpoint_s)
+            fit_phases(learn, [Phase(len(lm_layer_groups(model)), ft.epochs)], ft, stage, checkpoint_s=ctx.checkpoint_s,
+                   deadline=ctx.deadline)
             after = float(learn.validate()[0])
             metrics.update(valid_loss=after, valid_perplexity=float(np.exp(after)))
         out = stage.path / "model"
-        save_checkpoint(learn.model, out, vocab, lm_meta(m, {"direction": "bwd" if m.backwards else "fwd"}))
-        (stage.path / "summary.json").write_text(json.dumps(metrics, indent=2))
+        if distributed.is_main():
+            save_checkpoint(learn.model, out, vocab, lm_meta(m, {"direction": "bwd" if m.backwards else "fwd"}))
+            write_json(stage.path / "summary.json", metrics)
         return {"model_dir": str(out), "metrics": metrics}
 
     return run_cached(ctx, stage, "lm_finetune", LMFinetuneResult, {"lm_finetune": asdict(ft), "model": asdict(m)},
