@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from conftest import CONFIGS
@@ -65,3 +66,41 @@ def test_ensemble_save_load_is_self_contained(bidirectional, tmp_path):
     moved = saved.rename(tmp_path / "elsewhere")
     np.testing.assert_allclose(load_model(moved).predict_proba(texts), clf.predict_proba(texts), atol=1e-6)
     assert SentimentClassifier.load(moved).predict(texts) == clf.predict(texts)
+
+
+def test_ensemble_runs_each_member_through_the_fast_path_and_exports(bidirectional, tmp_path):
+    from conftest import run_cli
+
+    from ulmfit_lab.export import export_model
+    from ulmfit_lab.models import CheckpointError
+
+    clf, run_dir = bidirectional
+    texts = make_reviews(24, seed=16).text.tolist()
+    texts[3] = " ".join(["The ending was superb."] * 80)  # longer than max_len: BPT3C in each member
+    ens = load_model(run_dir)  # a run dir with both directions stands for RUN/ensemble
+    assert isinstance(ens, EnsemblePredictor) and len(ens._groups) == 1  # one tokenization serves both members
+    fwd = Predictor.load(run_dir / "classifier" / "model", precision="fp32").predict_proba(texts)
+    bwd = Predictor.load(run_dir / "classifier_bwd" / "model", precision="fp32").predict_proba(texts)
+    np.testing.assert_allclose(ens.predict_proba(texts), (fwd + bwd) / 2, atol=1e-6)
+    streamed = np.concatenate(list(ens.iter_proba(iter(texts), chunk_size=5)))
+    np.testing.assert_allclose(streamed, (fwd + bwd) / 2, atol=1e-6)
+    with pytest.raises(CheckpointError, match="is an ensemble"):
+        Predictor.load(run_dir / "ensemble")
+
+    out = export_model(run_dir, tmp_path / "exported")
+    assert json.loads((out / "ensemble.json").read_text())["members"] == {"fwd": "fwd", "bwd": "bwd"}
+    for member in ("fwd", "bwd"):
+        meta = json.loads((out / member / "model.json").read_text())
+        assert meta["weights_sha256"] and meta["tokenizer"]["kind"] == "fastai-spacy"
+    moved = out.rename(tmp_path / "moved")
+    np.testing.assert_allclose(load_model(moved).predict_proba(texts), (fwd + bwd) / 2, atol=1e-6)
+    low = load_model(moved, precision="bf16")
+    assert low.precision == "bf16" and np.abs(low.predict_proba(texts) - (fwd + bwd) / 2).max() < 0.05
+
+    inp = tmp_path / "in.csv"
+    make_reviews(10, seed=17).assign(id=range(10)).to_csv(inp, index=False)
+    run_cli("predict", str(run_dir), str(inp), "-o", str(tmp_path / "out.csv"), "--no-progress")
+    got = pd.read_csv(tmp_path / "out.csv")
+    assert got["id"].tolist() == list(range(10))
+    np.testing.assert_allclose(got[["proba_neg", "proba_pos"]].to_numpy(),
+                               load_model(moved).predict_proba(got.text.tolist()), atol=1e-6)

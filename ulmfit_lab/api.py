@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-import shutil
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from .config import Config, load_config
 from .data import LABEL, TEXT, DataError, load_data
-from .ensemble import ENSEMBLE_FILE, EnsemblePredictor, load_model, member_dirs, write_ensemble
+from .ensemble import EnsemblePredictor, load_model
+from .export import export_model
+from .inference import Precision
 from .pipeline import PipelineResult, run_pipeline
 from .predict import Predictor
 
@@ -79,37 +81,41 @@ class SentimentClassifier:
     def classes(self) -> list:
         return self._need_model().labels
 
-    def predict_proba(self, texts: Iterable[str] | pd.Series, bs: int = 64) -> np.ndarray:
-        """Probabilities per class (columns in `classes` order), rows in input order."""
+    def predict_proba(self, texts: Iterable[str] | pd.Series, bs: int | None = None) -> np.ndarray:
+        """Probabilities per class (columns in `classes` order), rows in input order.
+
+        `texts` may be a list, a pandas Series or any iterable (read in chunks, so it need not fit in
+        memory); `bs` caps the texts per batch (default: a token budget decides).
+        """
         return self._need_model().predict_proba(texts, bs)
 
-    def predict(self, texts: Iterable[str] | pd.Series, bs: int = 64) -> list:
+    def predict(self, texts: Iterable[str] | pd.Series, bs: int | None = None) -> list:
         """The predicted label of each text, in input order."""
         return self._need_model().predict(texts, bs)
 
-    def save(self, path: str | Path) -> Path:
-        """Write a self-contained model folder (weights, vocab, labels, config; no pickles)."""
+    def predict_iter(self, texts: Iterable[str], chunk_size: int = 8192) -> Iterator[tuple[Any, np.ndarray]]:
+        """Stream `(label, probabilities)` per text, in input order, for inputs of any length."""
+        p = self._need_model()
+        for proba in p.iter_proba(texts, chunk_size=chunk_size):
+            for row in proba:
+                yield p.labels[int(row.argmax())], row
+
+    def save(self, path: str | Path, torchscript: bool = False) -> Path:
+        """Write a self-contained model folder: weights (safetensors), vocab, tokenizer settings, labels,
+        config, checksum and version as JSON; no pickles (`export.export_model`). An ensemble is saved
+        as one folder holding its members."""
         self._need_model()
-        src = Path(self._model_dir)
-        dest = Path(path)
-        if dest.exists() and not any((dest / f).is_file() for f in ("model.json", ENSEMBLE_FILE)):
-            if any(dest.iterdir()):
-                raise FileExistsError(f"{dest} exists and is not a saved model; choose an empty or new folder")
-        tmp = dest.with_name(dest.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        if (src / ENSEMBLE_FILE).is_file():  # copy the members in: the saved folder stands alone
-            write_ensemble(tmp, member_dirs(src), copy=True)
-        else:
-            shutil.copytree(src, tmp)
-        shutil.rmtree(dest, ignore_errors=True)
-        tmp.rename(dest)
-        return dest
+        return export_model(self._model_dir, path, torchscript=torchscript)
 
     @classmethod
-    def load(cls, path: str | Path, device=None) -> SentimentClassifier:
-        """Load a folder written by `save` (or a run's `classifier/model`)."""
+    def load(cls, path: str | Path, device=None, precision: Precision = "auto") -> SentimentClassifier:
+        """Load a folder written by `save` (or a run's `classifier/model`).
+
+        `precision`: 'auto' (exact fp32 on CPU, mixed precision on GPU), 'fp32', 'bf16', 'fp16' or 'int8'
+        (see `Predictor`).
+        """
         obj = cls()
-        obj.predictor = load_model(path, device)
+        obj.predictor = load_model(path, device, precision)
         obj._model_dir = str(path)
         return obj
 

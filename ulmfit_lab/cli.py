@@ -15,10 +15,9 @@ from pathlib import Path
 from . import distributed
 from .config import ConfigError, load_config
 from .data import DataError, DataWarning
-from .ensemble import ENSEMBLE_FILE, load_model
 from .lab import cli as lab_cli
 from .models import CheckpointError
-from .rundir import RunLockedError, StorageError, atomic_path
+from .rundir import RunLockedError, StorageError
 from .training import TrainingPaused
 
 _STAGE_CMDS = {
@@ -60,61 +59,38 @@ def build_parser() -> argparse.ArgumentParser:
     pp = sub.add_parser("predict", help="Predict labels for a file of texts with a trained classifier.",
                         description="Predict with a trained classifier. Writes the input's columns plus "
                         "`prediction` and one `proba_<label>` column per class.")
-    pp.add_argument("model", help="a model folder (from SentimentClassifier.save or RUN/classifier/model) or a run dir")
+    pp.add_argument("model", help="a model folder (SentimentClassifier.save, `export`, RUN/classifier/model, "
+                    "RUN/ensemble) or a run dir (its fwd+bwd ensemble when it has one)")
     pp.add_argument("input", help="CSV/TSV/JSONL/parquet with a text column, or a .txt file with one text per line")
     pp.add_argument("--output", "-o", help="output file (.csv/.tsv/.jsonl/.parquet); default: print CSV to stdout")
     pp.add_argument("--text-column", default="text", help="column holding the texts (default: text)")
-    pp.add_argument("--batch-size", type=int, default=64, help="texts per batch (default: 64)")
+    pp.add_argument("--batch-size", type=int, default=None,
+                    help="at most this many texts per batch (default: as many as a 32k-token budget holds)")
+    pp.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16", "int8"], default="auto",
+                    help="auto: exact fp32 on CPU, mixed precision on GPU; bf16: autocast (CPUs with native "
+                    "bf16 run it about twice as fast); int8: dynamic quantization (CPU)")
+    pp.add_argument("--chunk-rows", type=int, default=8192, help="rows read and sorted together (default: 8192)")
+    pp.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ep = sub.add_parser("export", help="Write a self-contained model folder (optionally with TorchScript).",
+                        description="Copy a trained classifier into a self-contained folder: weights "
+                        "(safetensors), vocab, tokenizer settings, labels, config and a checksum as JSON; no "
+                        "pickles. An ensemble is written as one folder holding its members. --torchscript adds "
+                        "model.torchscript.pt (per member) for serving token ids without fastai.")
+    ep.add_argument("model", help="a model or ensemble folder, or a run directory")
+    ep.add_argument("output", help="the folder to write")
+    ep.add_argument("--torchscript", action="store_true", help="also write the scripted classifier")
     return p
 
 
-def _resolve_model(path: Path) -> Path:
-    for candidate in (path, path / "ensemble", path / "classifier" / "model"):
-        if (candidate / "model.json").is_file() or (candidate / ENSEMBLE_FILE).is_file():
-            return candidate
-    raise CheckpointError(f"{path}: no model here; expected a saved model folder or a run directory with "
-                          "classifier/model (train one with `ulmfit-lab train-classifier CONFIG`)")
-
-
 def predict_file(model: str, input_path: str, output: str | None, text_column: str = "text",
-                 batch_size: int = 64) -> None:
+                 batch_size: int | None = None, precision: str = "auto", chunk_rows: int = 8192,
+                 progress: bool = True) -> None:
     """Read texts from a file, predict, and write them with `prediction` and `proba_*` columns."""
-    from tqdm.auto import tqdm
+    from .predict import predict_file as run
 
-    from .data import read_table
-
-    predictor = load_model(_resolve_model(Path(model)))
-    df = read_table(input_path)
-    if text_column not in df.columns:
-        raise DataError(f"{input_path}: no column {text_column!r}; columns found: {list(df.columns)}. "
-                        "Use --text-column NAME")
-    texts = df[text_column].tolist()
-    bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
-    if bad:
-        raise DataError(f"{input_path}: {len(bad)} row(s) of column {text_column!r} hold no text (empty or not a "
-                        f"string; first rows: {bad[:5]}, counted from 0 after the header); fill or drop them")
-    chunk = max(batch_size * 16, 1024)
-    probas = [predictor.predict_proba(texts[i:i + chunk], batch_size)
-              for i in tqdm(range(0, len(texts), chunk), desc="Predicting", unit="chunk", file=sys.stderr)]
-    import numpy as np
-
-    proba = np.concatenate(probas) if probas else np.zeros((0, len(predictor.labels)))
-    out = df.copy()
-    out["prediction"] = [predictor.labels[i] for i in proba.argmax(1)]
-    for j, lab in enumerate(predictor.labels):
-        out[f"proba_{lab}"] = proba[:, j]
-    if output is None:
-        out.to_csv(sys.stdout, index=False)
-        return
-    ext = Path(output).suffix.lower()
-    with atomic_path(Path(output)) as tmp:  # an interrupted run never leaves a half-written file
-        if ext == ".parquet":
-            out.to_parquet(tmp, index=False)
-        elif ext in (".jsonl", ".ndjson"):
-            out.to_json(tmp, orient="records", lines=True, force_ascii=False)
-        else:
-            out.to_csv(tmp, index=False, sep="\t" if ext == ".tsv" else ",")
-    print(f"wrote {len(out)} predictions to {output}", file=sys.stderr)
+    n = run(model, input_path, output, text_column, batch_size, precision, chunk_rows, progress)
+    if output is not None:
+        print(f"wrote {n} predictions to {output}", file=sys.stderr)
 
 
 def _options_first(argv: list[str]) -> list[str]:
@@ -147,7 +123,13 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
     try:
         if args.command == "predict":
-            predict_file(args.model, args.input, args.output, args.text_column, args.batch_size)
+            predict_file(args.model, args.input, args.output, args.text_column, args.batch_size, args.precision,
+                         args.chunk_rows, not args.no_progress)
+            return 0
+        if args.command == "export":
+            from .export import export_model
+
+            print(f"exported to {export_model(args.model, args.output, args.torchscript)}", file=sys.stderr)
             return 0
         if args.command in lab_cli.COMMANDS:
             return lab_cli.run(args, argv)
@@ -180,7 +162,7 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
         print(json.dumps({"run_dir": cfg.run.dir, "seconds": round(res.seconds, 1), "skipped": res.skipped(),
                           **summary}, indent=2, default=str))
         return 0
-    except (ConfigError, DataError, CheckpointError, RunLockedError, StorageError) as e:
+    except (ConfigError, DataError, CheckpointError, RunLockedError, StorageError, FileExistsError) as e:
         msg = str(e)
         if msg.startswith("Exception occured in `"):  # fastai's prefix for an error raised in a callback
             msg = msg.split("\n", 1)[-1].strip()

@@ -135,7 +135,8 @@ def ship_lm(src: Path, dest: Path, card: dict[str, Any]) -> Path:
     st.save_file(half, str(tmp / "model.safetensors"))
     write_json(tmp / "vocab.json", vocab)
     card = {**card, "params": card.get("params") or sum(v.numel() for v in wgts.values())}
-    meta = {**meta, "dtype": "float16", "sha256": sha256_file(tmp / "model.safetensors"), "card": card}
+    digest = sha256_file(tmp / "model.safetensors")  # both keys: the fp32 source's weights_sha256 no longer holds
+    meta = {**meta, "dtype": "float16", "sha256": digest, "weights_sha256": digest, "card": card}
     write_json(tmp / "model.json", meta)
     write_text(tmp / "README.md", render_card(dest.name, meta))
     shutil.rmtree(dest, ignore_errors=True)

@@ -10,6 +10,7 @@ A checkpoint is a folder: `model.safetensors` (tied weights stored once), `vocab
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
@@ -87,7 +88,9 @@ def save_checkpoint(model: nn.Module, folder: Path, vocab: list[str], meta: dict
         tmp.mkdir(parents=True)
         write_json(tmp / "vocab.json", vocab)
         st.save_model(model, str(tmp / "model.safetensors"))
-        write_json(tmp / "model.json", {"format_version": FORMAT_VERSION, **meta})
+        digest = hashlib.sha256((tmp / "model.safetensors").read_bytes()).hexdigest()  # tells corrupt from good
+        write_json(tmp / "model.json", {"format_version": FORMAT_VERSION, **meta, "vocab_size": len(vocab),
+                                        "weights_sha256": digest})
         if folder.exists():
             folder.rename(old)
         tmp.rename(folder)

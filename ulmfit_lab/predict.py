@@ -1,12 +1,18 @@
 """The serving path: load an exported classifier folder and predict on raw strings, in input order.
 
-fastai's `SortedDL` reorders texts by length; here we sort for speed too, then put every result
-back at its input position.
+Texts are read in chunks (so an input of any length streams), tokenized in worker processes, sorted by
+length, batched by a token budget and run through `inference.FastClassifier` under
+`torch.inference_mode`; every result goes back to its input position.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import gc
+import itertools
+import multiprocessing as mp
+import os
+import sys
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,73 +21,212 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .loaders import pad_batch
-from .models import CheckpointError, build_classifier, load_weights, model_config_from_meta, read_checkpoint_meta
+from .export import read_artifact, resolve_model_dir
+from .fasttok import FastTokenizer
+from .inference import FastClassifier, Precision, ensure_nonempty, prepare, resolve_precision, run_batches
+from .models import build_classifier, load_weights, model_config_from_meta
 from .text import UNK, fast_tokenizer
+
+CHUNK = 8192  # texts read, tokenized and sorted together; results come back chunk by chunk
+# less text than this (about a CPU-second of tokenizing) is tokenized in-process: workers would cost more
+MIN_PARALLEL_CHARS = 1_000_000
 
 
 class Predictor:
-    """A trained classifier with its vocab, tokenizer settings and label names."""
+    """A trained classifier with its vocab, tokenizer settings and label names.
 
-    def __init__(self, model: nn.Module, vocab: list[str], meta: dict[str, Any], device: torch.device | None = None):
-        self.device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.model = model.to(self.device).eval()
+    Args:
+        model: fastai's classifier (`build_classifier`) or a `FastClassifier`.
+        vocab: the token list.
+        meta: the folder's model.json (`labels`, `model`, `lang`, ...).
+        device: default CUDA when available, else CPU.
+        precision: 'auto' (fp32 on CPU: equal to fastai to 1e-4; bf16/fp16 autocast on GPU), 'fp32',
+            'bf16' (autocast; fast on CPUs with native bf16), 'fp16' (GPU), 'int8' (CPU dynamic quantization).
+        num_workers: tokenizer processes for large inputs; default one per CPU core, 0 for none.
+        max_tokens: padded token slots per batch (the batch-size budget); default 32k on CPU (about 100
+            reviews of 300 tokens, ~1 GB of activations for the paper's model), 256k on GPU.
+    """
+
+    def __init__(self, model: nn.Module, vocab: list[str], meta: dict[str, Any], device: torch.device | None = None,
+                 precision: Precision = "auto", num_workers: int | None = None, max_tokens: int | None = None):
+        self.device = torch.device(device) if device is not None else torch.device(
+            "cuda" if torch.cuda.is_available() else "cpu")
+        self.fast = (model if isinstance(model, FastClassifier) else FastClassifier.from_fastai(model)).eval()
+        self.precision = resolve_precision(precision, self.device)
+        self.model = prepare(self.fast, self.precision, self.device)
         self.vocab, self.meta = vocab, meta
         self.labels: list = list(meta["labels"])
         self.bptt = int(meta["model"]["bptt"])
         self.backwards = bool(meta["model"].get("backwards", False))
-        self._tok = fast_tokenizer(meta.get("lang", "en"))  # fastai's tokens, memoized
+        self.lang = meta.get("lang", "en")
+        self.num_workers = (os.cpu_count() or 1) if num_workers is None else num_workers
+        self.max_tokens = max_tokens or (262144 if self.device.type == "cuda" else 32768)
+        self._tok = fast_tokenizer(self.lang)  # fastai's tokens (training path), memoized
         self._o2i = {w: i for i, w in enumerate(vocab) if w != "xxfake"}  # as fastai's Numericalize
 
     @classmethod
-    def load(cls, folder: str | Path, device: torch.device | None = None) -> Predictor:
-        """Load a folder written by the classifier stage or `SentimentClassifier.save` (no pickles)."""
-        meta, vocab = read_checkpoint_meta(Path(folder))
-        if meta.get("kind") != "classifier":
-            raise CheckpointError(f"{folder}: holds a {meta.get('kind', 'unknown')!r} model, not a classifier")
+    def load(cls, folder: str | Path, device: torch.device | str | None = None, precision: Precision = "auto",
+             **kwargs) -> Predictor:
+        """Load a folder written by the classifier stage, `SentimentClassifier.save` or `export_model`.
+
+        Nothing is unpickled; a corrupt or mismatched folder raises `CheckpointError` saying what is wrong.
+        """
+        folder = resolve_model_dir(folder)
+        meta, vocab = read_artifact(folder)
         m = model_config_from_meta(meta)
         model = build_classifier(len(vocab), len(meta["labels"]), m, meta.get("drop_mult", 0.5),
                                  meta.get("head", [50]), meta.get("max_len", 1400))
-        load_weights(model, Path(folder) / "model.safetensors")
-        return cls(model, vocab, meta, device)
+        load_weights(model, folder / "model.safetensors")
+        return cls(model.eval(), vocab, meta, device, precision, **kwargs)
+
+    # ------------------------------------------------------------ tokens
 
     def encode(self, texts: list[str]) -> list[np.ndarray]:
-        return [np.fromiter((self._o2i.get(t, UNK) for t in toks), dtype=np.int64, count=len(toks))
-                for toks in self._tok.tokens(texts)]
+        """Token ids per text (in this process)."""
+        return _encode(self._tok, self._o2i, texts)
 
-    @torch.inference_mode()
-    def predict_proba(self, texts: Iterable[str] | pd.Series, bs: int = 64) -> np.ndarray:
-        """Class probabilities, one row per text, in input order (columns follow `labels`)."""
-        texts = _as_list(texts)
-        if not texts:
-            return np.zeros((0, len(self.labels)), dtype=np.float32)
-        ids = self.encode(texts)
-        order = np.argsort([-len(x) for x in ids], kind="stable")  # longest first, as BPT3C expects
-        out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
-        pad = pad_batch(self.bptt)
-        for start in range(0, len(order), bs):
-            idx = order[start:start + bs]
-            samples = []
-            for i in idx:
-                t = torch.as_tensor(ids[i])
-                samples.append((t.flip(0) if self.backwards else t,))
-            x = torch.stack([s[0] for s in pad(samples)]).to(self.device)
-            logits = self.model(x)[0]
-            out[idx] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+    def _encode_chunk(self, texts: list[str], pool) -> list[np.ndarray]:
+        if pool is None:
+            return self.encode(texts)
+        n = max(1, len(texts) // (self.num_workers * 4))  # a few pieces per worker balance uneven lengths
+        parts = pool.map(_worker_encode, [texts[i:i + n] for i in range(0, len(texts), n)])
+        return list(itertools.chain.from_iterable(parts))
+
+    def _pool(self):
+        global _WORKER
+        if "fork" in mp.get_all_start_methods():
+            # forked workers start in milliseconds and inherit this process's spaCy instead of loading their own
+            self._tok.tokens([""])  # set spaCy up here, once, for the workers to inherit
+            _WORKER = (self._tok, self._o2i)
+            gc.freeze()  # the workers' garbage collector then leaves the parent's objects (and pages) alone
+            try:
+                return mp.get_context("fork").Pool(self.num_workers)
+            finally:
+                gc.unfreeze()
+        return mp.get_context("spawn").Pool(self.num_workers, initializer=_worker_init,
+                                            initargs=(self.lang, self.vocab))
+
+    # ------------------------------------------------------------ predictions
+
+    def iter_proba(self, texts: Iterable[str] | pd.Series, bs: int | None = None,
+                   chunk_size: int = CHUNK) -> Iterator[np.ndarray]:
+        """Probabilities chunk by chunk (each chunk's rows in input order): for inputs of any length.
+
+        Args:
+            texts: strings; a list, a pandas Series or any iterable (read `chunk_size` at a time).
+            bs: at most this many texts per batch (default: as many as `max_tokens` allows, up to 256).
+            chunk_size: texts read, tokenized and length-sorted together.
+        """
+        yield from self.iter_chunks(text_chunks(texts, chunk_size), bs)
+
+    def iter_chunks(self, chunks: Iterable[list[str]], bs: int | None = None) -> Iterator[np.ndarray]:
+        """Probabilities for each list of texts in `chunks`, in order; one tokenizer pool serves them all."""
+        ids_stream = self.iter_ids(chunks)
+        try:
+            for ids in ids_stream:
+                yield self.proba_of_ids(ids, bs)
+        finally:
+            ids_stream.close()
+
+    def iter_ids(self, chunks: Iterable[list[str]]) -> Iterator[list[np.ndarray]]:
+        """Token ids for each list of texts in `chunks` (worker processes once the text is large enough)."""
+        pool, seen = None, 0
+        try:
+            for chunk in chunks:
+                _check_strings(chunk, seen)
+                if pool is None and self.num_workers > 1 and sum(map(len, chunk)) >= MIN_PARALLEL_CHARS:
+                    pool = self._pool()
+                seen += len(chunk)
+                yield ensure_nonempty(self._encode_chunk(chunk, pool))
+        finally:
+            if pool is not None:
+                pool.terminate()
+
+    def proba_of_ids(self, ids: list[np.ndarray], bs: int | None = None) -> np.ndarray:
+        """Probabilities (rows in the order of `ids`) for token ids in this model's reading order."""
+        out = np.zeros((len(ids), len(self.labels)), dtype=np.float32)
+        for idx, proba in run_batches(self.model, ids, self.precision, self.device, self.backwards,
+                                      self.max_tokens, bs or 256):
+            out[idx] = proba
         return out
 
-    def predict(self, texts: Iterable[str] | pd.Series, bs: int = 64) -> list:
+    def predict_proba(self, texts: Iterable[str] | pd.Series, bs: int | None = None) -> np.ndarray:
+        """Class probabilities, one row per text, in input order (columns follow `labels`)."""
+        parts = list(self.iter_proba(texts, bs))
+        return np.concatenate(parts) if parts else np.zeros((0, len(self.labels)), dtype=np.float32)
+
+    def predict(self, texts: Iterable[str] | pd.Series, bs: int | None = None) -> list:
         """The most probable label for each text, in input order."""
         proba = self.predict_proba(texts, bs)
         return [self.labels[i] for i in proba.argmax(axis=1)]
 
 
-def _as_list(texts: Iterable[str] | pd.Series | str) -> list[str]:
+def text_chunks(texts: Iterable[str] | pd.Series, chunk_size: int = CHUNK) -> Iterator[list[str]]:
+    """Lists of at most `chunk_size` texts, read lazily from any iterable."""
     if isinstance(texts, str):
         raise TypeError("predict expects a list of strings (or a pandas Series), not one string; "
                         "wrap it: predict([text])")
-    items = list(texts)
-    bad = [i for i, t in enumerate(items) if not isinstance(t, str)]
+    it = iter(texts)
+    return iter(lambda: list(itertools.islice(it, chunk_size)), [])
+
+
+def _encode(tok: FastTokenizer, o2i: dict[str, int], texts: list[str]) -> list[np.ndarray]:
+    return [np.fromiter((o2i.get(t, UNK) for t in toks), dtype=np.int64, count=len(toks))
+            for toks in tok.tokens(texts)]
+
+
+_WORKER: tuple | None = None
+
+
+def _worker_init(lang: str, vocab: list[str]) -> None:
+    global _WORKER
+    _WORKER = (fast_tokenizer(lang), {w: i for i, w in enumerate(vocab) if w != "xxfake"})
+
+
+def _worker_encode(texts: list[str]) -> list[np.ndarray]:
+    return _encode(*_WORKER, texts)
+
+
+def _check_strings(items: list, offset: int) -> None:
+    bad = [offset + i for i, t in enumerate(items) if not isinstance(t, str)]
     if bad:
         raise TypeError(f"predict expects strings; {len(bad)} item(s) are not (first positions: {bad[:5]})")
-    return items
+
+
+# ---------------------------------------------------------------- files
+
+
+def predict_file(model: str | Path, input_path: str | Path, output: str | Path | None, text_column: str = "text",
+                 batch_size: int | None = None, precision: Precision = "auto", chunk_rows: int = CHUNK,
+                 progress: bool = True) -> int:
+    """Predict every row of a CSV/TSV/JSONL/parquet/text file, streaming, and write the rows back with
+    `prediction` and one `proba_<label>` column per class (the input's columns are kept).
+
+    Returns:
+        The number of rows written.
+    """
+    from tqdm.auto import tqdm
+
+    from .ensemble import load_model
+    from .tables import TableWriter, count_rows, iter_table
+
+    predictor = load_model(model, precision=precision)  # a classifier, or an ensemble averaging its members
+    frames: list[pd.DataFrame] = []
+
+    def texts() -> Iterator[list[str]]:
+        for df in iter_table(input_path, text_column, chunk_rows):
+            frames.append(df)
+            yield df[text_column].tolist()
+
+    n = 0
+    with TableWriter(output) as writer, tqdm(total=count_rows(input_path), desc="Predicting", unit="text",
+                                             file=sys.stderr, disable=not progress) as bar:
+        for proba in predictor.iter_chunks(texts(), batch_size):
+            out = frames.pop(0).copy()
+            out["prediction"] = [predictor.labels[i] for i in proba.argmax(1)]
+            for j, lab in enumerate(predictor.labels):
+                out[f"proba_{lab}"] = proba[:, j]
+            writer.write(out)
+            n += len(out)
+            bar.update(len(out))
+    return n

@@ -46,7 +46,8 @@ def run(ctx: Context, data: DataResult, clfs: dict[str, ClassifierResult]) -> Ev
 
     def body() -> dict:
         ds = data.split(split)
-        predictors = {d: Predictor.load(c.model_dir, ctx.device) for d, c in clfs.items()}
+        # exact fp32 also on GPU: the reported metrics do not depend on the device's autocast
+        predictors = {d: Predictor.load(c.model_dir, ctx.device, precision="fp32") for d, c in clfs.items()}
         probas = {d: p.predict_proba(ds["text"], bs=ctx.cfg.classifier.bs) for d, p in predictors.items()}
         labels = next(iter(predictors.values())).labels
         y_true = [labels[i] for i in ds["label"]]
