@@ -16,10 +16,9 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from fastai.callback.core import Callback
 from fastai.metrics import accuracy
 from fastai.torch_core import set_seed
-from synth import make_reviews
+from synth import Crash, KillAt, make_reviews
 
 from ulmfit_lab import distributed
 from ulmfit_lab.config import ClassifierConfig, ModelConfig, RunConfig, TrainConfig
@@ -35,25 +34,6 @@ RUN = RunConfig(device="cpu", progress=False)
 CPU = torch.device("cpu")
 LM_TC = TrainConfig(epochs=2, lr=3e-3, bs=8)
 CLF_TC = ClassifierConfig(epochs=3, lr=1e-2, bs=8, drop_mult=0.5)
-
-
-class Crash(Exception):
-    pass
-
-
-class KillAt(Callback):
-    """Dies after `n` training batches in all, on every rank at the same batch."""
-
-    order = 99
-
-    def __init__(self, n: int):
-        self.n = n
-
-    def after_batch(self):
-        if self.training:
-            self.n -= 1
-            if self.n == 0:
-                raise Crash("killed")
 
 
 def data():

@@ -441,9 +441,9 @@ def test_truncated_last_checkpoint_restarts_the_stage_cleanly(finished_run, tmp_
 def test_killed_at_an_epoch_boundary_resumes_exactly(tmp_path, kind):
     """Killed after an epoch's end-of-epoch checkpoint, before any mid-epoch one: the next epoch's data order,
     RNGs and weights go on as if never stopped (the LM loader's in-place document order included)."""
-    from fastai.callback.core import Callback
     from fastai.metrics import accuracy
     from fastai.torch_core import set_seed
+    from synth import KillAt
 
     from ulmfit_lab.config import ClassifierConfig, RunConfig, TrainConfig
     from ulmfit_lab.loaders import classifier_loaders, lm_loaders
@@ -451,21 +451,6 @@ def test_killed_at_an_epoch_boundary_resumes_exactly(tmp_path, kind):
     from ulmfit_lab.schedules import Phase, unfreeze_phases
     from ulmfit_lab.text import build_vocab, numericalize, tokenize
     from ulmfit_lab.training import fit_phases, make_learner
-
-    class Crash(Exception):
-        pass
-
-    class KillAt(Callback):
-        order = 99
-
-        def __init__(self, n):
-            self.n = n
-
-        def after_batch(self):
-            if self.training:
-                self.n -= 1
-                if self.n == 0:
-                    raise Crash("killed")
 
     m, run, cpu = ModelConfig(emb_sz=8, n_hid=12, n_layers=2, bptt=8), RunConfig(device="cpu", progress=False), "cpu"
     cpu = torch.device(cpu)

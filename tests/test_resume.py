@@ -2,10 +2,9 @@
 
 import pytest
 import torch
-from fastai.callback.core import Callback
 from fastai.metrics import accuracy
 from fastai.torch_core import set_seed
-from synth import make_reviews
+from synth import KillAt, make_reviews
 
 from ulmfit_lab.config import ClassifierConfig, ModelConfig, RunConfig, TrainConfig
 from ulmfit_lab.loaders import classifier_loaders, lm_loaders
@@ -18,25 +17,6 @@ from ulmfit_lab.training import fit_phases, make_learner
 M = ModelConfig(emb_sz=8, n_hid=12, n_layers=2, bptt=8)
 RUN = RunConfig(device="cpu", progress=False)
 CPU = torch.device("cpu")
-
-
-class Crash(Exception):
-    pass
-
-
-class _KillAt(Callback):
-    """Dies after `n` training batches in all (as SIGKILL would, but in-process)."""
-
-    order = 99
-
-    def __init__(self, n: int):
-        self.n = n
-
-    def after_batch(self):
-        if self.training:
-            self.n -= 1
-            if self.n == 0:
-                raise Crash("killed")
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +76,7 @@ def test_killed_mid_epoch_resumes_exactly(ids, tmp_path, kind, kill_after, every
     learn, tc = make(ids, tmp_path / "b")
     stage = StageDir(tmp_path / "b", "k")
     with pytest.raises(Exception, match="killed"):
-        fit_phases(learn, phases(learn, tc), tc, stage, extra_cbs=[_KillAt(kill_after)], checkpoint_s=every_s)
+        fit_phases(learn, phases(learn, tc), tc, stage, extra_cbs=[KillAt(kill_after)], checkpoint_s=every_s)
     assert (tmp_path / "b" / "last.pt").is_file()
 
     set_seed(1234)  # a new process: other global RNG states, other initial weights

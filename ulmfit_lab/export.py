@@ -14,7 +14,6 @@ optional on reading and checked when present.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -26,6 +25,7 @@ import torch
 
 from .corpus import TOKENIZER_VERSION
 from .ensemble import ENSEMBLE_FILE, member_dirs, write_ensemble
+from .hub import sha256_file
 from .models import FORMAT_VERSION, CheckpointError, read_checkpoint_meta
 from .rundir import write_json
 from .text import SPECIAL_TOKENS
@@ -40,14 +40,6 @@ def tokenizer_settings(lang: str) -> dict[str, Any]:
 
     return {"kind": "fastai-spacy", "lang": lang, "version": TOKENIZER_VERSION,
             "rules": [r.__name__ for r in defaults.text_proc_rules], "special_tokens": list(SPECIAL_TOKENS)}
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def resolve_model_dir(path: str | Path) -> Path:
@@ -88,7 +80,7 @@ def read_artifact(folder: str | Path) -> tuple[dict[str, Any], list[str]]:
         raise CheckpointError(f"{where}/{VOCAB}: expected a JSON list of token strings")
     _check_tokenizer(meta, where)
     expected = meta.get("weights_sha256")
-    if expected and sha256(folder / WEIGHTS) != expected:
+    if expected and sha256_file(folder / WEIGHTS) != expected:
         raise CheckpointError(f"{where}/{WEIGHTS}: cannot load weights (SHA-256 differs from the one recorded in "
                               f"{META}): the file is corrupt or was replaced. Re-export or re-download the model")
     shapes = _weight_shapes(folder / WEIGHTS)
@@ -182,7 +174,7 @@ def _export_one(src: Path, out: Path, torchscript: bool) -> None:
     write_json(out / VOCAB, vocab)
     meta = {**meta, "format_version": FORMAT_VERSION,
             "tokenizer": meta.get("tokenizer") or tokenizer_settings(meta.get("lang", "en")),
-            "vocab_size": len(vocab), "n_classes": len(meta["labels"]), "weights_sha256": sha256(out / WEIGHTS),
+            "vocab_size": len(vocab), "n_classes": len(meta["labels"]), "weights_sha256": sha256_file(out / WEIGHTS),
             "versions": {"ulmfit_lab": __version__, "torch": torch.__version__.split("+")[0],
                          "fastai": fastai.__version__}}
     write_json(out / META, meta)

@@ -71,12 +71,7 @@ class Predictor:
 
         Nothing is unpickled; a corrupt or mismatched folder raises `CheckpointError` saying what is wrong.
         """
-        folder = resolve_model_dir(folder)
-        meta, vocab = read_artifact(folder)
-        m = model_config_from_meta(meta)
-        model = build_classifier(len(vocab), len(meta["labels"]), m, meta.get("drop_mult", 0.5),
-                                 meta.get("head", [50]), meta.get("max_len", 1400))
-        load_weights(model, folder / "model.safetensors")
+        model, vocab, meta = load_fastai_classifier(folder)
         return cls(model.eval(), vocab, meta, device, precision, **kwargs)
 
     # ------------------------------------------------------------ tokens
@@ -168,6 +163,16 @@ def text_chunks(texts: Iterable[str] | pd.Series, chunk_size: int = CHUNK) -> It
                         "wrap it: predict([text])")
     it = iter(texts)
     return iter(lambda: list(itertools.islice(it, chunk_size)), [])
+
+
+def load_fastai_classifier(folder: str | Path) -> tuple[nn.Module, list[str], dict]:
+    """(fastai's classifier model with the folder's weights, vocab, meta) from a checked model folder."""
+    folder = resolve_model_dir(folder)
+    meta, vocab = read_artifact(folder)
+    model = build_classifier(len(vocab), len(meta["labels"]), model_config_from_meta(meta), meta.get("drop_mult", 0.5),
+                             meta.get("head", [50]), meta.get("max_len", 1400))
+    load_weights(model, folder / "model.safetensors")
+    return model, vocab, meta
 
 
 def _encode(tok: FastTokenizer, o2i: dict[str, int], texts: list[str]) -> list[np.ndarray]:

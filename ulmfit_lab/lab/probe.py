@@ -22,7 +22,7 @@ from torch import nn
 from ..config import Config
 from ..models import load_lm_checkpoint
 from ..pipeline import run_pipeline
-from ..predict import Predictor
+from ..predict import load_fastai_classifier
 from ..rundir import write_json
 from ..stages.data import DataResult, ids_of
 from ..text import PAD
@@ -132,7 +132,7 @@ def _fit_probe(xs: dict[str, np.ndarray], ys: dict[str, np.ndarray], cs: tuple[f
 
 def _encoder_module(model_dir: str, kind: str, device: torch.device) -> nn.Module:
     if kind == "classifier":
-        return Predictor.load(model_dir, device).model[0].module  # SentenceEncoder -> AWD_LSTM
+        return load_fastai_classifier(model_dir)[0][0].module.to(device)  # SentenceEncoder -> AWD_LSTM
     return load_lm_checkpoint(Path(model_dir))[0][0].to(device)
 
 
