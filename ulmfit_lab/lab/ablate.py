@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ..config import Config
-from .common import log, one_direction, run_variant, shared_lm, write_table
+from .common import existing_files, finished_result, log, one_direction, run_variant, shared_lm, write_table
 
 # name -> (what changes, overrides), each against the full recipe (the config as given)
 VARIANTS: dict[str, tuple[str, list[str]]] = {
@@ -111,15 +111,11 @@ def ablate(cfg: Config, grid: str = "paper", variants: list[str] | None = None, 
 
 def read_ablation(out_dir: str | Path) -> AblationResult:
     """The result of a finished `ablate` from its folder (ablation_runs.csv), without running anything."""
-    out = Path(out_dir)
-    runs = out / "ablation_runs.csv"
-    if not runs.is_file():
-        raise FileNotFoundError(f"{runs}: expected the runs table of a finished `ulmfit-lab ablate`; found none. "
-                                "Run the ablation first (or point at its --out folder)")
+    runs = finished_result(out_dir, "ablation_runs.csv", "the runs table", "ablate", "the ablation")
     df = pd.read_csv(runs, keep_default_na=False, na_values=[""])
     rows = [AblationRow(**{k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in r.items()})
             for r in df.to_dict(orient="records")]
-    files = {k: str(out / f"ablation.{k}") for k in ("csv", "md", "png") if (out / f"ablation.{k}").is_file()}
+    files = existing_files(runs.parent, {k: f"ablation.{k}" for k in ("csv", "md", "png")})
     return AblationResult(rows, summarize(rows), files)
 
 

@@ -36,7 +36,7 @@ from ..stages.data import DataResult
 from ..stages.lm import LMResult
 from ..text import SPECIAL_TOKENS, UNK, tokenize
 from ..training import pick_device
-from .common import log, one_direction
+from .common import existing_files, finished_result, log, one_direction
 
 # --- the thresholds of the 2x2, and why ---------------------------------------------------------------
 # Little data: fewer than 500 labelled examples per class. ULMFiT's learning curves (paper fig. 3) show its
@@ -281,14 +281,11 @@ def advise(cfg: Config, out_dir: str | Path | None = None) -> Advice:
 
 def read_advice(out_dir: str | Path) -> Advice:
     """The result of a finished `advise` from its folder (advice.json), without measuring anything."""
-    out = Path(out_dir)
-    if not (out / "advice.json").is_file():
-        raise FileNotFoundError(f"{out / 'advice.json'}: expected the result of a finished `ulmfit-lab advise`; "
-                                "found none. Run advise first (or point at its --out folder)")
-    d = json.loads((out / "advice.json").read_text(encoding="utf-8"))
+    path = finished_result(out_dir, "advice.json", "the result", "advise", "advise")
+    d = json.loads(path.read_text(encoding="utf-8"))
     d["measurements"] = Measurements(**d["measurements"])
-    d["files"] = {k: str(out / f) for k, f in (("json", "advice.json"), ("md", "advice.md"), ("png", "advice.png"),
-                                                ("overrides", "advice_overrides.txt")) if (out / f).is_file()}
+    d["files"] = existing_files(path.parent, {"json": "advice.json", "md": "advice.md", "png": "advice.png",
+                                              "overrides": "advice_overrides.txt"})
     return Advice(**d)
 
 

@@ -120,6 +120,20 @@ def run_variant(cfg: Config, overrides: Sequence[str], run_dir: Path, data: Labe
                       len(res.skipped()) == len(res.stages()))
 
 
+def finished_result(out_dir: str | Path, name: str, what: str, command: str, rerun: str) -> Path:
+    """`out_dir/name`, the file a finished lab command left there; a clear error when there is none."""
+    path = Path(out_dir) / name
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: expected {what} of a finished `ulmfit-lab {command}`; found none. "
+                                f"Run {rerun} first (or point at its --out folder)")
+    return path
+
+
+def existing_files(out: Path, names: dict[str, str]) -> dict[str, str]:
+    """{key: path} for the result files of `names` that exist in `out`."""
+    return {k: str(out / f) for k, f in names.items() if (out / f).is_file()}
+
+
 def markdown_table(df: pd.DataFrame, floatfmt: str = "{:.4f}") -> str:
     """A GitHub Markdown table (no extra dependency)."""
     def cell(v: Any) -> str:

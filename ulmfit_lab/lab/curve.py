@@ -24,7 +24,7 @@ from ..data import LABEL, TEXT, DataError, LabelledData, _carve, _sample, load_d
 from ..pipeline import run_pipeline
 from ..rundir import write_json
 from ..stages.common import default_cache_dir
-from .common import log, one_direction, run_variant, shared_lm, write_table
+from .common import existing_files, finished_result, log, one_direction, run_variant, shared_lm, write_table
 
 METHODS: tuple[str, ...] = ("ulmfit", "scratch", "tfidf")
 DEFINITIONS = {
@@ -242,17 +242,14 @@ def _write(res: CurveResult, out: Path, n_test: int) -> dict[str, str]:
 
 def read_curve(out_dir: str | Path) -> CurveResult:
     """The result of a finished `curve` from its folder (curve_points.csv), without training anything."""
-    out = Path(out_dir)
-    if not (out / "curve_points.csv").is_file():
-        raise FileNotFoundError(f"{out / 'curve_points.csv'}: expected the points of a finished `ulmfit-lab curve`; "
-                                "found none. Run the curve first (or point at its --out folder)")
-    df = pd.read_csv(out / "curve_points.csv", keep_default_na=False, na_values=[""])
+    points_csv = finished_result(out_dir, "curve_points.csv", "the points", "curve", "the curve")
+    out = points_csv.parent
+    df = pd.read_csv(points_csv, keep_default_na=False, na_values=[""])
     df["run_dir"] = df["run_dir"].fillna("").astype(str)
     points = [CurvePoint(**r) for r in df.to_dict(orient="records")]
     meta = json.loads((out / "curve.json").read_text(encoding="utf-8")) if (out / "curve.json").is_file() else {}
-    files = {k: str(out / f) for k, f in (("csv", "curve.csv"), ("md", "curve.md"), ("png", "curve.png"),
-                                          ("json", "curve.json"), ("points", "curve_points.csv"))
-             if (out / f).is_file()}
+    files = existing_files(out, {"csv": "curve.csv", "md": "curve.md", "png": "curve.png", "json": "curve.json",
+                                 "points": "curve_points.csv"})
     return CurveResult(points, summarize(points), meta.get("definitions", dict(DEFINITIONS)), files,
                        meta.get("majority_accuracy"), meta.get("n_test"))
 

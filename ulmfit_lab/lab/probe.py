@@ -27,7 +27,7 @@ from ..rundir import write_json
 from ..stages.data import DataResult, ids_of
 from ..text import PAD
 from ..training import pick_device
-from .common import log, one_direction, shared_lm, write_table
+from .common import existing_files, finished_result, log, one_direction, shared_lm, write_table
 
 Encoder = Literal["pretrained", "finetuned", "classifier"]
 ENCODERS: tuple[str, ...] = ("pretrained", "finetuned", "classifier")
@@ -194,12 +194,9 @@ def probe(cfg: Config, encoders: tuple[str, ...] = ("pretrained", "finetuned"), 
 
 def read_probe(out_dir: str | Path) -> ProbeResult:
     """The result of a finished `probe` from its folder (probe.json), without refitting anything."""
-    out = Path(out_dir)
-    if not (out / "probe.json").is_file():
-        raise FileNotFoundError(f"{out / 'probe.json'}: expected the result of a finished `ulmfit-lab probe`; found "
-                                "none. Run the probes first (or point at their --out folder)")
-    d = json.loads((out / "probe.json").read_text(encoding="utf-8"))
-    files = {k: str(out / f"probe.{k}") for k in ("csv", "md", "json", "png") if (out / f"probe.{k}").is_file()}
+    path = finished_result(out_dir, "probe.json", "the result", "probe", "the probes")
+    d = json.loads(path.read_text(encoding="utf-8"))
+    files = existing_files(path.parent, {k: f"probe.{k}" for k in ("csv", "md", "json", "png")})
     return ProbeResult([LayerProbe(**p) for p in d["layers"]], d["majority_valid_accuracy"], d["model_dirs"], files)
 
 
