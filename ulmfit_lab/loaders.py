@@ -225,10 +225,9 @@ def classifier_loaders(train_ids, train_y, valid_ids, valid_y, bs: int, bptt: in
     tr = classifier_items(train_ids, train_y, backwards)
     va = classifier_items(valid_ids, valid_y, backwards)
     n_world = distributed.world() if world is None else world
-    # the head's BatchNorm cannot train on one row: drop a last batch of one text, and under DDP one that
-    # would leave a rank a single row (fastai drops every incomplete last batch)
-    last = len(tr) % bs
-    drop_last = len(tr) > bs and (last == 1 or (n_world > 1 and 0 < last < 2 * n_world))
+    # the head's BatchNorm cannot train on one row: drop a last batch that would leave some rank a single row
+    # (one process: a last batch of one text; fastai drops every incomplete last batch)
+    drop_last = len(tr) > bs and 0 < len(tr) % bs < 2 * n_world
     train_dl = _shard(ReplaySortedDL(tr, res=_lengths(train_ids).tolist(), bs=min(bs, len(tr)), shuffle=True,
                                      drop_last=drop_last, before_batch=pad_batch(bptt), device=device),
                       rank, world, pad_last=True)

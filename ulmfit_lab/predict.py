@@ -22,10 +22,9 @@ import torch
 from torch import nn
 
 from .export import read_artifact, resolve_model_dir
-from .fasttok import FastTokenizer
 from .inference import FastClassifier, Precision, ensure_nonempty, prepare, resolve_precision, run_batches
 from .models import build_classifier, load_weights, model_config_from_meta
-from .text import UNK, fast_tokenizer
+from .text import encode, fast_tokenizer, vocab_index
 
 CHUNK = 8192  # texts read, tokenized and sorted together; results come back chunk by chunk
 # less text than this (about a CPU-second of tokenizing) is tokenized in-process: workers would cost more
@@ -62,7 +61,7 @@ class Predictor:
         self.num_workers = (os.cpu_count() or 1) if num_workers is None else num_workers
         self.max_tokens = max_tokens or (262144 if self.device.type == "cuda" else 32768)
         self._tok = fast_tokenizer(self.lang)  # fastai's tokens (training path), memoized
-        self._o2i = {w: i for i, w in enumerate(vocab) if w != "xxfake"}  # as fastai's Numericalize
+        self._o2i = vocab_index(vocab)
 
     @classmethod
     def load(cls, folder: str | Path, device: torch.device | str | None = None, precision: Precision = "auto",
@@ -78,7 +77,7 @@ class Predictor:
 
     def encode(self, texts: list[str]) -> list[np.ndarray]:
         """Token ids per text (in this process)."""
-        return _encode(self._tok, self._o2i, texts)
+        return encode(self._tok, self._o2i, texts)
 
     def _encode_chunk(self, texts: list[str], pool) -> list[np.ndarray]:
         if pool is None:
@@ -175,21 +174,16 @@ def load_fastai_classifier(folder: str | Path) -> tuple[nn.Module, list[str], di
     return model, vocab, meta
 
 
-def _encode(tok: FastTokenizer, o2i: dict[str, int], texts: list[str]) -> list[np.ndarray]:
-    return [np.fromiter((o2i.get(t, UNK) for t in toks), dtype=np.int64, count=len(toks))
-            for toks in tok.tokens(texts)]
-
-
 _WORKER: tuple | None = None
 
 
 def _worker_init(lang: str, vocab: list[str]) -> None:
     global _WORKER
-    _WORKER = (fast_tokenizer(lang), {w: i for i, w in enumerate(vocab) if w != "xxfake"})
+    _WORKER = (fast_tokenizer(lang), vocab_index(vocab))
 
 
 def _worker_encode(texts: list[str]) -> list[np.ndarray]:
-    return _encode(*_WORKER, texts)
+    return encode(*_WORKER, texts)
 
 
 def _check_strings(items: list, offset: int) -> None:

@@ -123,9 +123,14 @@ def build_vocab(token_sets: Sequence[Tokenized], min_freq: int = 3, max_vocab: i
     return make_vocab(count, min_freq=min_freq, max_vocab=max_vocab)
 
 
+def vocab_index(vocab: Sequence[str]) -> dict[str, int]:
+    """Token -> id, as fastai's `Numericalize` builds it (`xxfake` only pads the vocab: it is never a token)."""
+    return {v: k for k, v in enumerate(vocab) if v != "xxfake"}
+
+
 def vocab_map(itos: Sequence[str], vocab: Sequence[str]) -> np.ndarray:
-    """Corpus token id -> vocab id, as fastai's `Numericalize` maps (unknown -> xxunk; `xxfake` pads nothing)."""
-    o2i = {v: k for k, v in enumerate(vocab) if v != "xxfake"}
+    """Corpus token id -> vocab id, as fastai's `Numericalize` maps (unknown -> xxunk)."""
+    o2i = vocab_index(vocab)
     return np.fromiter((o2i.get(t, UNK) for t in itos), dtype=np.int32, count=len(itos))
 
 
@@ -175,11 +180,15 @@ def fast_tokenizer(lang: str = "en") -> FastTokenizer:
     return FastTokenizer(lang)
 
 
-def encode(texts: Sequence[str], vocab: Sequence[str], lang: str = "en") -> list[np.ndarray]:
-    """Tokenize and numericalize a few texts in memory (the prediction path), int64 ids in `vocab`."""
-    o2i = {v: k for k, v in enumerate(vocab) if v != "xxfake"}
-    return [np.fromiter((o2i.get(t, UNK) for t in toks), dtype=np.int64, count=len(toks))
-            for toks in fast_tokenizer(lang).tokens(texts)]
+def encode(tok: FastTokenizer, o2i: dict[str, int], texts: Sequence[str]) -> list[np.ndarray]:
+    """Tokenize and numericalize a few texts in memory (the prediction path): int64 ids per text, tokens not
+    in `o2i` (a vocab's token -> id, as fastai's `Numericalize`) as `UNK`."""
+    if not texts:
+        return []
+    lens, ids, table = tok.encode_batch(list(texts))
+    # ids index the batch's table of distinct tokens: look each distinct token up once
+    lut = np.fromiter((o2i.get(t, UNK) for t in table), dtype=np.int64, count=len(table))
+    return np.split(lut[ids], np.cumsum(lens)[:-1])
 
 
 def save_vocab(path: Path, vocab: Sequence[str], min_freq: int, max_vocab: int, lang: str) -> None:
