@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help_text, description=help_text + " Completed stages whose config "
                             "and inputs are unchanged are skipped; an interrupted stage resumes from its "
                             "last finished epoch.")
-        sp.add_argument("config", help="YAML config file (see configs/)")
+        sp.add_argument("config", help="a YAML config file, or a shipped config by name (quickstart, tiny, imdb, ...)")
         sp.add_argument("overrides", nargs="*", help=_OVERRIDES_HELP)
         sp.add_argument("--nproc", type=int, metavar="N",
                         help="train with N processes on this machine (one per GPU; CPU: gloo), re-launched "

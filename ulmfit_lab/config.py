@@ -225,11 +225,45 @@ def apply_overrides(raw: dict[str, Any], overrides: typing.Iterable[str]) -> dic
     return raw
 
 
+# the configs shipped inside the package (package data), so a wheel installed anywhere finds them by name
+SHIPPED_DIR = Path(__file__).resolve().parent / "configs"
+
+
+def shipped_configs() -> dict[str, Path]:
+    """The configs shipped with the package, by name (`quickstart`, `tiny`, `imdb`, ...)."""
+    return {p.stem: p for p in sorted(SHIPPED_DIR.glob("*.yaml"))}
+
+
+def config_path(spec: str | Path) -> Path:
+    """The YAML file that `spec` names: an existing file, or the name of a shipped config (`"quickstart"`).
+
+    Raises:
+        ConfigError: no such file and no shipped config of that name (the shipped names are listed).
+    """
+    path = Path(spec)
+    if path.is_file():
+        return path
+    shipped = shipped_configs()
+    names = ", ".join(shipped) or "none"
+    if isinstance(spec, str) and path.name == spec and path.suffix not in (".yaml", ".yml"):
+        if spec in shipped:
+            return shipped[spec]
+        close = difflib.get_close_matches(spec, shipped, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ConfigError(f"no shipped config named {spec!r}: {hint}expected a shipped config name ({names}) "
+                          "or the path of a YAML file")
+    hint = (f"; the shipped config {path.stem!r} is there by name: load_config({path.stem!r})"
+            if path.stem in shipped else "")
+    raise ConfigError(f"config file not found: {path} (expected a YAML file, or a shipped config name: "
+                      f"{names}){hint}")
+
+
 def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] = ()) -> Config:
     """Load a YAML config and apply dotted overrides.
 
     Args:
-        path: a YAML file; None starts from the defaults.
+        path: a YAML file, or the name of a config shipped with the package (`"quickstart"`, `"tiny"`,
+            `"imdb"`; see `shipped_configs()`); None starts from the defaults.
         overrides: strings like `"classifier.epochs=2"` or `"data.path=aclImdb.tar.xz"`.
 
     Returns:
@@ -240,9 +274,7 @@ def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] 
     """
     raw: dict[str, Any] = {}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path} (expected a YAML file; see configs/)")
+        path = config_path(path)
         try:
             raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as e:

@@ -5,6 +5,7 @@
     model.json          format version, model config (sizes, bptt, max_len, head, direction), label names,
                         tokenizer settings, vocab size, class count, the weights' SHA-256, package versions
     model.torchscript.pt  optional: the fast classifier scripted, to serve token ids without fastai
+    config.yaml         optional: the whole config the model was trained with (`SentimentClassifier.save`)
 
 An ensemble (forward + backward) is exported as a folder with `ensemble.json` and one such folder per member.
 
@@ -22,15 +23,17 @@ from typing import Any
 
 import safetensors
 import torch
+import yaml
 
 from .corpus import TOKENIZER_VERSION
 from .ensemble import ENSEMBLE_FILE, member_dirs, write_ensemble
 from .hub import sha256_file
 from .models import FORMAT_VERSION, CheckpointError, read_checkpoint_meta
-from .rundir import write_json
+from .rundir import write_json, write_text
 from .text import SPECIAL_TOKENS
 
 WEIGHTS, VOCAB, META, TORCHSCRIPT = "model.safetensors", "vocab.json", "model.json", "model.torchscript.pt"
+CONFIG = "config.yaml"  # the training config of a saved model (API); absent from folders the CLI exports
 _EMB_KEY = "0.module.encoder.weight"
 
 
@@ -118,7 +121,8 @@ def _weight_shapes(path: Path) -> dict[str, list[int]]:
                               "re-download the model") from None
 
 
-def export_model(src: str | Path, dest: str | Path, torchscript: bool = False) -> Path:
+def export_model(src: str | Path, dest: str | Path, torchscript: bool = False,
+                 config: dict[str, Any] | None = None) -> Path:
     """Write a self-contained, checked model folder from `src` (a classifier or ensemble folder, or a run dir).
 
     Args:
@@ -127,6 +131,8 @@ def export_model(src: str | Path, dest: str | Path, torchscript: bool = False) -
         dest: the folder to write; replaced atomically if it already holds a model.
         torchscript: also write `model.torchscript.pt` (per member), the scripted fast classifier (token
             ids in, logits out), for serving without fastai.
+        config: the training config (`Config.to_dict()`), written as `config.yaml`; default: `src`'s own
+            `config.yaml`, when it has one.
 
     Returns:
         `dest`.
@@ -149,6 +155,10 @@ def export_model(src: str | Path, dest: str | Path, torchscript: bool = False) -
             write_ensemble(tmp, {name: tmp / name for name in members})  # relative paths: the folder stands alone
         else:
             _export_one(src, tmp, torchscript)
+        if config is not None:
+            write_text(tmp / CONFIG, yaml.safe_dump(config, sort_keys=False))
+        elif (src / CONFIG).is_file():
+            shutil.copyfile(src / CONFIG, tmp / CONFIG)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

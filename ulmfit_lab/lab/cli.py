@@ -54,7 +54,7 @@ def add_parsers(sub: argparse._SubParsersAction, overrides_help: str) -> None:
 
     def common(name: str, help_text: str, description: str) -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help_text, description=f"{help_text} {description}")
-        sp.add_argument("config", help="YAML config file (see configs/)")
+        sp.add_argument("config", help="a YAML config file, or a shipped config by name (quickstart, tiny, imdb, ...)")
         sp.add_argument("overrides", nargs="*", help=overrides_help)
         sp.add_argument("--out", default=None, help=f"output folder (default: RUN_DIR/{name})")
         return sp
