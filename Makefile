@@ -1,4 +1,4 @@
-# `make test`: fresh .venv, install, run the test suite. `make demo DATA=path/to/aclImdb[.tar.xz]`: the quickstart.
+# `make test`: fresh .venv, install, run the test suite. `make demo [DATA=path/to/aclImdb[.tar.xz]]`: the quickstart on IMDb.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -21,12 +21,9 @@ test: install
 lint: install
 	$(BIN)/ruff check ulmfit_lab tests benchmarks
 
+# without DATA: IMDb through fastai's untar_data(URLs.IMDB) (cached in ~/.fastai); offline, it says how to use a copy
 demo: install
-	@if [ -z "$(DATA)" ]; then \
-	  echo "make demo needs labelled data: run 'make demo DATA=path/to/aclImdb' (a folder, or aclImdb_v1.tar.gz / .tar.xz; here: ../shared/data/imdb/aclImdb.tar.xz)"; \
-	  exit 2; \
-	fi
-	$(BIN)/ulmfit-lab run configs/quickstart.yaml data.path=$(DATA) run.dir=runs/demo
+	$(BIN)/ulmfit-lab demo $(if $(DATA),--data $(DATA))
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -55,6 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("stage", help="the lm stage folder of a finished run, e.g. runs/pretrain_reviews_fwd/lm")
     sp.add_argument("--name", required=True, help="registry name, e.g. reviews-fwd")
     sp.add_argument("--dest", default=None, help="parent folder (default: the package's pretrained/ folder)")
+    dp = sub.add_parser("demo", help="The quickstart end to end on IMDb (fetched through fastai without --data).",
+                        description="Run a config (default: the shipped quickstart) on IMDb into runs/demo. "
+                        "Without --data, IMDb is downloaded and cached by fastai's untar_data(URLs.IMDB) "
+                        "(~/.fastai/data/imdb); offline, point --data at a local copy.")
+    dp.add_argument("--data", default=None, help="an aclImdb folder, or aclImdb_v1.tar.gz / .tar.xz")
+    dp.add_argument("--config", default="quickstart", help="a YAML config or a shipped config's name")
+    dp.add_argument("overrides", nargs="*", help=_OVERRIDES_HELP)
     lab_cli.add_parsers(sub, _OVERRIDES_HELP)
     pp = sub.add_parser("predict", help="Predict labels for a file of texts with a trained classifier.",
                         description="Predict with a trained classifier. Writes the input's columns plus "
@@ -144,6 +151,12 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
             return 0
         from .pipeline import run_pipeline
 
+        if args.command == "demo":  # the `run` command on IMDb; the user's overrides last, so they win
+            from .demo import fetch_imdb
+
+            data = args.data or fetch_imdb()
+            args.command, args.nproc = "run", None
+            args.overrides = [f"data.path={data}", "run.dir=runs/demo", *args.overrides]
         cfg = load_config(args.config, args.overrides)
         if args.nproc is not None:  # checked here, before N processes start
             errors = ([f"--nproc: expected at least 1, found {args.nproc}"] if args.nproc < 1
