@@ -64,3 +64,15 @@ def test_configs_are_frozen():
     cfg = load_config(CONFIGS / "tiny.yaml")
     with pytest.raises(AttributeError):
         cfg.classifier.epochs = 5
+
+
+def test_shipped_configs_load_by_name_from_any_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no configs/ here: the names resolve through the package
+    assert load_config("tiny") == load_config(CONFIGS / "tiny.yaml")
+    assert load_config("quickstart", ["classifier.epochs=2"]).classifier.epochs == 2
+    with pytest.raises(ConfigError, match=r"no shipped config named 'tinny': did you mean 'tiny'\?.*quickstart"):
+        load_config("tinny")
+    with pytest.raises(ConfigError, match=r"not found: configs/quickstart.yaml .*by name: load_config\('quickstart'\)"):
+        load_config("configs/quickstart.yaml")
+    (tmp_path / "tiny").write_text("classifier:\n  epochs: 7\n")  # an existing file is a path, not a name
+    assert load_config("tiny").classifier.epochs == 7

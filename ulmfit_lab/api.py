@@ -125,7 +125,7 @@ class SentimentClassifier(ClassifierMixin, BaseEstimator):
         return tags
 
     @classmethod
-    def from_config(cls, config: str | os.PathLike, overrides: Iterable[str] = (),
+    def from_config(cls, config: str | os.PathLike | Config, overrides: Iterable[str] = (),
                     **params: Any) -> SentimentClassifier:
         """A classifier from a shipped config's name (`"quickstart"`) or a YAML path, with dotted overrides
         (`"classifier.epochs=2"`) and keyword hyper-parameters; the config is read and checked now.
@@ -133,9 +133,8 @@ class SentimentClassifier(ClassifierMixin, BaseEstimator):
         Raises:
             ConfigError: the config is missing or invalid (every problem listed).
         """
-        path = Path(config)
-        if path.is_file():  # absolute, so a later fit from another folder reads the same file
-            config = str(path.resolve())
+        if isinstance(config, (str, os.PathLike)) and Path(config).is_file():
+            config = str(Path(config).resolve())  # absolute, so a fit from another folder reads the same file
         clf = cls(config, tuple(overrides), **params)
         clf._build_config()
         return clf
