@@ -122,7 +122,7 @@ def main() -> None:
             cfg = load_config(args.config, [f"run.dir={run_dir}", "run.progress=false", "data.max_test=null",
                                             *variant_overrides(variant, args), *args.overrides])
             t0 = time.time()
-            clf = SentimentClassifier(cfg).fit(train, test=test)
+            clf = SentimentClassifier(cfg, run_dir=run_dir).fit(train, test=test)  # reads run_dir's files below
             ev = clf.result.evaluate.metrics
             rows = [json.loads(x) for x in (run_dir / "lm_finetune" / "metrics.jsonl").read_text().splitlines()]
             cell[variant] = {"accuracy": ev["accuracy"], "macro_f1": ev["macro_f1"],

@@ -61,7 +61,8 @@ class SentimentClassifier(ClassifierMixin, BaseEstimator):
         max_len: tokens of each text the classifier reads at most (`classifier.max_len`).
         seed: random seed of training and of the validation split (`run.seed`, `data.seed`).
         run_dir: where `fit` writes its stages; default: `<cache>/runs/<key>` under `run.cache_dir` or
-            `~/.cache/ulmfit_lab` (`$ULMFIT_LAB_CACHE`), keyed by the config and the data.
+            `~/.cache/ulmfit_lab` (`$ULMFIT_LAB_CACHE`), keyed by the config and the data. A config's
+            `run.dir` is the command line's (relative to the current folder); the API uses `run_dir` alone.
 
     Attributes (after `fit` or `load`):
         classes_: the labels, in the order of `predict_proba`'s columns.
