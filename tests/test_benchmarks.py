@@ -114,3 +114,35 @@ def test_tokenization_benchmark_checks_fastai_identity(shared, tmp_path):
         assert res[side]["seconds"] > 0 and res[side]["peak_rss_mb"] > 0
     assert res["speedup"] == pytest.approx(res["fastai"]["seconds"] / res["ulmfit_lab"]["seconds"], rel=1e-2)
     assert res["machine"]["cores"] and res["machine"]["fastai"]
+
+
+def test_lm_campaign_chains_passes_and_the_speed_benchmark_compares_trainers(shared, tmp_path, cache_dir):
+    wiki = shared / "wikitext-2"
+    corpus = f"[{wiki / 'fastai_wikitext_tiny' / 'train.csv.xz'},{shared / 'imdb' / 'aclImdb.tar.xz'}#unlabelled]"
+    over = [*TINY_MODEL, f"lm_pretrain.corpus={corpus}", f"lm_pretrain.eval_corpus=[{wiki / 'wiki.valid.tokens'}]",
+            "lm_pretrain.bs=8", "lm_pretrain.lr=0.01", "lm_pretrain.valid_pct=0.1", "lm_pretrain.softmax_samples=64",
+            "run.precision=fp32", f"run.cache_dir={cache_dir}"]
+    camp = tmp_path / "campaign"
+    _bench("lm_campaign.py", "--dir", str(camp), "--passes", "2", *over)
+    curve = json.loads((camp / "curve.json").read_text())
+    assert [p["pass"] for p in curve] == [1, 2]
+    assert curve[1]["tokens_seen"] == 2 * curve[0]["tokens_seen"] > 0
+    assert {"held-out", "eval"} <= {k.split(" ")[0] for k in curve[0]["perplexity"]}  # per source + WikiText valid
+    # pass 2 goes on from pass 1's model: it ends better on every held-out source
+    assert all(curve[1]["perplexity"][k] < curve[0]["perplexity"][k] for k in curve[0]["perplexity"])
+    assert (camp / "curve.png").stat().st_size > 1000
+    again = _bench("lm_campaign.py", "--dir", str(camp), "--passes", "2", *over)  # finished passes: skipped
+    assert "campaign: ulmfit" not in again.stdout and json.loads((camp / "curve.json").read_text()) == curve
+
+    out = tmp_path / "speed.json"
+    _bench("lm_train_speed.py", "--ids", str(camp / "pass1" / "lm" / "ids"), "--tokens", "4000",
+           "--valid-tokens", "1500", "--samples", "32", "--init", str(camp / "pass1" / "lm" / "model"),
+           "--out", str(out), *TINY_MODEL, "lm_pretrain.bs=8", "run.precision=fp32")
+    res = json.loads(out.read_text())
+    assert {r["loss"] for r in res["candidates"]} == {"plain", "fused", "sampled"}
+    rows = {r["trainer"].split(" ")[0]: r for r in res["train"]["rows"]}
+    assert set(rows) == {"stock", "today", "sampled"}
+    for r in rows.values():  # every trainer saw the same tokens and is measured on the same held-out ids
+        assert r["tokens_per_s"] > 0 and 1 < r["held_out_perplexity"] < 1e4
+        assert r["speedup_vs_stock"] > 0 and r["perplexity_vs_today"] > 0
+    assert res["train"]["train_tokens"] >= 4000 and res["init"]

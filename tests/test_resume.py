@@ -1,12 +1,13 @@
 """A run killed mid-epoch resumes from `last.pt` and ends with exactly the weights of an uninterrupted run."""
 
+import numpy as np
 import pytest
 import torch
 from fastai.metrics import accuracy
 from fastai.torch_core import set_seed
 from synth import KillAt, make_reviews
 
-from ulmfit_lab.config import ClassifierConfig, ModelConfig, RunConfig, TrainConfig
+from ulmfit_lab.config import ClassifierConfig, LMPretrainConfig, ModelConfig, RunConfig, TrainConfig
 from ulmfit_lab.loaders import classifier_loaders, lm_loaders
 from ulmfit_lab.models import build_classifier, build_lm, classifier_layer_groups, lm_layer_groups
 from ulmfit_lab.rundir import StageDir
@@ -36,6 +37,16 @@ def _lm_learner(ids, path):
     return make_learner(dls, build_lm(len(vocab), M, 0.5), lm_layer_groups, tc, RUN, CPU, [], path), tc
 
 
+def _lm_sampled_learner(ids, path):
+    # the sampled softmax draws from torch's RNG: a resumed run must draw the same words
+    vocab, x, _ = ids
+    dls = lm_loaders(x, x[:12], 4, M.bptt, False, CPU, seed=0)
+    tc = LMPretrainConfig(epochs=2, lr=3e-3, softmax_samples=16)
+    counts = np.bincount(np.concatenate([np.asarray(d) for d in x]), minlength=len(vocab))
+    return make_learner(dls, build_lm(len(vocab), M, 0.5), lm_layer_groups, tc, RUN, CPU, [], path, lm=True,
+                        lm_counts=counts), tc
+
+
 def _clf_learner(ids, path):
     vocab, x, y = ids
     dls = classifier_loaders(x, y, x[:16], y[:16], 8, M.bptt, False, CPU, seed=0)
@@ -54,14 +65,15 @@ def _weights(learn):
     # only epoch-end checkpoints: resumed at an epoch / a phase start
     ("lm", 60, None, "memory"), ("classifier", 20, None, "memory"),
     # the memory-mapped ids the stages read
-    ("lm", 17, 0.0, "arrow"), ("classifier", 13, 0.0, "arrow"), ("lm", 60, None, "arrow")])
+    ("lm", 17, 0.0, "arrow"), ("classifier", 13, 0.0, "arrow"), ("lm", 60, None, "arrow"),
+    ("lm_sampled", 17, 0.0, "arrow")])
 def test_killed_mid_epoch_resumes_exactly(ids, tmp_path, kind, kill_after, every_s, source):
-    make = _lm_learner if kind == "lm" else _clf_learner
+    make = {"lm": _lm_learner, "lm_sampled": _lm_sampled_learner, "classifier": _clf_learner}[kind]
     ids = ids[source]
 
     def phases(learn, tc):
         n = len(learn.opt.param_lists)
-        return [Phase(n, tc.epochs)] if kind == "lm" else unfreeze_phases(n, tc.epochs)
+        return [Phase(n, tc.epochs)] if kind.startswith("lm") else unfreeze_phases(n, tc.epochs)
 
     for d in ("a", "b"):
         (tmp_path / d).mkdir()

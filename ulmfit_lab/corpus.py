@@ -200,6 +200,13 @@ class DocIds(Sequence):
     def n_tokens(self) -> int:
         return int(sum(int(o[-1]) - int(o[0]) for _, o in self._parts))
 
+    def token_counts(self, n_vocab: int) -> np.ndarray:
+        """How often each id occurs over all documents (int64, length `n_vocab`), read part by part."""
+        counts = np.zeros(n_vocab, dtype=np.int64)
+        for values, offsets in self._parts:
+            counts += np.bincount(values[offsets[0]:offsets[-1]], minlength=n_vocab)[:n_vocab]
+        return counts
+
 
 @dataclass
 class Tokenized:

@@ -1,4 +1,4 @@
-"""A chunked, fused decoder + softmax cross-entropy for training LMs on a CPU.
+"""Cheaper decoder + softmax cross-entropy for training LMs: chunked and fused (exact), or sampled.
 
 With a 20k vocab the LM's decoder and softmax cost more than its three LSTM layers: fastai computes a
 (bs * bptt) x vocab logits matrix (358 MB in fp32 at bs 64, bptt 70), takes its log-softmax and
@@ -6,10 +6,16 @@ back-propagates through all of it. Here, during training only, the decoder hands
 input to the loss, which computes logits, loss and the gradients of hidden state, weight and bias in
 chunks of rows that stay in cache: the same maths, ~1.7x faster on this CPU's decoder, no big tensor.
 Evaluation (validation loss, accuracy, perplexity, generation) still goes through the plain decoder.
+
+Sampled softmax (`SampledLMLoss`, pretraining only: `lm_pretrain.softmax_samples`) goes further: each
+step scores the true next word against a few thousand sampled words instead of all 20k, with the
+importance weights that make it estimate the full softmax. The tied decoder then costs a fraction of the
+LSTMs, and the model it trains is the same full-softmax LM: nothing changes downstream.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from fastai.losses import CrossEntropyLossFlat
 from fastai.text.models.core import LinearDecoder
@@ -109,3 +115,69 @@ def fuse_lm_loss(model: nn.Module, dtype: torch.dtype = torch.float32) -> FusedL
         raise TypeError(f"expected a fastai LinearDecoder as model[1], found {type(dec).__name__}")
     dec.__class__ = FusedLinearDecoder  # same attributes and state dict, only forward() differs
     return FusedLMLoss(dec, dtype)
+
+
+class SampledLMLoss:
+    """Sampled softmax cross-entropy for an LM with a `FusedLinearDecoder`, in training; plain CE otherwise.
+
+    Each call draws `n_draws` words (with replacement) from `q` ∝ `counts ** power` and keeps the distinct
+    ones, S. Word w is in S with probability pi_w = 1 - (1 - q_w) ** n_draws, so
+    exp(s_y) + sum over w in S, w != y of exp(s_w) / pi_w is an unbiased estimate of the full softmax's
+    normaliser (the true word y is always scored exactly). With the unigram proposal the frequent words are
+    in S at nearly every step, so only the rare ones are estimated. As in Jean et al. (2015) and Bengio &
+    Senecal (2008); TensorFlow's `sampled_softmax_loss` is the same estimator with the true logit also
+    corrected. The draws use torch's RNG, which the checkpoints keep: a resumed run draws the same words.
+
+    Args:
+        decoder: the LM's decoder, switched to `FusedLinearDecoder` (see `fuse_lm_loss`).
+        counts: training-token count of every vocab id (the proposal; ids never seen are never drawn).
+        n_draws: draws per step (about 2-4k for a 20k vocab).
+        power: flattening of the unigram proposal (0.75 spends more draws on rare words than 1.0).
+        dtype: matmul precision (bf16 on CPUs that have it natively); the softmax stays fp32.
+    """
+
+    def __init__(self, decoder: FusedLinearDecoder, counts: np.ndarray, n_draws: int, power: float = 0.75,
+                 dtype: torch.dtype = torch.float32):
+        if n_draws < 1:
+            raise ValueError(f"n_draws must be >= 1, got {n_draws}")
+        q = np.asarray(counts, dtype=np.float64) ** power
+        if not q.sum() > 0:
+            raise ValueError("counts: no word has a positive count; the proposal needs training counts")
+        self.decoder, self.n_draws, self.dtype = decoder, int(n_draws), dtype
+        q = torch.as_tensor(q / q.sum(), dtype=torch.float64)
+        self.q = q.float()
+        # log pi_w, computed in float64 (1 - (1 - q) ** n underflows for rare words in float32)
+        self.log_pi = torch.log(-torch.expm1(n_draws * torch.log1p(-q))).float()
+        self.plain = CrossEntropyLossFlat()
+
+    def __call__(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if not self.decoder.training:
+            return self.plain(pred, target)
+        lin = self.decoder.decoder
+        with torch.autocast(pred.device.type, enabled=False):
+            return self._loss(pred.reshape(-1, pred.shape[-1]), target.reshape(-1), lin.weight, lin.bias)
+
+    def _loss(self, h: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
+        q, log_pi = self.q.to(h.device), self.log_pi.to(h.device)
+        cand = torch.unique(torch.multinomial(q, self.n_draws, replacement=True))
+        hd = h.to(self.dtype)
+        neg = (hd @ weight[cand].to(self.dtype).t()).float() - log_pi[cand]  # n x |S|
+        true = (h * weight[y]).sum(1)
+        if bias is not None:
+            neg = neg + bias[cand]
+            true = true + bias[y]
+        neg = neg.masked_fill(cand[None, :] == y[:, None], float("-inf"))  # y is scored exactly in `true`
+        return (torch.logsumexp(torch.cat([true[:, None], neg], 1), 1) - true).mean()
+
+    def activation(self, x: torch.Tensor) -> torch.Tensor:
+        return self.plain.activation(x)
+
+    def decodes(self, x: torch.Tensor) -> torch.Tensor:
+        return self.plain.decodes(x)
+
+
+def sample_lm_loss(model: nn.Module, counts: np.ndarray, n_draws: int,
+                   dtype: torch.dtype = torch.float32) -> SampledLMLoss:
+    """Switch an LM built by `get_language_model` to the fused decoder; return its sampled-softmax loss."""
+    fuse_lm_loss(model, dtype)
+    return SampledLMLoss(model[1], counts, n_draws, dtype=dtype)

@@ -34,7 +34,8 @@ from torch import nn
 from . import distributed
 from .config import ConfigError, RunConfig, TrainConfig
 from .distributed import merge_rows, take_rows, unwrap
-from .fused import fuse_lm_loss
+from .fused import fuse_lm_loss, sample_lm_loss
+from .inference import cpu_has_bf16
 from .loaders import rng_state
 from .rundir import StageDir, atomic_path, write_text
 from .schedules import Phase, discriminative_lrs, lr_schedule
@@ -68,8 +69,16 @@ def device_name(device: torch.device) -> str:
 
 
 def amp_dtype(run: RunConfig, device: torch.device) -> torch.dtype | None:
-    """Mixed precision: bf16 (fp16 on older GPUs) on GPU by default, fp32 on CPU unless asked."""
+    """Mixed precision: bf16 (fp16 on older GPUs) on GPU by default, fp32 on CPU unless asked.
+
+    `run.precision=bf16` on a CPU without native bf16 trains in fp32, with a warning: bf16 could not run there.
+    """
     if run.precision == "fp32" or (run.precision == "auto" and device.type != "cuda"):
+        return None
+    if device.type == "cpu" and run.precision == "bf16" and not cpu_has_bf16():
+        if distributed.is_main():
+            print("[ulmfit-lab] warning: run.precision=bf16, but this CPU has no native bf16 (AVX-512 BF16 or "
+                  "AMX): training in fp32 instead (set run.precision=fp32 to silence this)", flush=True)
         return None
     if run.precision == "fp16":
         return torch.float16
@@ -345,11 +354,13 @@ class TokenCounter(Callback):
 
 
 def make_learner(dls: DataLoaders, model: nn.Module, groups: Callable[[nn.Module], list], tc: TrainConfig,
-                 run: RunConfig, device: torch.device, metrics: list, path: Path, lm: bool = False) -> Learner:
+                 run: RunConfig, device: torch.device, metrics: list, path: Path, lm: bool = False,
+                 lm_counts: np.ndarray | None = None) -> Learner:
     """A fastai Learner with Adam(betas), AR/TAR (passed explicitly: fastai #3605), clipping, AMP.
 
     `lm`: the model is a language model; on the CPU it then trains with the fused decoder + softmax
-    (`fused.py`) unless `run.fused_softmax` is off.
+    (`fused.py`) unless `run.fused_softmax` is off. `lm_counts` (training-token count per vocab id): with
+    `tc.softmax_samples` > 0 the LM trains with a sampled softmax drawn from them (`fused.SampledLMLoss`).
     """
     cbs: list[Callback] = list(rnn_cbs(alpha=tc.alpha, beta=tc.beta)) + [TokenCounter()]
     if tc.clip:
@@ -363,7 +374,15 @@ def make_learner(dls: DataLoaders, model: nn.Module, groups: Callable[[nn.Module
         raise ValueError("run.precision=fp16 needs a GPU; on CPU use bf16 or fp32")
     opt_func = partial(Adam, mom=tc.betas[0], sqr_mom=tc.betas[1], wd=tc.wd)
     loss_func = CrossEntropyLossFlat()
-    if lm and run.fused_softmax and device.type == "cpu" and distributed.world() == 1:
+    n_draws = getattr(tc, "softmax_samples", 0) if lm_counts is not None else 0
+    if n_draws and distributed.world() > 1:  # (the loss uses the decoder outside DDP's forward)
+        if distributed.is_main():
+            print("[ulmfit-lab] warning: lm_pretrain.softmax_samples is for one process; "
+                  "training with the full softmax", flush=True)
+        n_draws = 0
+    if n_draws:
+        loss_func = sample_lm_loss(model, lm_counts, n_draws, dtype or torch.float32)
+    elif lm and run.fused_softmax and device.type == "cpu" and distributed.world() == 1:
         loss_func = fuse_lm_loss(model, dtype or torch.float32)  # (kept out of DDP, which wraps the forward)
     model = distributed.sync_batchnorm(model, device)
     learn = Learner(dls, model.to(device), loss_func=loss_func, opt_func=opt_func, splitter=groups,

@@ -136,8 +136,9 @@ def run(ctx: Context) -> LMResult:
         n_tok = train_ids.n_tokens
         ctx.log(f"lm: pretraining {n_params(model):,} parameters on {n_tok:,} tokens ({len(train_docs):,} docs), "
                 f"vocab {len(vocab):,}, {lp.epochs} epoch(s)")
+        counts = train_ids.token_counts(len(vocab)) if lp.softmax_samples else None  # the sampler's proposal
         learn = make_learner(dls, model, lm_layer_groups, lp, ctx.cfg.run, ctx.device, [accuracy, Perplexity()],
-                             stage.path, lm=True)
+                             stage.path, lm=True, lm_counts=counts)
         fit_phases(learn, [Phase(len(lm_layer_groups(model)), lp.epochs)], lp, stage, checkpoint_s=ctx.checkpoint_s,
                    deadline=ctx.deadline)
         out = stage.path / "model"
