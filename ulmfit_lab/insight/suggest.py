@@ -65,14 +65,11 @@ def lm_features(folder: str | Path, texts: Sequence[str], max_len: int = 1400, b
     """[last, max, mean] pooling of the top LSTM layer of an LM folder's encoder, over each text's last
     `max_len` tokens (as the classifier would pool them)."""
     from ..lab.probe import layer_features
-    from ..models import build_lm, model_config_from_meta, read_lm_folder
+    from ..models import load_lm_checkpoint
     from ..text import encode, fast_tokenizer, vocab_index
 
-    meta, _ = read_checkpoint_meta(Path(folder))
+    model, vocab, meta = load_lm_checkpoint(Path(folder))
     backwards = bool(meta.get("model", {}).get("backwards", False))
-    wgts, vocab = read_lm_folder(Path(folder), backwards)
-    model = build_lm(len(vocab), model_config_from_meta(meta))
-    model.load_state_dict(wgts)
     ids = encode(fast_tokenizer("en"), vocab_index(vocab), list(texts))
     return layer_features(model[0], ids, bs=bs, max_len=max_len, backwards=backwards)[-1]
 
