@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import CONFIGS, run_cli
+from conftest import CONFIGS
 from synth import make_reviews
 
 from ulmfit_lab.cli import main
@@ -102,19 +102,29 @@ def test_near_duplicate_pairs_are_exact_jaccard_and_complete():
     assert all(abs(found[k] - truth[k]) < 1e-3 for k in found)
 
 
-def test_report_cli_and_one_line_errors(planted, tmp_path, capsys):
-    assert main(["report", str(CONFIGS / "tiny.yaml"), *planted["args"], "--out", str(tmp_path / "r")]) == 0
+def _cli(capsys, *args: str) -> tuple[int, str, str]:
+    """`ulmfit-lab ARGS` in this process (the console script calls the same `main`): exit code, stdout, stderr."""
+    try:
+        code = main(list(args))
+    except SystemExit as e:  # argparse: --help (0) and bad options (2)
+        code = e.code
     out = capsys.readouterr()
-    assert json.loads(out.out)["warnings"] >= 6 and "ulmfit-lab: warning: exact_duplicates:" in out.err
-    bad = run_cli("report", str(tmp_path / "missing.csv"), check=False)
-    assert bad.returncode == 2 and bad.stderr.startswith("ulmfit-lab: error:") and bad.stderr.count("\n") == 1
+    return code, out.out, out.err
+
+
+def test_report_cli_help_and_one_line_errors(tmp_path, cache_dir, capsys):
+    make_reviews(60, seed=4).to_csv(tmp_path / "d.csv", index=False)
+    code, out, err = _cli(capsys, "report", str(tmp_path / "d.csv"), f"run.cache_dir={cache_dir}", "--out",
+                          str(tmp_path / "r"))
+    assert code == 0 and json.loads(out)["files"]["html"] == str(tmp_path / "r" / "report.html")
+    code, out, err = _cli(capsys, "report", str(tmp_path / "missing.csv"))
+    assert code == 2 and err.startswith("ulmfit-lab: error:") and err.count("\n") == 1
+    (tmp_path / "bad.csv").write_text("text,label\n\"unclosed,pos\n")
+    code, out, err = _cli(capsys, "report", str(tmp_path / "bad.csv"))
+    assert code == 2 and err.startswith("ulmfit-lab: error:") and err.count("\n") == 1
     for cmd in ("report", "interpret", "suggest"):
-        assert main_help(cmd)
-
-
-def main_help(cmd: str) -> bool:
-    proc = run_cli(cmd, "--help")
-    return proc.returncode == 0 and "usage: ulmfit-lab " + cmd in proc.stdout
+        code, out, _ = _cli(capsys, cmd, "--help")
+        assert code == 0 and out.startswith(f"usage: ulmfit-lab {cmd}")
 
 
 # ---------------------------------------------------------------- interpret
@@ -183,11 +193,14 @@ def test_interpret_page_renders_in_headless_chromium(interpreted, tmp_path):
     assert green.sum() > 200 and red.sum() > 50  # highlighted words drawn
 
 
-def test_interpret_errors(tmp_path, tiny_run):
-    bad = run_cli("interpret", str(tmp_path), check=False)
-    assert bad.returncode == 2 and bad.stderr.startswith("ulmfit-lab: error:") and bad.stderr.count("\n") == 1
-    bad = run_cli("interpret", str(tiny_run["dir"]), "--split", "test", "--n-attr", "-1", check=False)
-    assert bad.returncode == 2 and "expected an integer >= 0" in bad.stderr
+def test_interpret_errors(tmp_path, tiny_run, capsys):
+    code, _, err = _cli(capsys, "interpret", str(tmp_path))
+    assert code == 2 and err.startswith("ulmfit-lab: error:") and err.count("\n") == 1
+    code, _, err = _cli(capsys, "interpret", str(tiny_run["dir"]), "--n-attr", "-1")
+    assert code == 2 and "expected an integer >= 0" in err
+    pd.DataFrame({"text": ["a fine film"], "label": ["meh"]}).to_csv(tmp_path / "d.csv", index=False)
+    code, _, err = _cli(capsys, "interpret", str(tiny_run["dir"]), "--data", str(tmp_path / "d.csv"))
+    assert code == 2 and "not classes of the model" in err and err.count("\n") == 1
 
 
 # ---------------------------------------------------------------- suggest
@@ -210,14 +223,15 @@ def test_select_prefers_uncertain_texts_spread_over_clusters():
     assert not set(select(feats, 5, proba, seed=0, exclude=done).tolist()) & set(picks.tolist())
 
 
-def test_suggest_writes_a_csv_ready_to_label(tiny_run, tmp_path):
+def test_suggest_writes_a_csv_ready_to_label(tiny_run, tmp_path, capsys):
     pool = make_reviews(120, seed=9).drop(columns="label")
     pool = pd.concat([pool, pool.head(10)], ignore_index=True)  # repeats are suggested once at most
     pool["id"] = np.arange(len(pool))
     pool.to_csv(tmp_path / "pool.csv", index=False)
     pool.head(30).to_csv(tmp_path / "done.csv", index=False)
-    assert main(["suggest", str(tiny_run["dir"]), str(tmp_path / "pool.csv"), "--n", "12", "--exclude",
-                 str(tmp_path / "done.csv"), "-o", str(tmp_path / "next.csv")]) == 0
+    code, _, _ = _cli(capsys, "suggest", str(tiny_run["dir"]), str(tmp_path / "pool.csv"), "--n", "12", "--exclude",
+                      str(tmp_path / "done.csv"), "-o", str(tmp_path / "next.csv"))
+    assert code == 0
     out = pd.read_csv(tmp_path / "next.csv", keep_default_na=False)
     assert list(out.columns[:4]) == ["rank", "text", "label", "id"] and (out["label"] == "").all()
     assert len(out) == 12 and out["text"].is_unique and not set(out["text"]) & set(pool.head(30)["text"])
@@ -226,5 +240,12 @@ def test_suggest_writes_a_csv_ready_to_label(tiny_run, tmp_path):
     # an LM folder (nothing labelled yet): diversity alone
     lm = suggest(tiny_run["dir"] / "lm_finetune" / "model", tmp_path / "pool.csv", n=8, out=tmp_path / "cold.csv")
     assert len(lm.table) == 8 and "uncertainty" not in lm.table and lm.table["text"].is_unique
-    bad = run_cli("suggest", str(tiny_run["dir"]), str(tmp_path / "nope.csv"), check=False)
-    assert bad.returncode == 2 and bad.stderr.startswith("ulmfit-lab: error:") and bad.stderr.count("\n") == 1
+
+def test_suggest_one_line_errors(tiny_run, tmp_path, capsys):
+    code, _, err = _cli(capsys, "suggest", str(tiny_run["dir"]), str(tmp_path / "nope.csv"))
+    assert code == 2 and err.startswith("ulmfit-lab: error:") and err.count("\n") == 1
+    code, _, err = _cli(capsys, "suggest", str(tmp_path / "no_model"), str(tmp_path / "nope.csv"))
+    assert code == 2 and "model not found" in err and err.count("\n") == 1
+    pd.DataFrame({"body": ["x"]}).to_csv(tmp_path / "p.csv", index=False)
+    code, _, err = _cli(capsys, "suggest", str(tiny_run["dir"]), str(tmp_path / "p.csv"))
+    assert code == 2 and "--text-column" in err and err.count("\n") == 1
