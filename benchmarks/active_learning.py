@@ -231,6 +231,7 @@ def main() -> None:
                           f"{ft[arm][str(seed)]['accuracy']:.4f}", flush=True)
             means = {arm: float(np.mean([v["accuracy"] for v in d.values()])) for arm, d in ft.items()}
             r["finetune"] = {**ft, "mean": means, "margin": round(means["suggested"] - means["random"], 4)}
+        r["command"] = " ".join(sys.argv)
         results[name] = r
         write_json(json_path, {
             "what": "simulated labelling: suggested (uncertainty + diversity) vs random texts, accuracy per budget",
