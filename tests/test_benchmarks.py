@@ -146,3 +146,35 @@ def test_lm_campaign_chains_passes_and_the_speed_benchmark_compares_trainers(sha
         assert r["tokens_per_s"] > 0 and 1 < r["held_out_perplexity"] < 1e4
         assert r["speedup_vs_stock"] > 0 and r["perplexity_vs_today"] > 0
     assert res["train"]["train_tokens"] >= 4000 and res["init"]
+
+
+def _active_learning(shared, tmp_path, cache_dir, tiny_run, datasets: str, seeds: str) -> dict:
+    out = tmp_path / "al"
+    lm = tiny_run["dir"] / "lm_finetune" / "model"  # an LM folder of the tiny config's sizes
+    _bench("active_learning.py", str(ROOT / "configs" / "tiny.yaml"), "lm_pretrain.source=pretrained",
+           f"lm_pretrain.weights={lm}", "classifier.epochs=2", f"run.cache_dir={cache_dir}", "--shared", str(shared),
+           "--datasets", datasets, "--budgets", "8,16,32", "--seeds", seeds, "--pool", "80", "--n-test", "40",
+           "--finetune", "--min-steps", "0", "--out", str(out), "--run-root", str(tmp_path / "runs"))
+    res = json.loads((out / "active_learning.json").read_text())
+    assert res["machine"]["torch"] and set(res["results"]) == set(datasets.split(","))
+    for r in res["results"].values():
+        s = r["summary"]
+        assert s["budgets"] == [8, 16, 32] and set(r["per_seed"]) == set(seeds.split(","))
+        for arm in ("random", "suggested"):
+            assert all(0 <= a <= 1 for v in r["per_seed"].values() for a in v[arm]["accuracy"])
+            assert r["finetune"][arm]["0"]["n_train"] + r["finetune"][arm]["0"]["n_valid"] == 32
+        assert s["margin"] == pytest.approx([a - b for a, b in zip(s["suggested_mean"], s["random_mean"])], abs=2e-4)
+        assert s["suggested_ge_random_at_every_budget"] == (min(s["margin"]) >= 0)
+        assert r["finetune"]["margin"] == pytest.approx(r["finetune"]["mean"]["suggested"]
+                                                        - r["finetune"]["mean"]["random"], abs=1e-4)
+    assert (out / "active_learning.png").stat().st_size > 5000
+    return res
+
+
+def test_active_learning_benchmark_runs_both_arms_and_the_final_finetune(shared, tmp_path, cache_dir, tiny_run):
+    _active_learning(shared, tmp_path, cache_dir, tiny_run, "cr", "0")  # one seed: two tiny fine-tunes
+
+
+@pytest.mark.slow
+def test_active_learning_benchmark_on_both_datasets_and_seeds(shared, tmp_path, cache_dir, tiny_run):
+    _active_learning(shared, tmp_path, cache_dir, tiny_run, "cr,imdb", "0,1")

@@ -15,6 +15,7 @@ from pathlib import Path
 from . import distributed
 from .config import ConfigError, load_config
 from .data import DataError, DataWarning
+from .insight import cli as insight_cli
 from .lab import cli as lab_cli
 from .models import CheckpointError
 from .rundir import RunLockedError, StorageError
@@ -63,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_argument("--config", default="quickstart", help="a YAML config or a shipped config's name")
     dp.add_argument("overrides", nargs="*", help=_OVERRIDES_HELP)
     lab_cli.add_parsers(sub, _OVERRIDES_HELP)
+    insight_cli.add_parsers(sub, _OVERRIDES_HELP)
     pp = sub.add_parser("predict", help="Predict labels for a file of texts with a trained classifier.",
                         description="Predict with a trained classifier. Writes the input's columns plus "
                         "`prediction` and one `proba_<label>` column per class.")
@@ -140,6 +142,8 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
             return 0
         if args.command in lab_cli.COMMANDS:
             return lab_cli.run(args, argv)
+        if args.command in insight_cli.COMMANDS:
+            return insight_cli.run(args, argv)
         if args.command == "ship-lm":
             from .hub import SHIPPED, card_from_stage, ship_lm
 

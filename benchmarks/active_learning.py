@@ -1,0 +1,250 @@
+"""Simulated labelling: does `ulmfit-lab suggest` pick better texts to label than chance?
+
+For each dataset a pool of texts plays the unlabelled data (its labels hidden until a text is "labelled") and a
+fixed test set scores every step. Each seed runs two arms from nothing labelled up to the last budget:
+  random     the next texts drawn at random from the pool (nested: the 100 contain the 50);
+  suggested  the first budget picked by diversity alone (k-means centres of the encoder features: nothing is
+             labelled yet), then each next batch by `ulmfit_lab.insight.select` (margin uncertainty of the
+             current model, uncertainty-weighted k-means over the encoder features).
+Between rounds the model is refitted cheaply: a logistic regression (standardised features, C=`C`) on the frozen
+encoder's features ([last, max, mean] of the pretrained LM's top layer, computed once for pool and test).
+Test accuracy is recorded at every budget for both arms. With --finetune, the texts each arm labelled at the
+last budget then train the full ULMFiT classifier once (the config's recipe; `data.valid_pct` of them
+validate), tested on the same test set.
+
+Usage:
+  python benchmarks/active_learning.py --shared ../shared/data --datasets cr,imdb --budgets 50,100,200,400 \
+      --seeds 0,1,2 --finetune --out benchmarks/results/active_learning CONFIG [override ...]
+Writes OUT/active_learning.json (machine, data, every accuracy, means, margins) and OUT/active_learning.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ulmfit_lab import load_config
+from ulmfit_lab.config import Config, DataConfig
+from ulmfit_lab.data import LABEL, TEXT, LabelledData, _carve, read_source
+from ulmfit_lab.insight.suggest import lm_features, select
+from ulmfit_lab.rundir import write_json
+from ulmfit_lab.stages.common import default_cache_dir
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from quickstart import ROOT, machine  # noqa: E402
+
+C = 0.1  # L2 strength of the cheap refit: 768 standardised features and 50-400 labels need strong shrinkage
+
+
+def load_dataset(name: str, shared: Path, pool: int, n_test: int, cache: Path, seed: int = 0
+                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(pool, test) with columns text, label. IMDb: `pool` random train reviews, `n_test` random test reviews;
+    CR: one random permutation, `n_test` sentences to test and up to `pool` of the rest to the pool."""
+    rng = np.random.default_rng(seed)
+    if name == "imdb":
+        parts = read_source(str(shared / "imdb" / "aclImdb.tar.xz"), DataConfig(), cache)
+        tr, te = parts["train"], parts["test"]
+        return (tr.iloc[rng.choice(len(tr), min(pool, len(tr)), replace=False)].reset_index(drop=True),
+                te.iloc[rng.choice(len(te), min(n_test, len(te)), replace=False)].reset_index(drop=True))
+    if name == "cr":
+        rows = [(line.strip(), lab) for lab in ("pos", "neg")
+                for line in (shared / "cr" / f"custrev.{lab}").read_text(encoding="utf-8").splitlines() if line.strip()]
+        df = pd.DataFrame(rows, columns=[TEXT, LABEL])
+        idx = rng.permutation(len(df))
+        n_test = min(n_test, len(df) // 3)
+        return (df.iloc[idx[n_test:n_test + pool]].reset_index(drop=True),
+                df.iloc[idx[:n_test]].reset_index(drop=True))
+    raise SystemExit(f"unknown dataset {name!r}: expected imdb or cr")
+
+
+def refit(x: np.ndarray, y: np.ndarray, classes: list) -> object:
+    """The cheap refit: standardised features + L2 logistic regression (one class only: predict it)."""
+    from sklearn.dummy import DummyClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    if len(set(y)) < 2:
+        return DummyClassifier(strategy="most_frequent").fit(x, y)
+    return make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=3000)).fit(x, y)
+
+
+def proba_all(model, x: np.ndarray, classes: list) -> np.ndarray:
+    """Probabilities in `classes` order (a model that saw fewer classes gets 0 for the others)."""
+    p = model.predict_proba(x)
+    out = np.zeros((len(x), len(classes)))
+    for j, c in enumerate(model.classes_):
+        out[:, classes.index(c)] = p[:, j]
+    return out
+
+
+def simulate(feats: np.ndarray, y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray, budgets: list[int],
+             seed: int) -> dict:
+    """Both arms for one seed: {arm: {"accuracy": [per budget], "picked": [pool rows at the last budget]}}."""
+    from threadpoolctl import threadpool_limits
+
+    classes = sorted(set(y.tolist()))
+    rng = np.random.default_rng(seed)
+    out = {}
+    with threadpool_limits(limits=1, user_api="blas"):  # small fits: spinning BLAS threads only slow them down
+        perm = rng.permutation(len(y))
+        acc = []
+        for b in budgets:
+            m = refit(feats[perm[:b]], y[perm[:b]], classes)
+            acc.append(float((m.predict(test_x) == test_y).mean()))
+        out["random"] = {"accuracy": acc, "picked": perm[:budgets[-1]].tolist()}
+        labelled = np.zeros(len(y), dtype=bool)
+        acc, model = [], None
+        for b in budgets:
+            proba = None if model is None else proba_all(model, feats, classes)
+            labelled[select(feats, b - int(labelled.sum()), proba, seed=seed, exclude=labelled)] = True
+            model = refit(feats[labelled], y[labelled], classes)
+            acc.append(float((model.predict(test_x) == test_y).mean()))
+        out["suggested"] = {"accuracy": acc, "picked": np.flatnonzero(labelled).tolist()}
+    return out
+
+
+def finetune(cfg: Config, pool: pd.DataFrame, test: pd.DataFrame, rows: list[int], run_dir: Path, seed: int,
+             min_steps: int) -> dict:
+    """The full ULMFiT classifier on the pool rows an arm labelled (at least `min_steps` optimizer steps, as
+    `ulmfit-lab curve` trains small N); test accuracy."""
+    from ulmfit_lab.lab.common import run_variant
+    from ulmfit_lab.lab.curve import small_n_overrides
+
+    tr, va = _carve(pool.iloc[rows].reset_index(drop=True), cfg.data.valid_pct, seed)
+    res = run_variant(cfg, [f"run.seed={seed}", *small_n_overrides(cfg, len(tr), min_steps)], run_dir,
+                      data=LabelledData(tr, va, test, []))
+    return {"accuracy": res.eval_accuracy, "macro_f1": res.eval_macro_f1, "valid_accuracy": res.valid_accuracy,
+            "n_train": len(tr), "n_valid": len(va), "seconds": res.seconds, "run_dir": res.run_dir}
+
+
+def summarize(per_seed: dict[int, dict], budgets: list[int]) -> dict:
+    arms = {arm: np.array([per_seed[s][arm]["accuracy"] for s in per_seed]) for arm in ("random", "suggested")}
+    margin = arms["suggested"].mean(0) - arms["random"].mean(0)
+    return {"budgets": budgets,
+            **{f"{arm}_mean": a.mean(0).round(4).tolist() for arm, a in arms.items()},
+            **{f"{arm}_std": a.std(0).round(4).tolist() for arm, a in arms.items()},
+            "margin": margin.round(4).tolist(), "min_margin": float(margin.min().round(4)),
+            "suggested_ge_random_at_every_budget": bool((margin >= 0).all()),
+            "seeds_where_suggested_wins": [int((arms["suggested"][:, k] >= arms["random"][:, k]).sum())
+                                           for k in range(len(budgets))]}
+
+
+def plot(results: dict, path: Path) -> None:
+    from ulmfit_lab.plots import _plt
+
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(results), figsize=(5.5 * len(results), 4), squeeze=False)
+    for ax, (name, r) in zip(axes[0], results.items()):
+        s = r["summary"]
+        b = np.array(s["budgets"])
+        for arm, color in (("random", "tab:grey"), ("suggested", "tab:blue")):
+            m, sd = np.array(s[f"{arm}_mean"]), np.array(s[f"{arm}_std"])
+            ax.plot(b, m, marker="o", color=color, label=f"{arm} (frozen encoder + logistic head)")
+            ax.fill_between(b, m - sd, m + sd, color=color, alpha=0.15)
+        if r.get("finetune"):
+            for arm, color in (("random", "tab:grey"), ("suggested", "tab:blue")):
+                accs = [v["accuracy"] for v in r["finetune"][arm].values()]
+                ax.errorbar([b[-1] * 1.06 if arm == "suggested" else b[-1] * 0.94], [np.mean(accs)],
+                            yerr=[np.std(accs)], marker="*", ms=12, color=color, ls="none",
+                            label=f"{arm}: full ULMFiT fine-tune at {b[-1]}")
+        ax.set_xscale("log")
+        ax.set_xticks(b, [str(x) for x in b])
+        ax.set_xlabel("labelled texts")
+        ax.set_ylabel("test accuracy")
+        ax.set_title(f"{name}: pool {r['pool']}, test {r['n_test']}, {len(r['per_seed'])} seeds")
+        ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    from ulmfit_lab.insight.html import atomic_png
+
+    with atomic_png(path) as tmp:
+        fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("config", help="the ULMFiT recipe (its pretrained LM gives the features; --finetune trains it)")
+    ap.add_argument("overrides", nargs="*", help="dotted config overrides")
+    ap.add_argument("--shared", default=str(ROOT.parent / "shared" / "data"), help="the shared data folder")
+    ap.add_argument("--datasets", default="cr,imdb", help="comma-separated: cr, imdb")
+    ap.add_argument("--budgets", default="50,100,200,400", help="labelled texts at each step")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--pool", type=int, default=5000, help="pool texts per dataset (at most)")
+    ap.add_argument("--n-test", type=int, default=2000, help="test texts per dataset (at most; CR: a third)")
+    ap.add_argument("--finetune", action="store_true", help="train the full classifier on each arm's last budget")
+    ap.add_argument("--min-steps", type=int, default=200, help="fine-tuning: at least this many optimizer steps "
+                    "(smaller batches, more epochs for a small N; 0: the config's as is)")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "active_learning"))
+    ap.add_argument("--run-root", default="runs/active_learning", help="where the fine-tuning runs go")
+    args = ap.parse_args()
+    budgets = sorted(int(x) for x in args.budgets.split(","))
+    seeds = [int(x) for x in args.seeds.split(",")]
+    cfg = load_config(args.config, args.overrides)
+    if cfg.lm_pretrain.source != "pretrained" or not cfg.lm_pretrain.weights:
+        raise SystemExit("the features come from the pretrained LM: set lm_pretrain.source=pretrained "
+                         "lm_pretrain.weights=NAME_OR_FOLDER")
+    from ulmfit_lab.hub import resolve_lm
+
+    cache = Path(cfg.run.cache_dir) if cfg.run.cache_dir else default_cache_dir()
+    lm = resolve_lm(cfg.lm_pretrain.weights, cache, cfg.lm_pretrain.sha256)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    json_path = out / "active_learning.json"
+    results = json.loads(json_path.read_text()).get("results", {}) if json_path.is_file() else {}
+    for name in args.datasets.split(","):
+        t0 = time.time()
+        pool, test = load_dataset(name, Path(args.shared), args.pool, args.n_test, cache)
+        if budgets[-1] > len(pool):
+            raise SystemExit(f"{name}: budget {budgets[-1]} exceeds the pool of {len(pool)} texts")
+        print(f"[active] {name}: pool {len(pool)}, test {len(test)}; encoding with {lm}", flush=True)
+        feats = lm_features(lm, pool[TEXT].tolist(), max_len=cfg.classifier.max_len)
+        test_x = lm_features(lm, test[TEXT].tolist(), max_len=cfg.classifier.max_len)
+        t_feat = time.time() - t0
+        y, test_y = pool[LABEL].astype(str).to_numpy(), test[LABEL].astype(str).to_numpy()
+        per_seed = {}
+        for seed in seeds:
+            per_seed[seed] = simulate(feats, y, test_x, test_y, budgets, seed)
+            print(f"[active] {name} seed {seed}: random {per_seed[seed]['random']['accuracy']}, suggested "
+                  f"{per_seed[seed]['suggested']['accuracy']}", flush=True)
+        t_sim = time.time() - t0 - t_feat
+        r = {"pool": len(pool), "n_test": len(test), "classes": sorted(set(y.tolist())),
+             "test_majority": float(pd.Series(test_y).value_counts(normalize=True).iloc[0]),
+             "feature_dim": int(feats.shape[1]), "per_seed": {str(s): {a: {"accuracy": v[a]["accuracy"]}
+                                                                      for a in v} for s, v in per_seed.items()},
+             "summary": summarize(per_seed, budgets), "seconds": {"features": round(t_feat, 1),
+                                                                  "simulation": round(t_sim, 1)}}
+        if args.finetune:
+            ft: dict[str, dict] = {"random": {}, "suggested": {}}
+            for seed in seeds:
+                for arm in ft:
+                    ft[arm][str(seed)] = finetune(cfg, pool, test, per_seed[seed][arm]["picked"],
+                                                  Path(args.run_root) / name / f"{arm}_seed{seed}", seed,
+                                                  args.min_steps)
+                    print(f"[active] {name} seed {seed} {arm}: full fine-tune test accuracy "
+                          f"{ft[arm][str(seed)]['accuracy']:.4f}", flush=True)
+            means = {arm: float(np.mean([v["accuracy"] for v in d.values()])) for arm, d in ft.items()}
+            r["finetune"] = {**ft, "mean": means, "margin": round(means["suggested"] - means["random"], 4)}
+        r["command"] = " ".join(sys.argv)
+        results[name] = r
+        write_json(json_path, {
+            "what": "simulated labelling: suggested (uncertainty + diversity) vs random texts, accuracy per budget",
+            "method": {"refit": f"StandardScaler + LogisticRegression(C={C}) on frozen LM features", "lm": str(lm),
+                       "features": "[last, max, mean] pooling of the LM's top LSTM layer over the last "
+                                   f"{cfg.classifier.max_len} tokens",
+                       "select": "first budget: k-means centres; then margin uncertainty, top 10n, "
+                                 "uncertainty-weighted k-means, nearest to centre",
+                       "finetune": "the config's classifier on the last budget's texts" if args.finetune else None},
+            "command": " ".join(sys.argv), "machine": machine(), "results": results})
+        plot(results, out / "active_learning.png")
+    print(json.dumps({k: v["summary"] for k, v in results.items()}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
