@@ -15,7 +15,7 @@ from synth import make_reviews
 
 from ulmfit_lab.cli import main
 from ulmfit_lab.insight import data_report, interpret, near_duplicate_pairs, select, suggest
-from ulmfit_lab.insight.interpret import _logits_from_embeddings, integrated_gradients
+from ulmfit_lab.insight.interpret import _logits_from_embeddings, attribute, integrated_gradients
 from ulmfit_lab.insight.planted import plant_problems, random_reviews, score_report
 from ulmfit_lab.insight.report import _WORD, _shingles, normalize
 from ulmfit_lab.predict import Predictor
@@ -163,8 +163,9 @@ def test_integrated_gradients_add_up_and_point_at_sentiment_words(interpreted, t
     np.testing.assert_allclose(torch.softmax(logits, -1)[0].numpy(), pred.predict_proba([text])[0], atol=1e-5)
     scores, p_x, p_b = integrated_gradients(pred.fast, ids, pred.labels.index("pos"), steps=64)
     assert abs(scores.sum() - (p_x - p_b)) < 0.02  # completeness
-    a = interpreted["res"].attributions[-1]
-    assert a.target == "pos" and {t for t, _ in a.top(2)} <= set(POS) | {"wonderful", "superb"}
+    # explaining "pos" (whatever the tiny model predicts for it): the two sentiment words push towards it most
+    a = attribute(pred, ["The acting was wonderful. The story was superb."], targets=["pos"])[0]
+    assert a.target == "pos" and {t for t, _ in a.top(2)} == {"wonderful", "superb"}, a.top(4)
     for a in interpreted["res"].attributions[:-1]:  # the highest-loss test texts: their top word is a sentiment word
         if a.target == a.label and a.p_target > 0.6:
             assert a.top(1)[0][0] in set(POS) | set(NEG), a.top(3)
