@@ -76,7 +76,10 @@ def test_demo_offline_says_in_one_line_how_to_use_a_local_copy(tmp_path):
 
 def test_make_demo_without_data_runs_the_demo_and_passes_data_on():
     def dry(*args: str) -> str:
-        out = subprocess.run(["make", "-n", "demo", *args], cwd=ROOT, capture_output=True, text=True, check=True)
+        # under `make test` the sub-make would print "Leaving directory" lines: run it as a top-level make
+        env = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES")}
+        cmd = ["make", "--no-print-directory", "-n", "demo", *args]
+        out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=True)
         return out.stdout.strip().splitlines()[-1]
 
     assert dry().split() == [".venv/bin/ulmfit-lab", "demo"]
