@@ -176,23 +176,46 @@ def load_lm_checkpoint(folder: Path, drop_mult: float = 1.0) -> tuple[nn.Module,
 
 
 class _ListUnpickler(pickle.Unpickler):
-    """fastai's vocab `.pkl` is a pickled list of strings: refuse anything that would run code."""
+    """fastai's vocab `.pkl` is a pickled list of strings: refuse anything that would run code.
 
-    def find_class(self, module, name):
-        raise CheckpointError(f"vocab pickle refers to {module}.{name}; only a plain list of strings is accepted")
+    Every way a pickle runs code (`__reduce__`, `__setstate__` of a class, `INST`/`OBJ`) first looks up a
+    global by name, so refusing all globals leaves only built-in containers, strings and numbers.
+    """
+
+    def find_class(self, module: str, name: str) -> Any:
+        raise CheckpointError(f"vocab pickle refers to {module}.{name}; only a plain list of strings is accepted "
+                              "(nothing in it was run): use the itos_wt103.pkl that came with the weights, "
+                              "or a JSON list of tokens")
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise CheckpointError("vocab pickle holds a persistent id; only a plain list of strings is accepted")
 
 
 def read_vocab(path: Path) -> list[str]:
+    """The token list (itos) in `path`: a JSON list, or fastai's pickled list read without running any code.
+
+    Raises:
+        CheckpointError: missing, unreadable, or anything but a list of strings (a pickle naming a function
+            or class is refused before anything in it runs), in one line.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"pretrained vocab not found: {path} (expected itos as .json or fastai .pkl)")
-    if path.suffix == ".json":
-        vocab = json.loads(path.read_text(encoding="utf-8"))
-    else:
-        with open(path, "rb") as f:
-            vocab = _ListUnpickler(f).load()
+    try:
+        if path.suffix == ".json":
+            vocab = json.loads(path.read_text(encoding="utf-8"))
+        else:
+            with open(path, "rb") as f:
+                vocab = _ListUnpickler(f).load()
+    except CheckpointError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+    except Exception as e:  # pickle and json raise many types for a truncated or foreign file
+        reason = " ".join(str(e).split())[:160] or type(e).__name__
+        raise CheckpointError(f"{path}: cannot read the vocab ({reason}); expected itos as a JSON list or "
+                              "fastai's pickled list of strings: copy it again, or give another lm_pretrain.vocab"
+                              ) from None
     if not isinstance(vocab, list) or not all(isinstance(w, str) for w in vocab):
-        raise CheckpointError(f"{path}: expected a list of token strings (itos)")
+        raise CheckpointError(f"{path}: expected a list of token strings (itos), found {type(vocab).__name__}")
     return vocab
 
 
