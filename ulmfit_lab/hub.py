@@ -5,7 +5,13 @@
   checked against the sha256 recorded in its `model.json`; no network needed;
 - a local LM folder (written by `ulmfit-lab lm`) or a fastai `.pth` (with `lm_pretrain.vocab`);
 - an http(s)/file URL, downloaded once into the cache; `lm_pretrain.sha256` pins its content, and a
-  `.tar.gz`/`.tgz`/`.zip` is unpacked (an LM folder inside).
+  `.tar.gz`/`.tgz`/`.zip` is unpacked (an LM folder inside);
+- `wt103-fwd` / `wt103-bwd` (`wt103`: the model's direction): fastai's published WikiText-103 AWD-LSTMs
+  (`URLs.WT103_FWD` / `URLs.WT103_BWD`), the paper's LM, fetched once by fastai's own `untar_data` into fastai's
+  cache (`~/.fastai/models/wt103-fwd`, or under `$FASTAI_HOME`), as `language_model_learner(pretrained=True)`
+  does; `$ULMFIT_LAB_WT103_BASE_URL` names a mirror holding the two archives. A folder in that layout (one
+  `.pth` + one itos `.pkl`, e.g. an unpacked copy) is accepted by path too. Vocab pickles are read by a
+  restricted unpickler that builds a list of strings and runs no code (`models.read_vocab`).
 
 `ship_lm` turns a trained LM folder into a shippable one: fp16 weights, sha256, and a model card.
 """
@@ -14,7 +20,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import socket
 import tarfile
 import urllib.request
 import zipfile
@@ -101,19 +109,127 @@ def _unpack(path: Path) -> Path:
     return found[0]
 
 
-def resolve_lm(spec: str, cache_dir: Path, sha256: str | None = None) -> Path:
-    """Where the pretrained LM named by `spec` lies on disk (see the module docstring)."""
+def resolve_lm(spec: str, cache_dir: Path, sha256: str | None = None, backwards: bool = False) -> Path:
+    """Where the pretrained LM named by `spec` lies on disk (see the module docstring).
+
+    A fastai WT103 name gives the folder fastai unpacked (`.pth` + itos `.pkl`); `backwards` picks the
+    direction of the bare name `wt103`.
+    """
     shipped = available()
     if spec in shipped:
         folder = shipped[spec]
         meta, _ = read_checkpoint_meta(folder)
         verify(folder / "model.safetensors", meta.get("sha256"), f"shipped LM {spec!r}")
         return folder
+    if spec == "wt103":
+        spec = "wt103-bwd" if backwards else "wt103-fwd"
+    if spec in FASTAI_LMS:
+        return fetch_fastai_lm(spec, sha256)
     if _is_name(spec) and not Path(spec).exists():
-        names = ", ".join(shipped) or "none in this install"
-        raise CheckpointError(f"no pretrained LM named {spec!r}; shipped names: {names}. Give a registry name, "
+        names = ", ".join([*shipped, *FASTAI_LMS]) or "none in this install"
+        raise CheckpointError(f"no pretrained LM named {spec!r}; names: {names}. Give a registry name, "
                               "an LM folder, a fastai .pth (with lm_pretrain.vocab) or a URL")
     return fetch(spec, cache_dir, sha256)
+
+
+def locate_lm(spec: str, vocab: str | None, cache_dir: Path, sha256: str | None = None,
+              backwards: bool = False) -> dict[str, str]:
+    """The files of the pretrained LM `spec` (with `vocab`, the itos of a fastai `.pth`), fetched if need be.
+
+    Args:
+        spec: `lm_pretrain.weights`: a name, an LM folder, a fastai-layout folder, a `.pth`/`.safetensors`
+            file or a URL (see the module docstring).
+        vocab: `lm_pretrain.vocab`: the itos (`.pkl` or JSON list) of a weights file, by path or URL; it
+            overrides the `.pkl` of a fastai-layout folder.
+        cache_dir: where URLs are downloaded (fastai's names go to fastai's cache).
+        sha256: pins a download's content (for a fastai name: its archive).
+        backwards: the direction of the model the LM is for; a named LM of the other direction is an error.
+
+    Returns:
+        `{"kind": "package" | "fastai", "weights": path, "vocab": path}`.
+
+    Raises:
+        CheckpointError: not found, not downloadable, of the other direction, or a folder of neither layout.
+    """
+    name = ("wt103-bwd" if backwards else "wt103-fwd") if spec == "wt103" else spec
+    if name in FASTAI_LMS and name.endswith("-bwd") != backwards:
+        other = name[:-3] + ("bwd" if backwards else "fwd")
+        raise CheckpointError(f"{name} is a {'forward' if backwards else 'backward'} LM but the model reads "
+                              f"{'backwards' if backwards else 'forwards'} (model.backwards / model.directions); "
+                              f"use lm_pretrain.weights={other}, or wt103 to give each direction its own")
+    weights = resolve_lm(name, cache_dir, sha256, backwards)
+    if weights.is_dir():
+        if (weights / "model.safetensors").is_file():
+            return {"kind": "package", "weights": str(weights), "vocab": str(weights / "vocab.json")}
+        pth, pkl = fastai_lm_files(weights)
+        return {"kind": "fastai", "weights": str(pth), "vocab": str(fetch(vocab, cache_dir) if vocab else pkl)}
+    if not vocab:
+        raise CheckpointError(f"lm_pretrain.vocab is needed with weights file {weights} "
+                              "(fastai format: the itos .pkl or a JSON list)")
+    return {"kind": "fastai", "weights": str(weights), "vocab": str(fetch(vocab, cache_dir))}
+
+
+# ---------------------------------------------------------------- fastai's published WT103 LMs
+
+FASTAI_LMS = {"wt103-fwd": "WT103_FWD", "wt103-bwd": "WT103_BWD"}  # name -> attribute of fastai's URLs
+# another address holding wt103-fwd.tgz and wt103-bwd.tgz (a mirror; the tests' local server)
+WT103_BASE_ENV = "ULMFIT_LAB_WT103_BASE_URL"
+
+
+def fastai_lm_url(name: str) -> str:
+    """fastai's archive of `name` (`URLs.WT103_FWD`/`_BWD`), or its copy under `$ULMFIT_LAB_WT103_BASE_URL`."""
+    from fastai.data.external import URLs
+
+    url = getattr(URLs, FASTAI_LMS[name])
+    base = os.environ.get(WT103_BASE_ENV)
+    return f"{base.rstrip('/')}/{url.rsplit('/', 1)[-1]}" if base else url
+
+
+def fetch_fastai_lm(name: str, sha256: str | None = None, timeout_s: float = 30.0) -> Path:
+    """Download and unpack fastai's LM `name` with fastai's `untar_data` into its `model` folder, once.
+
+    Returns:
+        The unpacked folder (fastai's layout: `lstm_fwd.pth` or `lstm_bwd.pth`, and `itos_wt103.pkl`).
+
+    Raises:
+        CheckpointError: the download failed (offline, say), in one line that says how to use a local copy;
+            or the archive does not match `sha256`.
+    """
+    from fastai.data.external import fastai_path, untar_data
+
+    url = fastai_lm_url(name)
+    archive = url.rsplit("/", 1)[-1]
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(timeout_s)  # a network that drops packets fails in seconds, not hangs
+    try:
+        folder = Path(untar_data(url, c_key="model"))  # what language_model_learner(pretrained=True) calls
+    except Exception as e:  # urllib, socket and archive errors alike: the user's next step is the same
+        reason = " ".join(str(e).split())[:160] or type(e).__name__
+        raise CheckpointError(
+            f"could not download {name} from {url} ({reason}); offline, copy {archive} from a connected machine "
+            f"(or its ~/.fastai/models/{name} folder), unpack it and give lm_pretrain.weights=PATH/{name} (the "
+            "folder with the .pth and itos_wt103.pkl), or lm_pretrain.weights=FILE.pth lm_pretrain.vocab=FILE.pkl"
+        ) from None
+    finally:
+        socket.setdefaulttimeout(previous)
+    if sha256:  # fastai keeps no checksum of these archives: this pin is the only check of their content
+        path = fastai_path("archive") / archive
+        if not path.is_file():
+            raise CheckpointError(f"lm_pretrain.sha256 is set but fastai's archive {path} is gone (only "
+                                  f"{folder} is left); delete {folder} to download it again, or unset the pin")
+        verify(path, sha256, f"fastai's {name}")
+    return folder
+
+
+def fastai_lm_files(folder: Path) -> tuple[Path, Path]:
+    """The weights `.pth` and itos `.pkl` of a folder in fastai's layout (as `language_model_learner` globs)."""
+    found = {ext: sorted(Path(folder).glob(f"*.{ext}")) for ext in ("pth", "pkl")}
+    if [len(v) for v in found.values()] != [1, 1]:
+        raise CheckpointError(
+            f"{folder}: expected an LM folder (model.safetensors, written by `ulmfit-lab lm`) or fastai's layout "
+            f"(one .pth and one itos .pkl), found {len(found['pth'])} .pth and {len(found['pkl'])} .pkl; give "
+            "lm_pretrain.weights=FILE.pth with lm_pretrain.vocab=FILE.pkl")
+    return found["pth"][0], found["pkl"][0]
 
 
 # ---------------------------------------------------------------- shipping an LM with its card

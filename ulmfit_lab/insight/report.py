@@ -537,15 +537,14 @@ def _lengths_and_oov(cfg: Config, splits: dict[str, pd.DataFrame], labelled: lis
 
 
 def _lm_vocab(spec: str, cfg: Config, cache: Path) -> list[str]:
-    from ..hub import fetch, resolve_lm
+    from ..hub import locate_lm
     from ..models import read_checkpoint_meta, read_vocab
 
-    path = resolve_lm(spec, cache, cfg.lm_pretrain.sha256)
-    if path.is_dir():
-        return read_checkpoint_meta(path)[1]
-    if not cfg.lm_pretrain.vocab:
-        raise DataError(f"--lm {spec}: a weights file needs its vocab (lm_pretrain.vocab=...); or give an LM folder")
-    return read_vocab(fetch(cfg.lm_pretrain.vocab, cache))
+    lp = cfg.lm_pretrain
+    info = locate_lm(spec, lp.vocab, cache, lp.sha256, cfg.model.backwards)  # the stage's resolution, names too
+    if info["kind"] == "package":
+        return read_checkpoint_meta(Path(info["weights"]))[1]
+    return read_vocab(Path(info["vocab"]))
 
 
 # ---------------------------------------------------------------- output

@@ -1,8 +1,9 @@
 """Stage 1: the general-domain LM. Pretrain an AWD-LSTM on a corpus, or point at pretrained weights.
 
-Pretrained weights may be a registry name of a shipped LM (`reviews-fwd`), this package's LM folder,
-or fastai's WT103 format (`.pth` + vocab `.pkl`/`.json`), by local path or URL (see `hub.py`). A
-missing file is an error, never a warning.
+Pretrained weights may be a registry name of a shipped LM (`reviews-fwd`), fastai's published WT103 LM
+(`wt103-fwd`/`wt103-bwd`, through fastai's downloader), this package's LM folder, or fastai's WT103 format
+(`.pth` + vocab `.pkl`/`.json`, or a folder holding both), by local path or URL (see `hub.py`). A missing
+file is an error, never a warning.
 """
 
 from __future__ import annotations
@@ -17,10 +18,9 @@ from fastai.metrics import Perplexity, accuracy
 from .. import distributed
 from ..config import key_dict
 from ..data import read_corpus
-from ..hub import fetch, resolve_lm
+from ..hub import locate_lm
 from ..loaders import lm_loaders
 from ..models import (
-    CheckpointError,
     adapt_pretrained,
     build_lm,
     lm_layer_groups,
@@ -49,16 +49,7 @@ class LMResult(StageResult):
 
 def _resolve_pretrained(ctx: Context) -> dict:
     lp = ctx.cfg.lm_pretrain
-    weights = resolve_lm(lp.weights, ctx.cache_dir, lp.sha256)
-    if weights.is_dir():
-        if not (weights / "model.safetensors").is_file():
-            raise CheckpointError(f"{weights}: not an LM folder (no model.safetensors); give a .pth file "
-                                  "and lm_pretrain.vocab, or a folder written by `ulmfit-lab lm`")
-        return {"kind": "package", "weights": str(weights), "vocab": str(weights / "vocab.json")}
-    if not lp.vocab:
-        raise CheckpointError(f"lm_pretrain.vocab is needed with weights file {weights} "
-                              "(fastai format: the itos .pkl or a JSON list)")
-    return {"kind": "fastai", "weights": str(weights), "vocab": str(fetch(lp.vocab, ctx.cache_dir))}
+    return locate_lm(lp.weights, lp.vocab, ctx.cache_dir, lp.sha256, ctx.cfg.model.backwards)
 
 
 def _pretrained_key(info: dict) -> str:
