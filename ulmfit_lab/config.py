@@ -107,6 +107,11 @@ class LMPretrainConfig(TrainConfig):
     pretrained (load `weights`: a shipped LM's name such as `reviews-fwd`, this package's LM folder, or
     fastai's WT103 `.pth` + `vocab`; by path or URL, `sha256` pinning a download).
 
+    `weights: wt103-fwd` / `wt103-bwd` (or `wt103`: each direction's own) is the paper's LM, fastai's
+    published WikiText-103 AWD-LSTM (`URLs.WT103_FWD`/`_BWD`; needs the default `model` sizes 400/1152/3):
+    downloaded once by fastai's `untar_data` into fastai's cache (`~/.fastai/models/`, `$FASTAI_HOME`), vocab
+    included; `$ULMFIT_LAB_WT103_BASE_URL` names a mirror. Offline, give the unpacked folder's path instead.
+
     Pretraining holds out `valid_pct` of each corpus source and reports the perplexity on each, and on
     every `eval_corpus` (e.g. WikiText's validation split). `init`: an LM folder to continue from.
     """
