@@ -7,9 +7,6 @@ an aclImdb-style tree (`train/`, `test/`, `unsup/`) or its tar archive, or `hf:N
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
-import tarfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import fileio
 from .config import DataConfig
-from .rundir import remove_stale_tmp
 
 TEXT, LABEL = "text", "label"
 _TABLE_EXT = {".csv": ",", ".tsv": "\t", ".tab": "\t"}
@@ -143,26 +140,7 @@ def extract_archive(path: Path, cache_dir: Path) -> Path:
     """Unpack a .tar(.gz/.xz/.bz2) once into the cache and return the folder it holds."""
     st = path.stat()
     tag = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:12]
-    dest = cache_dir / "archives" / f"{path.name.split('.')[0]}-{tag}"
-    done = dest / ".extracted"
-    if not done.exists():
-        remove_stale_tmp(dest.parent, f".{dest.name}")
-        tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        try:  # extract privately, then rename: a killed or concurrent run never reads a half-extracted tree
-            with tarfile.open(path) as tar:
-                tar.extractall(tmp, filter="data")
-            (tmp / ".extracted").touch()
-            if dest.exists() and not done.exists():  # a tree left by an older, non-atomic extraction
-                shutil.rmtree(dest, ignore_errors=True)
-            try:
-                os.rename(tmp, dest)
-            except OSError:
-                if not done.exists():  # not another process that got there first
-                    raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+    dest = fileio.extract_archive(path, cache_dir / "archives" / f"{path.name.split('.')[0]}-{tag}")
     entries = [p for p in dest.iterdir() if not p.name.startswith(".")]
     return entries[0] if len(entries) == 1 and entries[0].is_dir() else dest
 

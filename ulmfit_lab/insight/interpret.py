@@ -21,10 +21,10 @@ import pandas as pd
 import torch
 
 from ..data import DataError, read_table
+from ..fileio import write_json, write_text
 from ..inference import FastClassifier
 from ..models import CheckpointError
 from ..predict import Predictor
-from ..rundir import write_json, write_text
 from ..stages.evaluate import classification_metrics
 from . import html as H
 
