@@ -126,7 +126,8 @@ def export_model(src: str | Path, dest: str | Path, torchscript: bool = False,
     Args:
         src: a folder with model.safetensors + model.json + vocab.json (e.g. RUN/classifier/model), or an
             ensemble folder (RUN/ensemble): its members are checked and copied in, one sub-folder each.
-        dest: the folder to write; replaced atomically if it already holds a model.
+        dest: the folder to write; replaced atomically if it already holds a model. An existing file, or a
+            non-empty folder that holds no model, is a `FileExistsError` (nothing is overwritten).
         torchscript: also write `model.torchscript.pt` (per member), the scripted fast classifier (token
             ids in, logits out), for serving without fastai.
         config: the training config (`Config.to_dict()`), written as `config.yaml`; default: `src`'s own
@@ -136,6 +137,9 @@ def export_model(src: str | Path, dest: str | Path, torchscript: bool = False,
         `dest`.
     """
     src, dest = resolve_model_dir(src), Path(dest)
+    if dest.exists() and not dest.is_dir():
+        raise FileExistsError(f"{dest} is a file; expected a folder to write the model into. Choose a new or empty "
+                              "folder, or delete the file")
     if dest.exists() and not any((dest / f).is_file() for f in (META, ENSEMBLE_FILE)) and any(dest.iterdir()):
         raise FileExistsError(f"{dest} exists and is not a saved model; choose an empty or new folder")
     if dest.resolve() == src.resolve():
