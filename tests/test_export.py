@@ -147,3 +147,18 @@ def test_export_cli(tiny_run, tmp_path):
     (tmp_path / "full" / "notes.txt").write_text("x")
     proc = run_cli("export", str(tiny_run["dir"]), str(tmp_path / "full"), check=False)
     assert proc.returncode != 0 and "not a saved model" in proc.stderr
+
+
+def test_export_onto_an_existing_file_is_a_one_line_error(tmp_path, capsys):
+    from ulmfit_lab import cli
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model.json").write_text("{}")  # enough for the path checks, which come before any reading
+    target = tmp_path / "predictions.csv"
+    target.write_text("keep me")
+    assert cli.main(["export", str(model), str(target)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ulmfit-lab: error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    assert "predictions.csv is a file; expected a folder" in err
+    assert target.read_text() == "keep me"

@@ -83,3 +83,21 @@ def test_url_with_checksum_and_archive(registry, tmp_path):
     with pytest.raises(CheckpointError, match="sha256"):
         hub.resolve_lm(archive.as_uri(), tmp_path / "cache2", sha256="0" * 64)
     assert not list((tmp_path / "cache2" / "downloads").glob("*tar.gz"))  # a bad download is not kept
+
+
+def test_shipping_again_keeps_the_old_folder_until_the_new_one_is_complete(registry, pretrained_stage, monkeypatch):
+    stage, _ = pretrained_stage
+    before = {p.name: p.read_bytes() for p in registry.iterdir()}
+    (registry / "notes.txt").write_text("from an older ship")
+
+    def fail(*_a, **_k):
+        raise RuntimeError("interrupted while writing the weights")
+
+    with monkeypatch.context() as m:
+        m.setattr(hub.st, "save_file", fail)
+        with pytest.raises(RuntimeError, match="interrupted"):
+            hub.ship_lm(stage / "model", registry, hub.card_from_stage(stage))
+    assert {p.name: p.read_bytes() for p in registry.iterdir() if p.name != "notes.txt"} == before
+    hub.ship_lm(stage / "model", registry, hub.card_from_stage(stage))  # replaces the folder whole
+    assert sorted(p.name for p in registry.iterdir()) == sorted(before)
+    assert sorted(p.name for p in registry.parent.iterdir()) == ["tiny-fwd"]  # no temporary folder left

@@ -70,7 +70,7 @@ def test_predict_cli_streams_to_stdout_and_reports_errors(tiny_run, frame, tmp_p
     lines = proc.stdout.strip().splitlines()
     assert lines[0].split(",")[-3:] == ["prediction", "proba_neg", "proba_pos"] and len(lines) == len(frame) + 1
     bad = run_cli("predict", str(tiny_run["dir"]), str(inp), check=False)
-    assert bad.returncode == 2 and "no column 'text'" in bad.stderr and "--text-column" in bad.stderr
+    assert bad.returncode == 2 and "column(s) ['text'] not found" in bad.stderr and "--text-column" in bad.stderr
     holes = tmp_path / "holes.csv"
     frame.assign(text=[None if i == 6 else t for i, t in enumerate(frame.text)]).to_csv(holes, index=False)
     with pytest.raises(DataError, match=r"1 row\(s\) of column .text. hold no text .* \[6\]"):

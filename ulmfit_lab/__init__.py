@@ -6,10 +6,11 @@ Public API: `SentimentClassifier`, `load_config`, `run_pipeline`, `Predictor`.
 from .api import SentimentClassifier
 from .config import Config, ConfigError, load_config
 from .data import DataError, DataWarning
+from .fileio import StorageError
 from .models import CheckpointError
 from .pipeline import run_pipeline
 from .predict import Predictor
-from .rundir import RunLockedError, StorageError
+from .rundir import RunLockedError
 
 __version__ = "0.1.0"
 __all__ = ["CheckpointError", "Config", "ConfigError", "DataError", "DataWarning", "Predictor", "RunLockedError",

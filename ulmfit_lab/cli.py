@@ -15,10 +15,11 @@ from pathlib import Path
 from . import distributed
 from .config import ConfigError, load_config
 from .data import DataError, DataWarning
+from .fileio import StorageError
 from .insight import cli as insight_cli
 from .lab import cli as lab_cli
 from .models import CheckpointError
-from .rundir import RunLockedError, StorageError
+from .rundir import RunLockedError
 from .training import TrainingPaused
 
 _STAGE_CMDS = {

@@ -36,7 +36,7 @@ import pyarrow as pa
 
 from .data import DataError, read_text_file
 from .fasttok import FastTokenizer
-from .rundir import remove_stale_tmp
+from .fileio import atomic_folder
 
 TOKENIZER_VERSION = 3  # bump when the tokens produced for a text change
 IDS = datasets.Features({"ids": datasets.Sequence(datasets.Value("int32"))})
@@ -456,39 +456,34 @@ def tokenize_corpus(source: TextSource, lang: str = "en", cache_dir: Path | None
         root.mkdir(parents=True, exist_ok=True)
     else:
         root = Path(tempfile.mkdtemp(prefix="ulmfit-tokens-"))
-    # a private temporary name (the pid), renamed into place: a concurrent run never writes into our folder,
-    # and a killed run leaves only a temporary folder, removed by the next run
-    remove_stale_tmp(root, key)
-    tmp = root / f"{key}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    # written privately and renamed into place: a concurrent run never writes into our folder, a killed run
+    # leaves only a temporary folder (removed by the next run), and a run that finishes second uses the first
+    # one's; a folder without the metadata is a half-written one from an older version, replaced
+    path = root / key
     try:
-        n_workers = (num_workers or os.cpu_count() or 1) if n_texts >= min_parallel else 1
-        table = _TokenTable()
-        writer = datasets.arrow_writer.ArrowWriter(features=IDS, path=str(tmp / _IDS_FILE))
-        n_docs = 0
-        with tqdm(total=n_texts, desc=desc, unit="docs", disable=not progress, mininterval=1.0) as bar:
-            for lens, ids, batch_table in _encoded(_batches(source, 1000, 1 << 20), lang, n_workers):
-                offsets = np.zeros(len(lens) + 1, dtype=np.int32)
-                np.cumsum(lens, out=offsets[1:])
-                ids = pa.array(table.add(ids, batch_table), type=pa.int32())
-                writer.write_table(pa.table({"ids": pa.ListArray.from_arrays(pa.array(offsets), ids)}))
-                n_docs += len(lens)
-                bar.update(len(lens))
-        writer.finalize()
-        if n_docs != n_texts:
-            raise DataError(f"{desc}: the source gave {n_docs} texts but says it has {n_texts}")
-        np.save(tmp / _COUNTS, table.counts)
-        meta = {"version": TOKENIZER_VERSION, "lang": lang, "fingerprint": fingerprint, "n_docs": n_docs,
-                "n_tokens": int(table.counts.sum()), "itos": table.itos}
-        (tmp / _META).write_text(json.dumps(meta), encoding="utf-8")
-        path = root / key
-        try:
-            os.rename(tmp, path)
-        except OSError:  # another process finished the same corpus first: use theirs
-            shutil.rmtree(tmp, ignore_errors=True)
+        with atomic_folder(path, replace=path.exists()) as tmp:
+            n_workers = (num_workers or os.cpu_count() or 1) if n_texts >= min_parallel else 1
+            table = _TokenTable()
+            writer = datasets.arrow_writer.ArrowWriter(features=IDS, path=str(tmp / _IDS_FILE))
+            n_docs = 0
+            with tqdm(total=n_texts, desc=desc, unit="docs", disable=not progress, mininterval=1.0) as bar:
+                for lens, ids, batch_table in _encoded(_batches(source, 1000, 1 << 20), lang, n_workers):
+                    offsets = np.zeros(len(lens) + 1, dtype=np.int32)
+                    np.cumsum(lens, out=offsets[1:])
+                    ids = pa.array(table.add(ids, batch_table), type=pa.int32())
+                    writer.write_table(pa.table({"ids": pa.ListArray.from_arrays(pa.array(offsets), ids)}))
+                    n_docs += len(lens)
+                    bar.update(len(lens))
+            writer.finalize()
+            if n_docs != n_texts:
+                raise DataError(f"{desc}: the source gave {n_docs} texts but says it has {n_texts}")
+            np.save(tmp / _COUNTS, table.counts)
+            meta = {"version": TOKENIZER_VERSION, "lang": lang, "fingerprint": fingerprint, "n_docs": n_docs,
+                    "n_tokens": int(table.counts.sum()), "itos": table.itos}
+            (tmp / _META).write_text(json.dumps(meta), encoding="utf-8")
     except BaseException:
-        shutil.rmtree(tmp if cache_dir is not None else root, ignore_errors=True)
+        if cache_dir is None:
+            shutil.rmtree(root, ignore_errors=True)
         raise
     out = load_tokenized(path)
     if cache_dir is None:  # a private temporary folder: gone with the object

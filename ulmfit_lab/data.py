@@ -1,15 +1,13 @@
 """Data sources -> one labelled table per split plus unlabelled texts, checked before any training.
 
 Sources: a pandas DataFrame, CSV/TSV/JSONL/parquet/txt files, a folder with one sub-folder per class,
-an aclImdb-style tree (`train/`, `test/`, `unsup/`) or its tar archive, or `hf:NAME[:CONFIG]`.
+an aclImdb-style tree (`train/`, `test/`, `unsup/`) or its tar archive, or `hf:NAME[:CONFIG]`. Files are
+read by `tables.read_table`, the reader `predict` uses too, so both see the same rows.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
-import tarfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,15 +15,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import fileio
 from .config import DataConfig
-from .rundir import remove_stale_tmp
+from .tables import (  # the one table reader of every command
+    TEXT,
+    DataError,
+    read_table,
+    read_text_file,
+    require_columns,
+    table_kind,
+)
 
-TEXT, LABEL = "text", "label"
-_TABLE_EXT = {".csv": ",", ".tsv": "\t", ".tab": "\t"}
-
-
-class DataError(ValueError):
-    """Input data is missing or malformed; the message says what was expected, found, and what to do."""
+LABEL = "label"
 
 
 class DataWarning(UserWarning):
@@ -72,59 +73,6 @@ def _jsonable(x):
 # ---------------------------------------------------------------- reading files
 
 
-def read_text_file(path: Path) -> str:
-    """Read UTF-8 text; a bad byte is reported with its file and line."""
-    data = Path(path).read_bytes()
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        raise DataError(
-            f"{path}, line {line}: not valid UTF-8 (byte {data[e.start]:#04x} at offset {e.start}); "
-            "re-encode the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)"
-        ) from None
-
-
-def read_table(path: str | Path, header: bool = True) -> pd.DataFrame:
-    """Read a CSV/TSV/JSONL/JSON/parquet table, or a .txt file with one text per line."""
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"data file not found: {path} (check the path, or set data.path=...)")
-    suffixes = [s.lower() for s in path.suffixes]
-    ext = suffixes[-1] if suffixes else ""
-    if ext in (".xz", ".gz", ".bz2", ".zst") and len(suffixes) > 1:
-        ext = suffixes[-2]
-    try:
-        if ext in _TABLE_EXT:
-            return pd.read_csv(path, sep=_TABLE_EXT[ext], encoding="utf-8", header=0 if header else None)
-        if ext in (".jsonl", ".ndjson"):
-            return pd.read_json(path, lines=True)
-        if ext == ".json":
-            return pd.read_json(path)
-        if ext in (".parquet", ".pq"):
-            return pd.read_parquet(path)
-        if ext == ".txt":
-            return pd.DataFrame({TEXT: read_text_file(path).splitlines()})
-    except DataError:
-        raise
-    except UnicodeDecodeError:
-        read_text_file(path)  # raises a DataError naming the line
-        raise
-    except pd.errors.EmptyDataError:
-        raise DataError(f"{path}: the file is empty (no header, no rows); expected a table with a header "
-                        "line and one row per text") from None
-    except (pd.errors.ParserError, ValueError, OSError) as e:  # malformed CSV/JSON, corrupt parquet
-        if isinstance(e, OSError) and not type(e).__module__.startswith("pyarrow"):
-            raise
-        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
-        raise DataError(f"{path}: cannot be read as {ext[1:]} ({first}); check that the file is a valid "
-                        f"{ext[1:]} table (quote texts that contain the separator)") from None
-    raise DataError(
-        f"{path}: unknown file type {ext or '(none)'}; expected .csv, .tsv, .jsonl, .json, .parquet, "
-        ".txt, a folder with one sub-folder per class, or a .tar.gz/.tar.xz of one"
-    )
-
-
 def _read_class_folders(root: Path, skip: list[str]) -> pd.DataFrame:
     rows = []
     for sub in sorted(p for p in root.iterdir() if p.is_dir() and p.name not in skip):
@@ -143,26 +91,7 @@ def extract_archive(path: Path, cache_dir: Path) -> Path:
     """Unpack a .tar(.gz/.xz/.bz2) once into the cache and return the folder it holds."""
     st = path.stat()
     tag = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:12]
-    dest = cache_dir / "archives" / f"{path.name.split('.')[0]}-{tag}"
-    done = dest / ".extracted"
-    if not done.exists():
-        remove_stale_tmp(dest.parent, f".{dest.name}")
-        tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        try:  # extract privately, then rename: a killed or concurrent run never reads a half-extracted tree
-            with tarfile.open(path) as tar:
-                tar.extractall(tmp, filter="data")
-            (tmp / ".extracted").touch()
-            if dest.exists() and not done.exists():  # a tree left by an older, non-atomic extraction
-                shutil.rmtree(dest, ignore_errors=True)
-            try:
-                os.rename(tmp, dest)
-            except OSError:
-                if not done.exists():  # not another process that got there first
-                    raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+    dest = fileio.extract_archive(path, cache_dir / "archives" / f"{path.name.split('.')[0]}-{tag}")
     entries = [p for p in dest.iterdir() if not p.name.startswith(".")]
     return entries[0] if len(entries) == 1 and entries[0].is_dir() else dest
 
@@ -172,8 +101,13 @@ def _is_archive(path: Path) -> bool:
     return path.is_file() and any(name.endswith(s) for s in (".tar", ".tar.gz", ".tgz", ".tar.xz", ".tar.bz2"))
 
 
-def read_source(spec: str, cfg: DataConfig, cache_dir: Path) -> dict[str, pd.DataFrame | list[str]]:
-    """Read one data source into `{split: DataFrame}` (split 'all' when it has no split of its own)."""
+def read_source(spec: str, cfg: DataConfig, cache_dir: Path, text_column: str | None = None,
+                ) -> dict[str, pd.DataFrame | list[str]]:
+    """Read one data source into `{split: DataFrame}` (split 'all' when it has no split of its own).
+
+    A table file is read by `tables.read_table` with `text_column` (default `cfg.text_column`) as strings
+    and `cfg.label_column` as labels.
+    """
     if spec.startswith("hf:"):
         return _read_hf(spec[3:])
     path = Path(spec).expanduser()
@@ -193,7 +127,12 @@ def read_source(spec: str, cfg: DataConfig, cache_dir: Path) -> dict[str, pd.Dat
                 out["unlabelled"] = unsup
             return out
         return {"all": _read_class_folders(path, cfg.unlabelled_folders)}
-    return {"all": read_table(path)}
+    if table_kind(path) is None:
+        raise DataError(
+            f"{path}: unknown file type {''.join(path.suffixes) or '(none)'}; expected .csv, .tsv, .jsonl, .json, "
+            ".parquet, .txt, a folder with one sub-folder per class, or a .tar.gz/.tar.xz of one"
+        )
+    return {"all": read_table(path, text_column=text_column or cfg.text_column, label_column=cfg.label_column)}
 
 
 def _read_hf(name: str) -> dict[str, pd.DataFrame | list[str]]:
@@ -228,12 +167,7 @@ def standardize(df: pd.DataFrame, cfg: DataConfig, where: str, labelled: bool = 
         cols = {TEXT: TEXT, LABEL: LABEL} if labelled else {TEXT: TEXT}
     else:
         cols = {cfg.text_column: TEXT, **({cfg.label_column: LABEL} if labelled else {})}
-        missing = [c for c in cols if c not in df.columns]
-        if missing:
-            raise DataError(
-                f"{where}: column(s) {missing} not found; columns found: {list(df.columns)}. "
-                "Set data.text_column=... and data.label_column=..."
-            )
+        require_columns(df, list(cols), where, "Set data.text_column=... and data.label_column=...")
     out = df[list(cols)].rename(columns=cols).reset_index(drop=True)
     if len(out) == 0:
         raise DataError(f"{where}: the dataset is empty (0 rows); point data.path at a file with rows")
@@ -462,7 +396,7 @@ def read_corpus(specs: list[str], cfg: DataConfig, cache_dir: Path, text_column:
             docs = [d for d in read_text_file(path).split("\n \n = ") if d.strip()]
             out[spec] = docs[:max_docs] if max_docs is not None else docs
             continue
-        parts = read_source(path_spec, cfg, cache_dir)
+        parts = read_source(path_spec, cfg, cache_dir, text_column)
         found = [k for k in parts if (k in wanted if wanted else k != "test")]
         if wanted and not found:
             raise DataError(f"corpus {spec}: no split {sorted(wanted)} in it; splits found: {sorted(parts)}")

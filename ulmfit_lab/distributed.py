@@ -33,7 +33,8 @@ from fastai.callback.progress import ProgressCallback
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from .rundir import RunLockedError, run_lock, write_json
+from .fileio import write_json
+from .rundir import RunLockedError, run_lock
 
 T = TypeVar("T")
 

@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .fileio import write_json
 from .models import CheckpointError
-from .rundir import write_json
 
 if TYPE_CHECKING:  # predict imports export, which reads ensemble folders: import Predictor lazily
     from .predict import Predictor

@@ -16,7 +16,6 @@ optional on reading and checked when present.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -27,9 +26,8 @@ import yaml
 
 from .corpus import TOKENIZER_VERSION
 from .ensemble import ENSEMBLE_FILE, member_dirs, write_ensemble
-from .hub import sha256_file
+from .fileio import atomic_folder, sha256_file, write_json, write_text
 from .models import FORMAT_VERSION, CheckpointError, read_checkpoint_meta
-from .rundir import write_json, write_text
 from .text import SPECIAL_TOKENS
 
 WEIGHTS, VOCAB, META, TORCHSCRIPT = "model.safetensors", "vocab.json", "model.json", "model.torchscript.pt"
@@ -128,7 +126,8 @@ def export_model(src: str | Path, dest: str | Path, torchscript: bool = False,
     Args:
         src: a folder with model.safetensors + model.json + vocab.json (e.g. RUN/classifier/model), or an
             ensemble folder (RUN/ensemble): its members are checked and copied in, one sub-folder each.
-        dest: the folder to write; replaced atomically if it already holds a model.
+        dest: the folder to write; replaced atomically if it already holds a model. An existing file, or a
+            non-empty folder that holds no model, is a `FileExistsError` (nothing is overwritten).
         torchscript: also write `model.torchscript.pt` (per member), the scripted fast classifier (token
             ids in, logits out), for serving without fastai.
         config: the training config (`Config.to_dict()`), written as `config.yaml`; default: `src`'s own
@@ -138,13 +137,14 @@ def export_model(src: str | Path, dest: str | Path, torchscript: bool = False,
         `dest`.
     """
     src, dest = resolve_model_dir(src), Path(dest)
+    if dest.exists() and not dest.is_dir():
+        raise FileExistsError(f"{dest} is a file; expected a folder to write the model into. Choose a new or empty "
+                              "folder, or delete the file")
     if dest.exists() and not any((dest / f).is_file() for f in (META, ENSEMBLE_FILE)) and any(dest.iterdir()):
         raise FileExistsError(f"{dest} exists and is not a saved model; choose an empty or new folder")
     if dest.resolve() == src.resolve():
         raise FileExistsError(f"{dest} is the model being exported; choose another folder")
-    tmp = dest.with_name(f".{dest.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with atomic_folder(dest) as tmp:
         if (src / ENSEMBLE_FILE).is_file():
             members = member_dirs(src)
             labels = {name: read_artifact(path)[0]["labels"] for name, path in members.items()}
@@ -159,15 +159,6 @@ def export_model(src: str | Path, dest: str | Path, torchscript: bool = False,
             write_text(tmp / CONFIG, yaml.safe_dump(config, sort_keys=False))
         elif (src / CONFIG).is_file():
             shutil.copyfile(src / CONFIG, tmp / CONFIG)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = dest.with_name(f".{dest.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if dest.exists():
-        os.replace(dest, old)
-    os.replace(tmp, dest)
-    shutil.rmtree(old, ignore_errors=True)
     return dest
 
 
@@ -179,7 +170,7 @@ def _export_one(src: Path, out: Path, torchscript: bool) -> None:
     from .predict import Predictor
 
     meta, vocab = read_artifact(src)
-    out.mkdir(parents=True)
+    out.mkdir(parents=True, exist_ok=True)  # the new folder itself (empty), or an ensemble member's inside it
     shutil.copyfile(src / WEIGHTS, out / WEIGHTS)
     write_json(out / VOCAB, vocab)
     meta = {**meta, "format_version": FORMAT_VERSION,

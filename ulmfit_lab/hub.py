@@ -21,18 +21,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import socket
-import tarfile
 import urllib.request
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import safetensors.torch as st
 
+from .fileio import atomic_folder, atomic_path, extract_archive, sha256_file, write_json, write_text
 from .models import CheckpointError, read_checkpoint_meta
-from .rundir import atomic_path, write_json, write_text
 
 SHIPPED = Path(__file__).resolve().parent / "pretrained"
 
@@ -41,15 +38,8 @@ def available() -> dict[str, Path]:
     """Registry names of the LMs shipped with the package -> their folders."""
     if not SHIPPED.is_dir():
         return {}
-    return {p.name: p for p in sorted(SHIPPED.iterdir()) if (p / "model.json").is_file()}
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return {p.name: p for p in sorted(SHIPPED.iterdir())
+            if (p / "model.json").is_file() and not p.name.startswith(".")}  # not a folder being written
 
 
 def verify(path: Path, expected: str | None, what: str) -> None:
@@ -91,17 +81,7 @@ def _archive(path: Path) -> bool:
 
 
 def _unpack(path: Path) -> Path:
-    out = path.with_name(path.name + ".d")
-    if not (out / ".unpacked").exists():
-        shutil.rmtree(out, ignore_errors=True)
-        out.mkdir()
-        if path.name.endswith(".zip"):
-            with zipfile.ZipFile(path) as z:
-                z.extractall(out)
-        else:
-            with tarfile.open(path) as t:
-                t.extractall(out, filter="data")
-        (out / ".unpacked").touch()
+    out = extract_archive(path, path.with_name(path.name + ".d"))
     found = [p.parent for p in out.rglob("model.safetensors")]
     if len(found) != 1:
         raise CheckpointError(f"{path}: expected one LM folder (model.safetensors + model.json + vocab.json) "
@@ -245,18 +225,14 @@ def ship_lm(src: Path, dest: Path, card: dict[str, Any]) -> Path:
     wgts = st.load_file(str(Path(src) / "model.safetensors"))
     half = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in wgts.items()}
     dest = Path(dest)
-    tmp = dest.with_name(dest.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    st.save_file(half, str(tmp / "model.safetensors"))
-    write_json(tmp / "vocab.json", vocab)
-    card = {**card, "params": card.get("params") or sum(v.numel() for v in wgts.values())}
-    digest = sha256_file(tmp / "model.safetensors")  # both keys: the fp32 source's weights_sha256 no longer holds
-    meta = {**meta, "dtype": "float16", "sha256": digest, "weights_sha256": digest, "card": card}
-    write_json(tmp / "model.json", meta)
-    write_text(tmp / "README.md", render_card(dest.name, meta))
-    shutil.rmtree(dest, ignore_errors=True)
-    tmp.rename(dest)
+    with atomic_folder(dest) as tmp:  # the shipped folder is replaced whole: never new weights beside an old card
+        st.save_file(half, str(tmp / "model.safetensors"))
+        write_json(tmp / "vocab.json", vocab)
+        card = {**card, "params": card.get("params") or sum(v.numel() for v in wgts.values())}
+        digest = sha256_file(tmp / "model.safetensors")  # both keys: the fp32 source's weights_sha256 no longer holds
+        meta = {**meta, "dtype": "float16", "sha256": digest, "weights_sha256": digest, "card": card}
+        write_json(tmp / "model.json", meta)
+        write_text(tmp / "README.md", render_card(dest.name, meta))
     return dest
 
 

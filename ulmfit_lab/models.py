@@ -10,11 +10,8 @@ A checkpoint is a folder: `model.safetensors` (tied weights stored once), `vocab
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import pickle
-import shutil
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -28,7 +25,7 @@ from safetensors import SafetensorError
 from torch import nn
 
 from .config import ModelConfig
-from .rundir import StorageError, is_storage_failure, storage_error, write_json
+from .fileio import atomic_folder, sha256_file, write_json
 
 FORMAT_VERSION = 1
 
@@ -80,29 +77,12 @@ def save_checkpoint(model: nn.Module, folder: Path, vocab: list[str], meta: dict
     A crash (or a full disk) never leaves new weights beside an old vocab: readers see the old folder
     whole, or the new one whole (or, for an instant between two renames, none).
     """
-    folder = Path(folder)
-    tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
-    old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        tmp.mkdir(parents=True)
+    with atomic_folder(folder) as tmp:
         write_json(tmp / "vocab.json", vocab)
         st.save_model(model, str(tmp / "model.safetensors"))
-        digest = hashlib.sha256((tmp / "model.safetensors").read_bytes()).hexdigest()  # tells corrupt from good
+        digest = sha256_file(tmp / "model.safetensors")  # tells corrupt from good
         write_json(tmp / "model.json", {"format_version": FORMAT_VERSION, **meta, "vocab_size": len(vocab),
                                         "weights_sha256": digest})
-        if folder.exists():
-            folder.rename(old)
-        tmp.rename(folder)
-    except Exception as e:
-        if is_storage_failure(e):  # name the folder the user knows, not our temporary one
-            raise storage_error(folder, e.__cause__ if isinstance(e, StorageError) and e.__cause__ else e) from e
-        raise
-    finally:
-        if old.exists() and not folder.exists():  # the swap failed half-way: put the old folder back
-            old.rename(folder)
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def read_checkpoint_meta(folder: Path) -> tuple[dict[str, Any], list[str]]:

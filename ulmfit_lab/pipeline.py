@@ -13,7 +13,7 @@ from . import distributed
 from .config import Config, ConfigError
 from .data import LabelledData
 from .ensemble import write_ensemble
-from .rundir import storage_errors, write_text
+from .fileio import storage_errors, write_text
 from .stages import classifier, evaluate, lm, lm_finetune
 from .stages import data as data_stage
 from .stages.common import Context

@@ -201,19 +201,28 @@ def predict_file(model: str | Path, input_path: str | Path, output: str | Path |
     """Predict every row of a CSV/TSV/JSONL/parquet/text file, streaming, and write the rows back with
     `prediction` and one `proba_<label>` column per class (the input's columns are kept).
 
+    The file is read by `tables.iter_table`, with the rules training's reader follows; its first chunk is
+    read and checked before the model is loaded.
+
     Returns:
         The number of rows written.
+
+    Raises:
+        DataError: the input is missing, empty, binary, not UTF-8, unparseable, lacks `text_column`, or has a
+            row without text.
     """
     from tqdm.auto import tqdm
 
     from .ensemble import load_model
     from .tables import TableWriter, count_rows, iter_table
 
+    chunks = iter_table(input_path, text_column, chunk_rows)
+    first = next(chunks, None)  # a wrong, empty or unreadable file fails here, before the model is loaded
     predictor = load_model(model, precision=precision)  # a classifier, or an ensemble averaging its members
     frames: list[pd.DataFrame] = []
 
     def texts() -> Iterator[list[str]]:
-        for df in iter_table(input_path, text_column, chunk_rows):
+        for df in itertools.chain([] if first is None else [first], chunks):
             frames.append(df)
             yield df[text_column].tolist()
 

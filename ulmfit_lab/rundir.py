@@ -7,13 +7,9 @@ artifacts and, last of all, `DONE.json` with the stage key. Only a marker whose 
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
-import re
-import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,126 +18,25 @@ from typing import Any
 
 import yaml
 
+# the file helpers live in fileio; imported here too, where they were first defined
+from .fileio import (  # noqa: F401
+    StorageError,
+    atomic_path,
+    is_storage_failure,
+    remove_stale_tmp,
+    storage_error,
+    storage_errors,
+    write_json,
+    write_text,
+)
+
 MARKER = "DONE.json"
-
-# what a full disk, a quota, a file size limit or a read-only/unwritable folder raise
-_DISK_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO,
-                errno.ENOTDIR}
-# torch.save and safetensors report a failed write as RuntimeError / SafetensorError, not OSError
-_WRITE_FAILED = re.compile(r"os error (28|27|122|30|13)|No space left|File too large|Disk quota|Read-only file"
-                           r"|file write failed|inline_container\.cc.*unexpected pos")
-
-
-class StorageError(OSError):
-    """A file in the run directory or the cache could not be written (disk full, quota, size limit,
-    read-only or not a folder). Files written before are left as they were."""
-
-
-def is_storage_failure(e: BaseException) -> bool:
-    """Whether `e` means "the disk refused the write" rather than a bug."""
-    if isinstance(e, StorageError):
-        return True
-    if isinstance(e, OSError):
-        return e.errno in _DISK_ERRNOS
-    is_writer = isinstance(e, RuntimeError) or type(e).__name__ == "SafetensorError"
-    return is_writer and bool(_WRITE_FAILED.search(str(e)))
-
-
-def _why(path: Path | str, e: BaseException) -> str:
-    if isinstance(e, OSError) and e.strerror:
-        return e.strerror
-    # torch.save and safetensors do not pass the errno on: look at the disk and the limits instead
-    try:
-        if shutil.disk_usage(Path(path).parent).free < 1 << 20:
-            return "no space left on the device"
-    except OSError:
-        pass
-    import resource
-
-    soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
-    if soft != resource.RLIM_INFINITY:
-        return f"file size limit reached (ulimit -f: {soft} bytes)"
-    return f"the write failed ({str(e).splitlines()[0][:160]})"
-
-
-def storage_error(path: Path | str, e: BaseException) -> StorageError:
-    """A StorageError that names the file, says why, and what to do."""
-    why = _why(path, e)
-    return StorageError(
-        f"cannot write {path}: {why}. Free disk space (or fix the folder's permissions, or point run.dir / "
-        "run.cache_dir elsewhere) and rerun the same command: finished stages are kept and an interrupted "
-        "one resumes from its last checkpoint"
-    )
-
-
-@contextmanager
-def storage_errors(where: Path | str) -> Iterator[None]:
-    """Turn a disk-full/unwritable failure raised inside the block into a StorageError naming the file."""
-    try:
-        yield
-    except StorageError:
-        raise
-    except Exception as e:
-        if not is_storage_failure(e):
-            raise
-        raise storage_error(getattr(e, "filename", None) or where, e) from e
-
-
-def remove_stale_tmp(folder: Path, name: str) -> None:
-    """Remove `folder/name.tmp-PID` left by a process that is gone (killed while writing)."""
-    for old in Path(folder).glob(f"{name}.tmp-*"):
-        pid = old.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(old, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
 
 
 def stage_key(name: str, version: int, *parts: Any) -> str:
     """Hash of what changes a stage's result: its name, code version, config and upstream keys."""
     blob = json.dumps([name, version, *parts], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-@contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as e:
-        raise storage_error(path, e) from e
-    os.close(fd)
-    try:
-        try:
-            yield Path(tmp)
-            os.replace(tmp, path)
-        except Exception as e:  # the old `path`, if any, is untouched: only the temporary file was written
-            if is_storage_failure(e):
-                raise storage_error(path, e) from e
-            raise
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def write_json(path: Path, obj: Any) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, default=str), encoding="utf-8")
-
-
-def write_text(path: Path, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
 
 
 @dataclass(frozen=True)

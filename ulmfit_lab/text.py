@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import shutil
-import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,6 +38,7 @@ from .corpus import (  # noqa: F401  (re-exported: the public API of tokenizatio
     tokenize_corpus,
 )
 from .fasttok import FastTokenizer, split_long  # noqa: F401  (split_long: re-exported)
+from .fileio import atomic_path, write_json
 
 SPECIAL_TOKENS: list[str] = list(defaults.text_spec_tok)
 UNK, PAD, BOS = 0, 1, 2  # positions of xxunk, xxpad, xxbos in every vocab made here
@@ -148,11 +147,8 @@ def write_ids(tokens: Tokenized, vocab: Sequence[str], path: Path, columns: dict
     """
     remap = vocab_map(tokens.itos, vocab)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        writer = datasets.arrow_writer.ArrowWriter(path=tmp)
+    with atomic_path(path) as tmp:
+        writer = datasets.arrow_writer.ArrowWriter(path=str(tmp))
         row = 0
         for chunk in tokens.ids.data.table.column("ids").chunks:
             n = len(chunk)
@@ -167,10 +163,6 @@ def write_ids(tokens: Tokenized, vocab: Sequence[str], path: Path, columns: dict
         if row == 0:
             raise ValueError("write_ids: the tokenized corpus is empty")
         writer.finalize()
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return datasets.Dataset.from_file(str(path))
 
 
@@ -193,7 +185,6 @@ def encode(tok: FastTokenizer, o2i: dict[str, int], texts: Sequence[str]) -> lis
 
 def save_vocab(path: Path, vocab: Sequence[str], min_freq: int, max_vocab: int, lang: str) -> None:
     """The vocab as JSON: itos plus the settings that made it."""
-    from .rundir import write_json
 
     write_json(Path(path), {"itos": list(vocab), "min_freq": min_freq, "max_vocab": max_vocab,
                             "special_tokens": SPECIAL_TOKENS, "lang": lang, "tokenizer": "fastai-spacy-rules"})

@@ -34,10 +34,11 @@ from torch import nn
 from . import distributed
 from .config import ConfigError, RunConfig, TrainConfig
 from .distributed import merge_rows, take_rows, unwrap
+from .fileio import atomic_path, write_text
 from .fused import fuse_lm_loss, sample_lm_loss
 from .inference import cpu_has_bf16
 from .loaders import rng_state
-from .rundir import StageDir, atomic_path, write_text
+from .rundir import StageDir
 from .schedules import Phase, discriminative_lrs, lr_schedule
 
 

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import base64
 import html
-import os
-import tempfile
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pandas as pd
 
-from ..rundir import atomic_path
+from ..fileio import atomic_path
 
 CSS = """
 body { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; margin: 2em auto; max-width: 1100px;
@@ -80,20 +78,10 @@ def save_figure(fig, path: str | Path) -> Path:
     return path
 
 
-@contextmanager
-def atomic_png(path: str | Path) -> Iterator[Path]:
+def atomic_png(path: str | Path) -> AbstractContextManager[Path]:
     """A temporary `.png` path beside `path` (plotting code picks the format by suffix), renamed over `path`
     only when the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    return atomic_path(path, suffix=".png")
 
 
 def write_csv(df: pd.DataFrame, path: str | Path) -> Path:

@@ -20,12 +20,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..data import DataError, read_table
+from ..data import DataError
+from ..fileio import write_json, write_text
 from ..inference import FastClassifier
 from ..models import CheckpointError
 from ..predict import Predictor
-from ..rundir import write_json, write_text
 from ..stages.evaluate import classification_metrics
+from ..tables import read_table, require_columns
 from . import html as H
 
 
@@ -141,11 +142,8 @@ def _model_and_data(run: str | Path, split: str, data: str | Path | None, text_c
         from ..export import resolve_model_dir
 
         model_dir = resolve_model_dir(run)
-        df = read_table(data)
-        missing = [c for c in (text_column, label_column) if c not in df.columns]
-        if missing:
-            raise DataError(f"{data}: column(s) {missing} not found; columns found: {list(df.columns)}. Use "
-                            "--text-column / --label-column")
+        df = read_table(data, text_column=text_column, label_column=label_column)
+        require_columns(df, [text_column, label_column], str(data), "Use --text-column / --label-column")
         return model_dir, pd.DataFrame({"text": df[text_column].astype(str), "label": df[label_column]})
     model_dir = run / "classifier" / "model"
     done = run / "data" / "DONE.json"

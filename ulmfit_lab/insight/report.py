@@ -29,7 +29,7 @@ import pandas as pd
 
 from ..config import Config, load_config
 from ..data import LABEL, TEXT, DataError, DataWarning, LabelledData, load_data
-from ..rundir import write_json, write_text
+from ..fileio import write_json, write_text
 from . import html as H
 
 # --- thresholds, and why ---------------------------------------------------------------------------------

@@ -22,8 +22,8 @@ import pandas as pd
 import torch
 
 from ..data import DataError
+from ..fileio import write_json
 from ..models import CheckpointError, read_checkpoint_meta
-from ..rundir import write_json
 from . import html as H
 from .report import normalize
 

@@ -26,11 +26,11 @@ import torch
 from torch import nn
 
 from ..config import Config
+from ..fileio import write_json, write_text
 from ..hub import available
 from ..loaders import lm_loaders
 from ..models import adapt_pretrained, build_lm, load_lm_checkpoint, read_checkpoint_meta, read_state_dict, read_vocab
 from ..pipeline import run_pipeline
-from ..rundir import write_json, write_text
 from ..stages.common import default_cache_dir
 from ..stages.data import DataResult
 from ..stages.lm import LMResult

@@ -19,8 +19,9 @@ import pandas as pd
 
 from ..config import Config
 from ..data import LabelledData
+from ..fileio import atomic_folder, write_text
 from ..pipeline import run_pipeline
-from ..rundir import MARKER, write_text
+from ..rundir import MARKER
 
 
 def log(msg: str) -> None:
@@ -58,13 +59,12 @@ def reuse_stages(src: Path, dst: Path, names: Sequence[str] = ("data", "lm_finet
         s, d = Path(src) / name, Path(dst) / name
         if d.exists() or not (s / MARKER).is_file():
             continue
-        tmp = d.with_name(d.name + ".copy")
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(s, tmp, ignore=shutil.ignore_patterns("last.pt", ".*.tmp"))
-        marker = json.loads((tmp / MARKER).read_text(encoding="utf-8"))
-        marker["result"] = _rebase(marker["result"], str(s), str(d))
-        (tmp / MARKER).write_text(json.dumps(marker, indent=2), encoding="utf-8")
-        tmp.rename(d)
+        with atomic_folder(d, replace=False) as tmp:
+            shutil.copytree(s, tmp, dirs_exist_ok=True,  # not checkpoints, nor what a killed writer left
+                            ignore=shutil.ignore_patterns("last.pt", ".*.tmp", ".*.tmp-*", ".*.old-*"))
+            marker = json.loads((tmp / MARKER).read_text(encoding="utf-8"))
+            marker["result"] = _rebase(marker["result"], str(s), str(d))
+            (tmp / MARKER).write_text(json.dumps(marker, indent=2), encoding="utf-8")
 
 
 def _rebase(obj: Any, old: str, new: str) -> Any:

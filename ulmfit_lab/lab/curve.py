@@ -21,8 +21,8 @@ import pandas as pd
 
 from ..config import Config
 from ..data import LABEL, TEXT, DataError, LabelledData, _carve, _sample, load_data
+from ..fileio import write_json
 from ..pipeline import run_pipeline
-from ..rundir import write_json
 from ..stages.common import default_cache_dir
 from .common import existing_files, finished_result, log, one_direction, run_variant, shared_lm, write_table
 

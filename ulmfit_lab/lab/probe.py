@@ -20,10 +20,10 @@ import torch
 from torch import nn
 
 from ..config import Config
+from ..fileio import write_json
 from ..models import load_lm_checkpoint
 from ..pipeline import run_pipeline
 from ..predict import load_fastai_classifier
-from ..rundir import write_json
 from ..stages.data import DataResult, ids_of
 from ..text import PAD
 from ..training import pick_device

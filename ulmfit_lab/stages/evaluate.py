@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..fileio import atomic_path, write_json
 from ..plots import plot_confusion
 from ..predict import Predictor
-from ..rundir import atomic_path, write_json
 from .classifier import ClassifierResult
 from .common import Context, StageResult, run_cached
 from .data import DataResult

@@ -14,6 +14,7 @@ from torch import nn
 
 from .. import distributed
 from ..config import key_dict
+from ..fileio import write_json
 from ..loaders import lm_loaders
 from ..models import (
     adapt_pretrained,
@@ -26,7 +27,6 @@ from ..models import (
     read_vocab,
     save_checkpoint,
 )
-from ..rundir import write_json
 from ..schedules import Phase
 from ..training import fit_phases, make_learner
 from .common import Context, StageResult, run_cached
