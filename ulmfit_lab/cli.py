@@ -88,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     ep.add_argument("model", help="a model or ensemble folder, or a run directory")
     ep.add_argument("output", help="the folder to write")
     ep.add_argument("--torchscript", action="store_true", help="also write the scripted classifier")
+    ep.add_argument("--onnx", action="store_true", help="also write model.onnx (token ids in, probabilities out; "
+                    "dynamic batch and length) for onnxruntime")
     return p
 
 
@@ -138,7 +140,8 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
         if args.command == "export":
             from .export import export_model
 
-            print(f"exported to {export_model(args.model, args.output, args.torchscript)}", file=sys.stderr)
+            print(f"exported to {export_model(args.model, args.output, args.torchscript, onnx=args.onnx)}",
+                  file=sys.stderr)
             return 0
         if args.command in lab_cli.COMMANDS:
             return lab_cli.run(args, argv)
