@@ -16,10 +16,11 @@ import httpx
 import numpy as np
 import pytest
 import uvicorn
-from conftest import ROOT
+from conftest import ROOT, make_random_model
 from synth import make_reviews
 
 from ulmfit_lab import cli
+from ulmfit_lab.ensemble import load_model, write_ensemble
 from ulmfit_lab.predict import Predictor
 from ulmfit_lab.serve import MicroBatcher, ServeLimits, ServerBusy, create_app
 
@@ -172,6 +173,18 @@ def test_a_failing_prediction_is_a_500_and_the_server_lives_on(client, app, offl
     assert resp.status_code == 500 and resp.json()["error"]["code"] == "prediction_failed"
     assert "RuntimeError: out of memory" in resp.json()["error"]["message"]
     _check(client.post("/predict", json={"texts": TEXTS[:2]}), [0, 1], offline)
+
+
+def test_an_ensemble_is_served_as_its_mean(random_model, tmp_path):
+    bwd = make_random_model(tmp_path / "bwd", seed=1, backwards=True)
+    folder = write_ensemble(tmp_path / "ensemble", {"fwd": random_model, "bwd": bwd})
+    expected = load_model(folder, precision="fp32", num_workers=0).predict_proba(TEXTS[:8])
+    with running(create_app(folder, "fp32", LIMITS)) as url, httpx.Client(base_url=url, timeout=30) as c:
+        resp = c.post("/predict", json={"texts": TEXTS[:8]})
+        assert resp.status_code == 200, resp.text
+        np.testing.assert_allclose(np.array(resp.json()["probabilities"]), expected, atol=1e-6)
+        meta = c.get("/metadata").json()
+    assert sorted(meta["card"]["model"]) == ["bwd", "fwd"] and "ensemble of ['bwd', 'fwd']" in meta["card"]["summary"]
 
 
 def _fake_proba(calls: list[int]):
