@@ -46,3 +46,54 @@ def tiny_run(tmp_path_factory, tiny_csvs, cache_dir) -> dict:
             f"run.dir={run_dir}", f"run.cache_dir={cache_dir}"]
     first = run_cli(*args)
     return {"dir": run_dir, "args": args, "first": first}
+
+
+def make_random_model(folder: Path, seed: int = 0, backwards: bool = False, spread: float = 5.0) -> Path:
+    """An exported classifier folder with random (untrained) weights over the toy reviews' vocab, in a second.
+
+    Weights and BatchNorm statistics are drawn large enough that texts get clearly different probabilities;
+    a short `max_len` and `bptt` put long texts through the BPT3C window.
+    """
+    import dataclasses
+
+    import numpy as np
+    import torch
+
+    from ulmfit_lab.config import ModelConfig
+    from ulmfit_lab.export import export_model
+    from ulmfit_lab.inference import FastClassifier, collate
+    from ulmfit_lab.models import build_classifier, save_checkpoint
+    from ulmfit_lab.text import SPECIAL_TOKENS, encode, fast_tokenizer, vocab_index
+
+    _, _, table = fast_tokenizer("en").encode_batch(make_reviews(200, seed=0).text.tolist())
+    vocab = SPECIAL_TOKENS + sorted(set(table) - set(SPECIAL_TOKENS))
+    m = ModelConfig(emb_sz=16, n_hid=24, n_layers=2, bptt=8, backwards=backwards)
+    torch.manual_seed(seed)
+    model = build_classifier(len(vocab), 2, m, 0.5, [8], max_len=24).eval()
+    for p in model.parameters():
+        p.data.normal_(0, 0.5)
+    for mod in model.modules():
+        if isinstance(mod, torch.nn.BatchNorm1d):
+            mod.running_mean.normal_()
+            mod.running_var.uniform_(0.5, 2)
+    # spread and centre the logits on toy reviews (random weights alone give one label to every text)
+    texts = make_reviews(40, seed=1).text.tolist()
+    ids = encode(fast_tokenizer("en"), vocab_index(vocab), texts)
+    with torch.no_grad():
+        logits = FastClassifier.from_fastai(model)(*collate(ids, np.arange(len(ids)), backwards))
+        # the output layer has no bias (a BatchNorm precedes it): shift that BatchNorm's beta instead
+        out = [mod for mod in model[1].modules() if isinstance(mod, torch.nn.Linear)][-1]
+        bn = [mod for mod in model[1].modules() if isinstance(mod, torch.nn.BatchNorm1d)][-1]
+        bn.bias.sub_(torch.linalg.pinv(out.weight) @ logits.mean(0))
+        out.weight.mul_(spread)
+    raw = folder.with_name(folder.name + "_raw")
+    meta = {"kind": "classifier", "model": dataclasses.asdict(m), "labels": ["neg", "pos"], "lang": "en",
+            "head": [8], "max_len": 24, "drop_mult": 0.5, "direction": "bwd" if backwards else "fwd"}
+    save_checkpoint(model, raw, vocab, meta)
+    return export_model(raw, folder)
+
+
+@pytest.fixture(scope="session")
+def random_model(tmp_path_factory) -> Path:
+    """A tiny exported classifier with random weights (no training): for the serving and ONNX tests."""
+    return make_random_model(tmp_path_factory.mktemp("random_model") / "model")

@@ -1,4 +1,4 @@
-"""`ulmfit-lab`: a thin command line over the plain functions in `pipeline` and `predict`.
+"""`ulmfit-lab`: a thin command line over the plain functions in `pipeline`, `predict` and `serve`.
 
 Every training command takes a YAML config and dotted overrides, e.g.
 `ulmfit-lab run configs/quickstart.yaml data.path=aclImdb.tar.xz classifier.epochs=2`.
@@ -89,7 +89,43 @@ def build_parser() -> argparse.ArgumentParser:
     ep.add_argument("model", help="a model or ensemble folder, or a run directory")
     ep.add_argument("output", help="the folder to write")
     ep.add_argument("--torchscript", action="store_true", help="also write the scripted classifier")
+    ep.add_argument("--onnx", action="store_true", help="also write model.onnx (token ids in, probabilities out; "
+                    "dynamic batch and length) for onnxruntime")
+    _add_serve_parser(sub)
     return p
+
+
+def _add_serve_parser(sub) -> None:
+    from .serve import ServeLimits
+
+    d = ServeLimits()
+    sp = sub.add_parser("serve", help="Serve a classifier over HTTP: POST /predict, GET /health, /metadata, /docs.",
+                        description="Serve a trained classifier with FastAPI + uvicorn until Ctrl-C / SIGTERM "
+                        "(requests in flight finish first). POST /predict {\"texts\": [...]} answers labels and "
+                        "probabilities in input order; concurrent requests are run together in micro-batches. "
+                        "Requests over a limit get 413, malformed ones 400/422, each with a JSON error.")
+    sp.add_argument("model", help="a model folder (SentimentClassifier.save, `export`, RUN/classifier/model, "
+                    "RUN/ensemble) or a run dir")
+    sp.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only; "
+                    "0.0.0.0 for every interface)")
+    sp.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    sp.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16", "int8"], default="auto",
+                    help="as for predict: auto is exact fp32 on CPU, mixed precision on GPU")
+    sp.add_argument("--max-texts", type=int, default=d.max_texts,
+                    help=f"texts per request (default: {d.max_texts})")
+    sp.add_argument("--max-chars", type=int, default=d.max_chars,
+                    help=f"characters per text (default: {d.max_chars})")
+    sp.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes,
+                    help=f"bytes per request body (default: {d.max_body_bytes})")
+    sp.add_argument("--max-queued-texts", type=int, default=d.max_queued_texts,
+                    help=f"texts waiting for the model before requests get 503 (default: {d.max_queued_texts})")
+    sp.add_argument("--max-wait-ms", type=float, default=d.max_wait_ms,
+                    help=f"how long a batch waits for more requests (default: {d.max_wait_ms:g})")
+    sp.add_argument("--max-batch-tokens", type=int, default=d.max_batch_tokens,
+                    help=f"a batch stops gathering requests at this many tokens, estimated as characters / 4 "
+                    f"(default: {d.max_batch_tokens})")
+    sp.add_argument("--shutdown-timeout", type=float, default=60.0,
+                    help="seconds requests in flight may take to finish after SIGTERM (default: 60)")
 
 
 def predict_file(model: str, input_path: str, output: str | None, text_column: str = "text",
@@ -139,7 +175,15 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
         if args.command == "export":
             from .export import export_model
 
-            print(f"exported to {export_model(args.model, args.output, args.torchscript)}", file=sys.stderr)
+            print(f"exported to {export_model(args.model, args.output, args.torchscript, onnx=args.onnx)}",
+                  file=sys.stderr)
+            return 0
+        if args.command == "serve":
+            from .serve import ServeLimits, serve
+
+            limits = ServeLimits(args.max_texts, args.max_chars, args.max_body_bytes, args.max_queued_texts,
+                                 args.max_wait_ms, args.max_batch_tokens)
+            serve(args.model, args.host, args.port, args.precision, limits, args.shutdown_timeout)
             return 0
         if args.command in lab_cli.COMMANDS:
             return lab_cli.run(args, argv)

@@ -5,6 +5,7 @@
     model.json          format version, model config (sizes, bptt, max_len, head, direction), label names,
                         tokenizer settings, vocab size, class count, the weights' SHA-256, package versions
     model.torchscript.pt  optional: the fast classifier scripted, to serve token ids without fastai
+    model.onnx          optional: the same classifier as ONNX, for onnxruntime (see onnx_export.py)
     config.yaml         optional: the whole config the model was trained with (`SentimentClassifier.save`)
 
 An ensemble (forward + backward) is exported as a folder with `ensemble.json` and one such folder per member.
@@ -120,7 +121,7 @@ def _weight_shapes(path: Path) -> dict[str, list[int]]:
 
 
 def export_model(src: str | Path, dest: str | Path, torchscript: bool = False,
-                 config: dict[str, Any] | None = None) -> Path:
+                 config: dict[str, Any] | None = None, onnx: bool = False) -> Path:
     """Write a self-contained, checked model folder from `src` (a classifier or ensemble folder, or a run dir).
 
     Args:
@@ -132,6 +133,8 @@ def export_model(src: str | Path, dest: str | Path, torchscript: bool = False,
             ids in, logits out), for serving without fastai.
         config: the training config (`Config.to_dict()`), written as `config.yaml`; default: `src`'s own
             `config.yaml`, when it has one.
+        onnx: also write `model.onnx` (per member): token ids and lengths in, logits and probabilities
+            out, for onnxruntime (`onnx_export.OnnxPredictor`); needs the `onnx` package.
 
     Returns:
         `dest`.
@@ -151,10 +154,10 @@ def export_model(src: str | Path, dest: str | Path, torchscript: bool = False,
             if len({json.dumps(v) for v in labels.values()}) > 1:
                 raise CheckpointError(f"{src}: ensemble members disagree on the labels: {labels}")
             for name, path in members.items():
-                _export_one(path, tmp / name, torchscript)
+                _export_one(path, tmp / name, torchscript, onnx)
             write_ensemble(tmp, {name: tmp / name for name in members})  # relative paths: the folder stands alone
         else:
-            _export_one(src, tmp, torchscript)
+            _export_one(src, tmp, torchscript, onnx)
         if config is not None:
             write_text(tmp / CONFIG, yaml.safe_dump(config, sort_keys=False))
         elif (src / CONFIG).is_file():
@@ -162,7 +165,7 @@ def export_model(src: str | Path, dest: str | Path, torchscript: bool = False,
     return dest
 
 
-def _export_one(src: Path, out: Path, torchscript: bool) -> None:
+def _export_one(src: Path, out: Path, torchscript: bool, onnx: bool = False) -> None:
     """Check one classifier folder and write its self-contained copy into the new folder `out`."""
     import fastai
 
@@ -179,9 +182,14 @@ def _export_one(src: Path, out: Path, torchscript: bool) -> None:
             "versions": {"ulmfit_lab": __version__, "torch": torch.__version__.split("+")[0],
                          "fastai": fastai.__version__}}
     write_json(out / META, meta)
+    if torchscript or onnx:
+        fast = Predictor.load(out, device=torch.device("cpu"), precision="fp32", num_workers=0).fast
     if torchscript:
-        scripted = torch.jit.script(Predictor.load(out, device=torch.device("cpu"), precision="fp32").fast)
-        scripted.save(str(out / TORCHSCRIPT))
+        torch.jit.script(fast).save(str(out / TORCHSCRIPT))
+    if onnx:
+        from .onnx_export import ONNX, export_onnx
+
+        export_onnx(fast, out / ONNX)
 
 
 def load_torchscript(folder: str | Path) -> tuple[torch.jit.ScriptModule, dict[str, Any], list[str]]:
