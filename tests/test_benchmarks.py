@@ -64,6 +64,7 @@ def _bench(script, *args, check=True):
     return proc
 
 
+@pytest.mark.slow  # a long end-to-end run; `pytest -m slow` runs it (the default suite stays under 15 min)
 def test_imdb_gpu_benchmark_runs_the_recipe_and_times_stock_fastai(shared, tmp_path, cache_dir):
     out, run_dir = tmp_path / "imdb_gpu.json", tmp_path / "run"
     tiny = [*TINY_MODEL, "lm_pretrain.epochs=1", "lm_pretrain.bs=8", "lm_finetune.epochs=1", "lm_finetune.bs=8",
@@ -90,6 +91,7 @@ def test_imdb_gpu_benchmark_runs_the_recipe_and_times_stock_fastai(shared, tmp_p
     assert "evaluate" in json.loads(out.read_text())["ulmfit"]  # the run step's results are kept
 
 
+@pytest.mark.slow  # a long end-to-end run; `pytest -m slow` runs it (the default suite stays under 15 min)
 def test_embedded_lm_benchmark_compares_with_tfidf(shared, tmp_path, cache_dir):
     out = tmp_path / "embedded.json"
     tiny = [*TINY_MODEL, "lm_finetune.epochs=1", "lm_finetune.bs=8", "classifier.epochs=2", "classifier.bs=16",
@@ -116,6 +118,7 @@ def test_tokenization_benchmark_checks_fastai_identity(shared, tmp_path):
     assert res["machine"]["cores"] and res["machine"]["fastai"]
 
 
+@pytest.mark.slow  # a long end-to-end run; `pytest -m slow` runs it (the default suite stays under 15 min)
 def test_lm_campaign_chains_passes_and_the_speed_benchmark_compares_trainers(shared, tmp_path, cache_dir):
     wiki = shared / "wikitext-2"
     corpus = f"[{wiki / 'fastai_wikitext_tiny' / 'train.csv.xz'},{shared / 'imdb' / 'aclImdb.tar.xz'}#unlabelled]"
@@ -171,6 +174,7 @@ def _active_learning(shared, tmp_path, cache_dir, tiny_run, datasets: str, seeds
     return res
 
 
+@pytest.mark.slow  # a long end-to-end run; `pytest -m slow` runs it (the default suite stays under 15 min)
 def test_active_learning_benchmark_runs_both_arms_and_the_final_finetune(shared, tmp_path, cache_dir, tiny_run):
     _active_learning(shared, tmp_path, cache_dir, tiny_run, "cr", "0")  # one seed: two tiny fine-tunes
 

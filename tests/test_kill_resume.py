@@ -98,6 +98,7 @@ def _nothing_half_written(run: Path) -> None:
         st.load_file(str(meta.parent / "model.safetensors"))
 
 
+@pytest.mark.slow  # a long end-to-end run; `pytest -m slow` runs it (the default suite stays under 15 min)
 def test_sigkill_in_every_stage_then_rerun_gives_the_uninterrupted_artifacts(setup, tmp_path):
     d, args, ref = setup
     run, log = tmp_path / "run", tmp_path / "cli.log"

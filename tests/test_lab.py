@@ -86,6 +86,7 @@ def test_layer_features_match_fastai_encoder_and_ignore_padding():
         np.testing.assert_allclose(batched[-1][i], ref, atol=1e-5)
 
 
+@pytest.mark.slow  # a long end-to-end run; `pytest -m slow` runs it (the default suite stays under 15 min)
 def test_probe_fits_every_layer(lab):
     res = probe(lab["cfg"], ("pretrained", "finetuned"))
     assert [(p.encoder, p.layer) for p in res.layers] == [(e, k) for e in ("pretrained", "finetuned") for k in range(3)]
@@ -127,6 +128,7 @@ def test_advise_different_corpus_and_no_lm(lab):
     assert any("no pretrained LM is configured" in r for r in none.reasons)
 
 
+@pytest.mark.slow  # a long end-to-end run; `pytest -m slow` runs it (the default suite stays under 15 min)
 def test_ablate_variants_table_and_schedules(lab):
     res = ablate(lab["cfg"], variants=["ulmfit", "clf_one_cycle", "no_lm_finetuning"])
     assert list(res.table["variant"]) == ["ulmfit", "clf_one_cycle", "no_lm_finetuning"]
@@ -151,6 +153,7 @@ def test_ablate_variants_table_and_schedules(lab):
     assert _png(cyc / "classifier" / "lr_schedule.png") and _png(cyc / "evaluate" / "confusion_matrix.png")
 
 
+@pytest.mark.slow  # a long end-to-end run; `pytest -m slow` runs it (the default suite stays under 15 min)
 def test_curve_points_table_and_plot(lab):
     res = learning_curve(lab["cfg"], [40, 120], seeds=[0], min_steps=40)
     s = res.summary

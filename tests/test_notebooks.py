@@ -10,7 +10,12 @@ from nbclient import NotebookClient
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+# notebook 02 pretrains an LM from scratch (the longest of them): `pytest -m slow` runs it
+SLOW = {"02_three_stages.ipynb"}
+PARAMS = [pytest.param(p, id=p.name, marks=[pytest.mark.slow] if p.name in SLOW else []) for p in NOTEBOOKS]
+
+
+@pytest.mark.parametrize("path", PARAMS)
 def test_notebook_runs(path: Path, tmp_path, monkeypatch):
     monkeypatch.setenv("ULMFIT_LAB_NB", "tiny")
     monkeypatch.setenv("ULMFIT_LAB_NB_RUNS", str(tmp_path / "runs"))
