@@ -106,6 +106,7 @@ def test_embedded_lm_benchmark_compares_with_tfidf(shared, tmp_path, cache_dir):
         assert cell["scratch"]["lm_valid_perplexity"] > 1
 
 
+@pytest.mark.slow  # a long end-to-end run; `pytest -m slow` runs it (the default suite stays under 15 min)
 def test_tokenization_benchmark_checks_fastai_identity(shared, tmp_path):
     out = tmp_path / "tokenize.json"
     _bench("tokenization.py", "--data", str(shared), "--out", str(out), "--workers", "2")

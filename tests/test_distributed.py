@@ -180,6 +180,7 @@ def _rows(path):
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+@pytest.mark.slow  # torchrun through the CLI (the DDP tests above stay in the default suite)
 def test_cli_nproc_2_runs_both_ranks_in_sync(ddp_run):
     out = ddp_run["proc"].stdout
     assert "rank 0 of 2 on cpu" in out and "rank 1 of 2 on cpu" in out and "backend gloo" in out
@@ -191,6 +192,7 @@ def test_cli_nproc_2_runs_both_ranks_in_sync(ddp_run):
     assert out.count('"run_dir"') == 1  # one summary: rank 0's
 
 
+@pytest.mark.slow  # torchrun through the CLI (the DDP tests above stay in the default suite)
 def test_cli_nproc_2_rank0_alone_writes(ddp_run, tiny_run):
     def files(d):
         return sorted(str(p.relative_to(d)) for p in d.rglob("*") if p.is_file())
@@ -203,6 +205,7 @@ def test_cli_nproc_2_rank0_alone_writes(ddp_run, tiny_run):
     assert ddp_run["proc"].stdout.count("lm_finetune phase 0 epoch 1:") == 1
 
 
+@pytest.mark.slow  # torchrun through the CLI (the DDP tests above stay in the default suite)
 def test_cli_nproc_2_matches_one_process(ddp_run, tiny_run):
     """Same data, same global batches: every epoch sees the same samples and tokens; validation (sharded and
     summed) gives the same loss for the same weights; trained results agree within the noise of dropout."""

@@ -190,6 +190,7 @@ def test_small_n_overrides():
     assert small_n_overrides(cfg, 45, min_steps=0) == [f"classifier.bs={bs}"]
 
 
+@pytest.mark.slow  # a long end-to-end run; `pytest -m slow` runs it (the default suite stays under 15 min)
 def test_lab_cli(lab, capsys):
     cfg_file = str(CONFIGS / "tiny.yaml")
     # every run below is already done (the tests above): the CLI finds them and rewrites the tables
@@ -206,6 +207,7 @@ def test_lab_cli(lab, capsys):
     assert bad.returncode == 2 and "expected a comma-separated list" in bad.stderr
 
 
+@pytest.mark.slow  # reads back what the probe/ablate/curve tests above wrote (slow too)
 def test_read_back_finished_results(lab):
     # every command ran in lab["dir"]/run above; its folder alone gives the same results, without training
     run = lab["dir"] / "run"

@@ -10,8 +10,9 @@ from nbclient import NotebookClient
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 
-# notebook 02 pretrains an LM from scratch (the longest of them): `pytest -m slow` runs it
-SLOW = {"02_three_stages.ipynb"}
+# 04 (report, interpret, suggest) runs in the default suite; the others train several tiny runs each (minutes
+# together): `pytest -m slow` runs them
+SLOW = {"01_quickstart.ipynb", "02_three_stages.ipynb", "03_which_strategy.ipynb"}
 PARAMS = [pytest.param(p, id=p.name, marks=[pytest.mark.slow] if p.name in SLOW else []) for p in NOTEBOOKS]
 
 
