@@ -3,6 +3,7 @@
 Public API: `SentimentClassifier`, `load_config`, `run_pipeline`, `Predictor`.
 """
 
+from ._version import __version__  # noqa: F401  (ulmfit_lab.__version__)
 from .api import SentimentClassifier
 from .config import Config, ConfigError, load_config
 from .data import DataError, DataWarning
@@ -12,6 +13,5 @@ from .pipeline import run_pipeline
 from .predict import Predictor
 from .rundir import RunLockedError
 
-__version__ = "0.1.0"
 __all__ = ["CheckpointError", "Config", "ConfigError", "DataError", "DataWarning", "Predictor", "RunLockedError",
            "SentimentClassifier", "StorageError", "load_config", "run_pipeline"]

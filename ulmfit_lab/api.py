@@ -21,10 +21,11 @@ import yaml
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import NotFittedError
 
+from .artifact import CONFIG, ENSEMBLE_FILE, META, WEIGHTS, member_dirs, read_artifact, resolve_model_dir
 from .config import Config, ConfigError, from_dict, load_config
 from .data import LABEL, TEXT, DataError, LabelledData, load_data
-from .ensemble import ENSEMBLE_FILE, EnsemblePredictor, load_model, member_dirs
-from .export import CONFIG, META, WEIGHTS, export_model, read_artifact, resolve_model_dir
+from .ensemble import EnsemblePredictor, load_model
+from .export import export_model
 from .hub import sha256_file
 from .inference import Precision
 from .models import CheckpointError

@@ -13,6 +13,7 @@ import warnings
 from pathlib import Path
 
 from . import distributed
+from .artifact import WEIGHTS
 from .config import ConfigError, load_config
 from .data import DataError, DataWarning
 from .fileio import StorageError
@@ -132,7 +133,7 @@ def predict_file(model: str, input_path: str, output: str | None, text_column: s
                  batch_size: int | None = None, precision: str = "auto", chunk_rows: int = 8192,
                  progress: bool = True) -> None:
     """Read texts from a file, predict, and write them with `prediction` and `proba_*` columns."""
-    from .predict import predict_file as run
+    from .batch import predict_file as run
 
     n = run(model, input_path, output, text_column, batch_size, precision, chunk_rows, progress)
     if output is not None:
@@ -196,7 +197,7 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
             if not (stage / "DONE.json").is_file():
                 raise CheckpointError(f"{stage}: not a finished lm stage (no DONE.json); run `ulmfit-lab lm` first")
             out = ship_lm(stage / "model", Path(args.dest or SHIPPED) / args.name, card_from_stage(stage))
-            print(f"wrote {out} ({(out / 'model.safetensors').stat().st_size / 1e6:.1f} MB)")
+            print(f"wrote {out} ({(out / WEIGHTS).stat().st_size / 1e6:.1f} MB)")
             return 0
         from .pipeline import run_pipeline
 

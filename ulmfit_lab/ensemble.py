@@ -1,7 +1,8 @@
 """Forward + backward ensembles, as in the paper: the average of the members' class probabilities.
 
 An ensemble folder holds `ensemble.json` (`{"members": {"fwd": PATH, "bwd": PATH}}`, paths relative to
-the folder) and, once saved, the member classifier folders themselves. `load_model` opens either kind.
+the folder) and, once saved, the member classifier folders themselves (written and read by `artifact.py`).
+`load_model` opens either kind.
 Each member runs through the fast exact path (`predict.Predictor`); members with the same vocab and
 tokenizer share one tokenization of the texts.
 """
@@ -9,24 +10,21 @@ tokenizer share one tokenization of the texts.
 from __future__ import annotations
 
 import itertools
-import json
-import os
-import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import torch
 
-from .fileio import write_json
-from .models import CheckpointError
-
-if TYPE_CHECKING:  # predict imports export, which reads ensemble folders: import Predictor lazily
-    from .predict import Predictor
-
-ENSEMBLE_FILE = "ensemble.json"
+from .artifact import (
+    ENSEMBLE_FILE,
+    CheckpointError,
+    member_dirs,
+    resolve_model_dir,
+    write_ensemble,  # noqa: F401  (re-exported: the folder's format lives in artifact)
+)
+from .predict import CHUNK, Predictor, text_chunks
 
 
 class EnsemblePredictor:
@@ -52,10 +50,8 @@ class EnsemblePredictor:
         return next(iter(self.members.values())).precision
 
     def iter_proba(self, texts: Iterable[str] | pd.Series, bs: int | None = None,
-                   chunk_size: int = 8192) -> Iterator[np.ndarray]:
+                   chunk_size: int = CHUNK) -> Iterator[np.ndarray]:
         """Mean probabilities chunk by chunk, each chunk's rows in input order (see `Predictor.iter_proba`)."""
-        from .predict import text_chunks
-
         yield from self.iter_chunks(text_chunks(texts, chunk_size), bs)
 
     def iter_chunks(self, chunks: Iterable[list[str]], bs: int | None = None) -> Iterator[np.ndarray]:
@@ -84,42 +80,8 @@ def load_model(folder: str | Path, device: torch.device | str | None = None, pre
 
     `precision` and `kwargs` go to each member's `Predictor.load`.
     """
-    from .export import resolve_model_dir
-    from .predict import Predictor
-
     folder = resolve_model_dir(folder)
     if not (folder / ENSEMBLE_FILE).is_file():
         return Predictor.load(folder, device, precision, **kwargs)
     return EnsemblePredictor({name: Predictor.load(path, device, precision, **kwargs)
                               for name, path in member_dirs(folder).items()})
-
-
-def write_ensemble(dest: Path, members: dict[str, Path], copy: bool = False) -> Path:
-    """Describe an ensemble in `dest`; with `copy`, the member folders are copied in (self-contained)."""
-    dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    paths = {}
-    for name, src in members.items():
-        if copy:
-            shutil.copytree(src, dest / name, dirs_exist_ok=True)
-            paths[name] = name
-        else:
-            paths[name] = os.path.relpath(Path(src).resolve(), dest.resolve())
-    write_json(dest / ENSEMBLE_FILE, {"format_version": 1, "combine": "mean of probabilities", "members": paths})
-    return dest
-
-
-def member_dirs(folder: Path) -> dict[str, Path]:
-    """The member folders of an ensemble folder (one entry, the folder itself, for a single classifier)."""
-    folder = Path(folder)
-    spec = folder / ENSEMBLE_FILE
-    if not spec.is_file():
-        return {"model": folder}
-    try:
-        members = json.loads(spec.read_text(encoding="utf-8"))["members"]
-        out = {str(name): (folder / path).resolve() for name, path in members.items()}
-    except (ValueError, KeyError, TypeError, AttributeError) as e:
-        raise CheckpointError(f"{spec}: corrupt ensemble description ({e}); re-save the model") from None
-    if not out:
-        raise CheckpointError(f"{spec}: the ensemble lists no members; re-save the model")
-    return out

@@ -16,7 +16,7 @@ from fastai.text.data import TextBlock
 from fastai.text.learner import text_classifier_learner
 from fastai.text.models.awdlstm import AWD_LSTM, awd_lstm_clas_config
 
-from .export import read_artifact, resolve_model_dir
+from .artifact import WEIGHTS, read_artifact, resolve_model_dir
 from .models import load_weights, model_config_from_meta
 
 
@@ -43,7 +43,7 @@ def stock_learner(folder: str | Path, bs: int = 64) -> Learner:
                                                 n_layers=m.n_layers),
                                     drop_mult=meta.get("drop_mult", 0.5), lin_ftrs=list(meta.get("head", [50])),
                                     max_len=meta.get("max_len", 1400))
-    load_weights(learn.model, folder / "model.safetensors")
+    load_weights(learn.model, folder / WEIGHTS)
     return learn
 
 

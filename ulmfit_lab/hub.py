@@ -28,8 +28,8 @@ from typing import Any
 
 import safetensors.torch as st
 
+from .artifact import META, VOCAB, WEIGHTS, CheckpointError, read_checkpoint_meta
 from .fileio import atomic_folder, atomic_path, extract_archive, sha256_file, write_json, write_text
-from .models import CheckpointError, read_checkpoint_meta
 
 SHIPPED = Path(__file__).resolve().parent / "pretrained"
 
@@ -39,7 +39,7 @@ def available() -> dict[str, Path]:
     if not SHIPPED.is_dir():
         return {}
     return {p.name: p for p in sorted(SHIPPED.iterdir())
-            if (p / "model.json").is_file() and not p.name.startswith(".")}  # not a folder being written
+            if (p / META).is_file() and not p.name.startswith(".")}  # not a folder being written
 
 
 def verify(path: Path, expected: str | None, what: str) -> None:
@@ -82,7 +82,7 @@ def _archive(path: Path) -> bool:
 
 def _unpack(path: Path) -> Path:
     out = extract_archive(path, path.with_name(path.name + ".d"))
-    found = [p.parent for p in out.rglob("model.safetensors")]
+    found = [p.parent for p in out.rglob(WEIGHTS)]
     if len(found) != 1:
         raise CheckpointError(f"{path}: expected one LM folder (model.safetensors + model.json + vocab.json) "
                               f"inside the archive, found {len(found)}")
@@ -99,7 +99,7 @@ def resolve_lm(spec: str, cache_dir: Path, sha256: str | None = None, backwards:
     if spec in shipped:
         folder = shipped[spec]
         meta, _ = read_checkpoint_meta(folder)
-        verify(folder / "model.safetensors", meta.get("sha256"), f"shipped LM {spec!r}")
+        verify(folder / WEIGHTS, meta.get("sha256"), f"shipped LM {spec!r}")
         return folder
     if spec == "wt103":
         spec = "wt103-bwd" if backwards else "wt103-fwd"
@@ -139,8 +139,8 @@ def locate_lm(spec: str, vocab: str | None, cache_dir: Path, sha256: str | None 
                               f"use lm_pretrain.weights={other}, or wt103 to give each direction its own")
     weights = resolve_lm(name, cache_dir, sha256, backwards)
     if weights.is_dir():
-        if (weights / "model.safetensors").is_file():
-            return {"kind": "package", "weights": str(weights), "vocab": str(weights / "vocab.json")}
+        if (weights / WEIGHTS).is_file():
+            return {"kind": "package", "weights": str(weights), "vocab": str(weights / VOCAB)}
         pth, pkl = fastai_lm_files(weights)
         return {"kind": "fastai", "weights": str(pth), "vocab": str(fetch(vocab, cache_dir) if vocab else pkl)}
     if not vocab:
@@ -222,16 +222,16 @@ def ship_lm(src: Path, dest: Path, card: dict[str, Any]) -> Path:
     perplexities. It is stored in model.json (`card`) and rendered as `README.md`.
     """
     meta, vocab = read_checkpoint_meta(src)
-    wgts = st.load_file(str(Path(src) / "model.safetensors"))
+    wgts = st.load_file(str(Path(src) / WEIGHTS))
     half = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in wgts.items()}
     dest = Path(dest)
     with atomic_folder(dest) as tmp:  # the shipped folder is replaced whole: never new weights beside an old card
-        st.save_file(half, str(tmp / "model.safetensors"))
-        write_json(tmp / "vocab.json", vocab)
+        st.save_file(half, str(tmp / WEIGHTS))
+        write_json(tmp / VOCAB, vocab)
         card = {**card, "params": card.get("params") or sum(v.numel() for v in wgts.values())}
-        digest = sha256_file(tmp / "model.safetensors")  # both keys: the fp32 source's weights_sha256 no longer holds
+        digest = sha256_file(tmp / WEIGHTS)  # both keys: the fp32 source's weights_sha256 no longer holds
         meta = {**meta, "dtype": "float16", "sha256": digest, "weights_sha256": digest, "card": card}
-        write_json(tmp / "model.json", meta)
+        write_json(tmp / META, meta)
         write_text(tmp / "README.md", render_card(dest.name, meta))
     return dest
 

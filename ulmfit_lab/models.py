@@ -5,7 +5,7 @@ Layer groups drive both discriminative LRs and gradual unfreezing. For the LM th
 (tied to the decoder) in the last, highest-LR group.
 
 A checkpoint is a folder: `model.safetensors` (tied weights stored once), `vocab.json` and `model.json`
-(everything needed to rebuild the model). Nothing is pickled.
+(everything needed to rebuild the model). Nothing is pickled. Its file names and checks live in `artifact.py`.
 """
 
 from __future__ import annotations
@@ -24,14 +24,9 @@ from fastai.text.models.core import get_language_model, get_text_classifier
 from safetensors import SafetensorError
 from torch import nn
 
+from .artifact import FORMAT_VERSION, META, VOCAB, WEIGHTS, CheckpointError, read_checkpoint_meta
 from .config import ModelConfig
 from .fileio import atomic_folder, sha256_file, write_json
-
-FORMAT_VERSION = 1
-
-
-class CheckpointError(ValueError):
-    """A checkpoint or pretrained file is missing, corrupt or does not fit the model."""
 
 
 def _arch(m: ModelConfig, base: dict) -> dict:
@@ -78,32 +73,11 @@ def save_checkpoint(model: nn.Module, folder: Path, vocab: list[str], meta: dict
     whole, or the new one whole (or, for an instant between two renames, none).
     """
     with atomic_folder(folder) as tmp:
-        write_json(tmp / "vocab.json", vocab)
-        st.save_model(model, str(tmp / "model.safetensors"))
-        digest = sha256_file(tmp / "model.safetensors")  # tells corrupt from good
-        write_json(tmp / "model.json", {"format_version": FORMAT_VERSION, **meta, "vocab_size": len(vocab),
-                                        "weights_sha256": digest})
-
-
-def read_checkpoint_meta(folder: Path) -> tuple[dict[str, Any], list[str]]:
-    folder = Path(folder)
-    for name in ("model.json", "vocab.json", "model.safetensors"):
-        if not (folder / name).is_file():
-            raise CheckpointError(
-                f"{folder}: missing {name}; expected a folder written by ulmfit-lab "
-                "(model.safetensors, model.json, vocab.json). Re-run the stage that makes it"
-            )
-    try:
-        meta = json.loads((folder / "model.json").read_text(encoding="utf-8"))
-        vocab = json.loads((folder / "vocab.json").read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{folder}: model.json or vocab.json is corrupt ({e}); re-run the stage") from None
-    if meta.get("format_version", 0) > FORMAT_VERSION:
-        raise CheckpointError(
-            f"{folder}: format version {meta['format_version']} is newer than this ulmfit_lab "
-            f"({FORMAT_VERSION}); upgrade ulmfit_lab"
-        )
-    return meta, vocab
+        write_json(tmp / VOCAB, vocab)
+        st.save_model(model, str(tmp / WEIGHTS))
+        digest = sha256_file(tmp / WEIGHTS)  # tells corrupt from good
+        write_json(tmp / META, {"format_version": FORMAT_VERSION, **meta, "vocab_size": len(vocab),
+                                "weights_sha256": digest})
 
 
 _RERUN_HINT = ("if a run wrote it, delete that stage's folder (or its DONE.json) and rerun the command to "
@@ -136,7 +110,7 @@ def read_lm_folder(folder: Path, backwards: bool) -> tuple[dict[str, torch.Tenso
     if meta.get("model", {}).get("backwards", False) != backwards:
         raise CheckpointError(f"{folder} is a {'forward' if backwards else 'backward'} LM but model.backwards="
                               f"{backwards}; use the LM of the same direction")
-    path = Path(folder) / "model.safetensors"
+    path = Path(folder) / WEIGHTS
     try:
         wgts = st.load_file(str(path))
     except Exception as e:  # safetensors raises its own error type for a truncated or garbled file
@@ -148,7 +122,7 @@ def read_lm_folder(folder: Path, backwards: bool) -> tuple[dict[str, torch.Tenso
 def load_lm_checkpoint(folder: Path, drop_mult: float = 1.0) -> tuple[nn.Module, list[str], dict]:
     meta, vocab = read_checkpoint_meta(folder)
     model = build_lm(len(vocab), model_config_from_meta(meta), drop_mult)
-    load_weights(model, Path(folder) / "model.safetensors")
+    load_weights(model, Path(folder) / WEIGHTS)
     return model, vocab, meta
 
 

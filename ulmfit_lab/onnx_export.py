@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .artifact import META, VOCAB
 from .inference import FastClassifier, collate, ensure_nonempty, plan_batches
 from .models import CheckpointError
 
@@ -97,8 +98,8 @@ class OnnxPredictor:
         folder = Path(folder)
         if not (folder / ONNX).is_file():
             raise CheckpointError(f"{folder}: no {ONNX}; export it with `ulmfit-lab export MODEL OUT --onnx`")
-        self.meta = json.loads((folder / "model.json").read_text(encoding="utf-8"))
-        vocab = json.loads((folder / "vocab.json").read_text(encoding="utf-8"))
+        self.meta = json.loads((folder / META).read_text(encoding="utf-8"))
+        vocab = json.loads((folder / VOCAB).read_text(encoding="utf-8"))
         self.labels: list = list(self.meta["labels"])
         self.backwards = bool(self.meta["model"].get("backwards", False))
         self.max_tokens = max_tokens

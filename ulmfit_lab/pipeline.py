@@ -10,9 +10,9 @@ from typing import Literal
 import yaml
 
 from . import distributed
+from .artifact import write_ensemble
 from .config import Config, ConfigError
 from .data import LabelledData
-from .ensemble import write_ensemble
 from .fileio import storage_errors, write_text
 from .stages import classifier, evaluate, lm, lm_finetune
 from .stages import data as data_stage

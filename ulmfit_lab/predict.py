@@ -11,7 +11,6 @@ import gc
 import itertools
 import multiprocessing as mp
 import os
-import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .export import read_artifact, resolve_model_dir
+from .artifact import WEIGHTS, read_artifact, resolve_model_dir
 from .inference import FastClassifier, Precision, ensure_nonempty, prepare, resolve_precision, run_batches
 from .models import build_classifier, load_weights, model_config_from_meta
 from .text import encode, fast_tokenizer, vocab_index
@@ -170,7 +169,7 @@ def load_fastai_classifier(folder: str | Path) -> tuple[nn.Module, list[str], di
     meta, vocab = read_artifact(folder)
     model = build_classifier(len(vocab), len(meta["labels"]), model_config_from_meta(meta), meta.get("drop_mult", 0.5),
                              meta.get("head", [50]), meta.get("max_len", 1400))
-    load_weights(model, folder / "model.safetensors")
+    load_weights(model, folder / WEIGHTS)
     return model, vocab, meta
 
 
@@ -190,51 +189,3 @@ def _check_strings(items: list, offset: int) -> None:
     bad = [offset + i for i, t in enumerate(items) if not isinstance(t, str)]
     if bad:
         raise TypeError(f"predict expects strings; {len(bad)} item(s) are not (first positions: {bad[:5]})")
-
-
-# ---------------------------------------------------------------- files
-
-
-def predict_file(model: str | Path, input_path: str | Path, output: str | Path | None, text_column: str = "text",
-                 batch_size: int | None = None, precision: Precision = "auto", chunk_rows: int = CHUNK,
-                 progress: bool = True) -> int:
-    """Predict every row of a CSV/TSV/JSONL/parquet/text file, streaming, and write the rows back with
-    `prediction` and one `proba_<label>` column per class (the input's columns are kept).
-
-    The file is read by `tables.iter_table`, with the rules training's reader follows; its first chunk is
-    read and checked before the model is loaded.
-
-    Returns:
-        The number of rows written.
-
-    Raises:
-        DataError: the input is missing, empty, binary, not UTF-8, unparseable, lacks `text_column`, or has a
-            row without text.
-    """
-    from tqdm.auto import tqdm
-
-    from .ensemble import load_model
-    from .tables import TableWriter, count_rows, iter_table
-
-    chunks = iter_table(input_path, text_column, chunk_rows)
-    first = next(chunks, None)  # a wrong, empty or unreadable file fails here, before the model is loaded
-    predictor = load_model(model, precision=precision)  # a classifier, or an ensemble averaging its members
-    frames: list[pd.DataFrame] = []
-
-    def texts() -> Iterator[list[str]]:
-        for df in itertools.chain([] if first is None else [first], chunks):
-            frames.append(df)
-            yield df[text_column].tolist()
-
-    n = 0
-    with TableWriter(output) as writer, tqdm(total=count_rows(input_path), desc="Predicting", unit="text",
-                                             file=sys.stderr, disable=not progress) as bar:
-        for proba in predictor.iter_chunks(texts(), batch_size):
-            out = frames.pop(0).copy()
-            out["prediction"] = [predictor.labels[i] for i in proba.argmax(1)]
-            for j, lab in enumerate(predictor.labels):
-                out[f"proba_{lab}"] = proba[:, j]
-            writer.write(out)
-            n += len(out)
-            bar.update(len(out))
-    return n

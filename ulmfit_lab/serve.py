@@ -310,7 +310,7 @@ def versions() -> dict[str, str]:
     import torch
     import uvicorn
 
-    from . import __version__
+    from ._version import __version__
 
     return {"ulmfit_lab": __version__, "python": platform.python_version(), "torch": torch.__version__,
             "fastai": fastai.__version__, "fastapi": fastapi.__version__, "uvicorn": uvicorn.__version__}
@@ -333,8 +333,8 @@ def create_app(model: str | Path, precision: str = "auto", limits: ServeLimits |
     from fastapi.responses import JSONResponse
     from pydantic import BaseModel, Field
 
+    from .artifact import resolve_model_dir
     from .ensemble import load_model
-    from .export import resolve_model_dir
 
     limits = limits or ServeLimits()
     folder = resolve_model_dir(model)

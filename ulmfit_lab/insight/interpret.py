@@ -139,7 +139,7 @@ def _model_and_data(run: str | Path, split: str, data: str | Path | None, text_c
                     label_column: str) -> tuple[Path, pd.DataFrame]:
     run = Path(run)
     if data is not None:
-        from ..export import resolve_model_dir
+        from ..artifact import resolve_model_dir
 
         model_dir = resolve_model_dir(run)
         df = read_table(data, text_column=text_column, label_column=label_column)

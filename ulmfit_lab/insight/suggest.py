@@ -21,9 +21,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..artifact import ENSEMBLE_FILE, META, CheckpointError, member_dirs, read_checkpoint_meta, resolve_model_dir
 from ..data import DataError
 from ..fileio import write_json
-from ..models import CheckpointError, read_checkpoint_meta
 from . import html as H
 from .report import normalize
 
@@ -77,7 +77,7 @@ def lm_features(folder: str | Path, texts: Sequence[str], max_len: int = 1400, b
 def model_kind(model: str | Path) -> str:
     """'classifier' (a model folder, ensemble or run directory) or 'lm' (an LM folder)."""
     folder = Path(model)
-    if (folder / "model.json").is_file() and read_checkpoint_meta(folder)[0].get("kind") == "lm":
+    if (folder / META).is_file() and read_checkpoint_meta(folder)[0].get("kind") == "lm":
         return "lm"
     return "classifier"
 
@@ -184,12 +184,9 @@ def suggest(model: str | Path, unlabelled: str | Path | Sequence[str], n: int = 
         feats, proba, labels = lm_features(model, texts), None, None
     else:
         from ..ensemble import load_model
-        from ..export import resolve_model_dir
 
         folder = resolve_model_dir(model)
-        if (folder / "ensemble.json").is_file():  # the features of one member: the forward model
-            from ..ensemble import member_dirs
-
+        if (folder / ENSEMBLE_FILE).is_file():  # the features of one member: the forward model
             folder = next(iter(member_dirs(folder).values()))
         predictor = load_model(folder)
         feats, proba = classifier_features(predictor, texts)

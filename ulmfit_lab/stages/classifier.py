@@ -11,6 +11,7 @@ from pathlib import Path
 from fastai.metrics import accuracy
 
 from .. import distributed
+from ..artifact import WEIGHTS
 from ..config import key_dict
 from ..models import build_classifier, build_lm, classifier_layer_groups, load_weights, n_params, save_checkpoint
 from ..schedules import unfreeze_phases
@@ -40,7 +41,7 @@ def run(ctx: Context, data: DataResult, encoder: LMFinetuneResult) -> Classifier
                                  ctx.device, ctx.cfg.run.seed)
         model = build_classifier(len(vocab), len(classes), m, cc.drop_mult, cc.head, cc.max_len)
         lm = build_lm(len(vocab), m)
-        load_weights(lm, Path(encoder.model_dir) / "model.safetensors")  # a corrupt file: CheckpointError
+        load_weights(lm, Path(encoder.model_dir) / WEIGHTS)  # a corrupt file: CheckpointError
         model[0].module.load_state_dict(lm[0].state_dict())  # the LM's encoder, weights only
         learn = make_learner(dls, model, classifier_layer_groups, cc, ctx.cfg.run, ctx.device, [accuracy],
                              stage.path)

@@ -16,6 +16,7 @@ import numpy as np
 from fastai.metrics import Perplexity, accuracy
 
 from .. import distributed
+from ..artifact import VOCAB, WEIGHTS
 from ..config import key_dict
 from ..data import read_corpus
 from ..hub import locate_lm
@@ -59,7 +60,7 @@ def _pretrained_key(info: dict) -> str:
         meta, _ = read_checkpoint_meta(path)
         if meta.get("sha256"):
             return f"pretrained:{meta['sha256'][:16]}"
-        path = path / "model.safetensors"
+        path = path / WEIGHTS
     st_ = path.stat()
     return f"pretrained:{path.resolve()}:{st_.st_size}:{st_.st_mtime_ns}"
 
@@ -138,7 +139,7 @@ def run(ctx: Context) -> LMResult:
         ppl = {k: lm_perplexity(learn, ids, lp.bs, m) for k, ids in valid_sets.items()}
         ctx.log("lm: perplexity " + ", ".join(f"{k}: {v:.1f}" for k, v in ppl.items()))
         valid_loss = float(learn.validate()[0])
-        return {"kind": "package", "weights": str(out), "vocab": str(out / "vocab.json"),
+        return {"kind": "package", "weights": str(out), "vocab": str(out / VOCAB),
                 "metrics": {"valid_loss": valid_loss, "valid_perplexity": float(np.exp(valid_loss)),
                             "perplexity": ppl, "train_tokens": int(n_tok), "vocab_size": len(vocab),
                             "params": n_params(model), "device": device_name(ctx.device)}}
