@@ -1,0 +1,112 @@
+"""The import rule: modules of ulmfit_lab import each other one way only (no cycles).
+
+Imports inside functions count too: a local import that points back up the graph is the cycle this test
+exists to catch, hidden. `from pkg import name` counts as an import of the submodule `pkg.name` when one
+exists, else of `pkg` (a package's `__init__` is imported before its submodules anyway, so that parent
+edge alone is not a cycle).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "ulmfit_lab"
+
+# Cycles known and not yet broken, each as the sorted module names of one strongly connected component.
+# Empty: keep it so. A new cycle fails the test; remove an entry once its cycle is gone.
+ALLOWED_CYCLES: list[list[str]] = []
+
+
+def module_files() -> dict[str, tuple[Path, bool]]:
+    """Dotted module name -> (file, is a package `__init__`)."""
+    out = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+        is_pkg = parts[-1] == "__init__"
+        out[".".join(parts[:-1] if is_pkg else parts)] = (path, is_pkg)
+    return out
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the ulmfit_lab modules it imports anywhere in its file (module level or in a function)."""
+    mods = module_files()
+    graph: dict[str, set[str]] = {}
+    for name, (path, is_pkg) in mods.items():
+        package = name if is_pkg else name.rpartition(".")[0]
+        edges: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:  # relative: `from ..x import y` climbs level - 1 packages above this one
+                    base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    src = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    src = node.module or ""
+                targets = [f"{src}.{a.name}" if f"{src}.{a.name}" in mods else src for a in node.names]
+            else:
+                continue
+            edges |= {t for t in targets if t in mods and t != name}
+        graph[name] = edges
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                found.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def describe(component: list[str], graph: dict[str, set[str]]) -> str:
+    """The edges inside one cycle, one module a line, for the failure message."""
+    return "\n".join(f"  {m} -> {', '.join(sorted(graph[m] & set(component)))}" for m in component)
+
+
+def test_the_graph_sees_every_kind_of_import():
+    graph = import_graph()
+    assert "ulmfit_lab.batch" in graph["ulmfit_lab.cli"]  # inside a function
+    assert "ulmfit_lab.predict" in graph["ulmfit_lab.ensemble"]  # module level
+    assert "ulmfit_lab.distributed" in graph["ulmfit_lab.stages.lm"]  # `from .. import distributed`
+    assert "ulmfit_lab.insight.html" in graph["ulmfit_lab.insight.report"]  # `from . import html as H`
+
+
+def test_cycles_are_found():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_cycles():
+    graph = import_graph()
+    new = [c for c in cycles(graph) if c not in ALLOWED_CYCLES]
+    assert not new, "import cycles in ulmfit_lab (imports must flow one way):\n" + "\n\n".join(
+        describe(c, graph) for c in new)
