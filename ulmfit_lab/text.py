@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import json
-import shutil
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -194,8 +193,3 @@ def load_vocab(path: Path) -> list[str]:
     """itos from a vocab JSON written by `save_vocab` (or a plain JSON list)."""
     obj = json.loads(Path(path).read_text(encoding="utf-8"))
     return list(obj["itos"] if isinstance(obj, dict) else obj)
-
-
-def clear_cache(cache_dir: Path) -> None:
-    """Remove every cached tokenization under `cache_dir`."""
-    shutil.rmtree(Path(cache_dir) / "tokens", ignore_errors=True)
