@@ -59,5 +59,5 @@ def run(ctx: Context, data: DataResult, encoder: LMFinetuneResult) -> Classifier
             save_checkpoint(learn.model, out, vocab, meta)
         return {"model_dir": str(out), "metrics": {"valid_loss": loss, "valid_accuracy": acc}}
 
-    return run_cached(ctx, stage, "classifier", ClassifierResult, {"classifier": asdict(cc), "model": asdict(m)},
+    return run_cached(ctx, stage, ClassifierResult, {"classifier": asdict(cc), "model": asdict(m)},
                       body)

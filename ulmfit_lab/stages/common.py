@@ -84,13 +84,13 @@ class StageResult:
         return cls(**{k: v for k, v in {**d, **extra}.items() if k in names})
 
 
-def run_cached(ctx: Context, stage: StageDir, name: str, cls: type[R], snapshot: dict[str, Any],
+def run_cached(ctx: Context, stage: StageDir, cls: type[R], snapshot: dict[str, Any],
                body: Callable[[], dict[str, Any]]) -> R:
     """Skip the stage if its marker carries the same key; else run `body` and write the marker last.
 
     Distributed: rank 0 decides and writes; every rank runs `body` (training) and returns rank 0's result.
     """
-    name = stage.path.name  # e.g. classifier_bwd
+    name = stage.path.name  # the folder's name (classifier_bwd), which tells the directions apart in logs
     done = distributed.broadcast(stage.done())
     if done is not None:
         ctx.log(f"{name}: up to date (key {stage.key}), skipped")

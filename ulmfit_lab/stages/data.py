@@ -77,4 +77,4 @@ def run(ctx: Context, data: LabelledData | None = None) -> DataResult:
         return {"vocab_path": str(stage.path / "vocab.json"), "classes": summary["classes"],
                 "metrics": {**summary, "vocab_size": len(vocab), "tokens": n_tokens}}
 
-    return run_cached(ctx, stage, "data", DataResult, {"data": asdict(cfg)}, body)
+    return run_cached(ctx, stage, DataResult, {"data": asdict(cfg)}, body)

@@ -74,4 +74,4 @@ def run(ctx: Context, data: DataResult, clfs: dict[str, ClassifierResult]) -> Ev
         keep = ("n", "accuracy", "macro_f1", "confusion_matrix", "labels", "per_direction")
         return {"split": split, "metrics": {k: metrics[k] for k in keep if k in metrics}}
 
-    return run_cached(ctx, stage, "evaluate", EvalResult, {"split": split, "directions": list(clfs)}, body)
+    return run_cached(ctx, stage, EvalResult, {"split": split, "directions": list(clfs)}, body)

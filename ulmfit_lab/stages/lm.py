@@ -144,7 +144,7 @@ def run(ctx: Context) -> LMResult:
                             "perplexity": ppl, "train_tokens": int(n_tok), "vocab_size": len(vocab),
                             "params": n_params(model), "device": device_name(ctx.device)}}
 
-    return run_cached(ctx, stage, "lm", LMResult, {"lm_pretrain": asdict(lp), "model": asdict(m)}, body)
+    return run_cached(ctx, stage, LMResult, {"lm_pretrain": asdict(lp), "model": asdict(m)}, body)
 
 
 def lm_perplexity(learn, ids: list[np.ndarray], bs: int, m) -> float:

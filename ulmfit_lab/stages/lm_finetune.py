@@ -85,5 +85,5 @@ def run(ctx: Context, data: DataResult, lm: LMResult) -> LMFinetuneResult:
             write_json(stage.path / "summary.json", metrics)
         return {"model_dir": str(out), "metrics": metrics}
 
-    return run_cached(ctx, stage, "lm_finetune", LMFinetuneResult, {"lm_finetune": asdict(ft), "model": asdict(m)},
+    return run_cached(ctx, stage, LMFinetuneResult, {"lm_finetune": asdict(ft), "model": asdict(m)},
                       body)
