@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from .ensemble import load_model
 from .inference import Precision
-from .predict import CHUNK
+from .predict import CHUNK, add_proba_columns
 from .tables import TableWriter, count_rows, iter_table
 
 
@@ -50,8 +50,7 @@ def predict_file(model: str | Path, input_path: str | Path, output: str | Path |
         for proba in predictor.iter_chunks(texts(), batch_size):
             out = frames.pop(0).copy()
             out["prediction"] = [predictor.labels[i] for i in proba.argmax(1)]
-            for j, lab in enumerate(predictor.labels):
-                out[f"proba_{lab}"] = proba[:, j]
+            add_proba_columns(out, predictor.labels, proba)
             writer.write(out)
             n += len(out)
             bar.update(len(out))

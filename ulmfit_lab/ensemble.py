@@ -60,8 +60,8 @@ class EnsemblePredictor:
         id_streams = [group[0].iter_ids(s) for group, s in zip(self._groups, streams)]
         try:
             for ids_per_group in zip(*id_streams):
-                yield np.mean([p.proba_of_ids(ids, bs) for ids, group in zip(ids_per_group, self._groups)
-                               for p in group], axis=0)
+                yield mean_proba([p.proba_of_ids(ids, bs) for ids, group in zip(ids_per_group, self._groups)
+                                  for p in group])
         finally:
             for s in id_streams:
                 s.close()  # ends the tokenizer pools
@@ -72,6 +72,11 @@ class EnsemblePredictor:
 
     def predict(self, texts: Iterable[str] | pd.Series, bs: int | None = None) -> list:
         return [self.labels[i] for i in self.predict_proba(texts, bs).argmax(axis=1)]
+
+
+def mean_proba(probas: Iterable[np.ndarray]) -> np.ndarray:
+    """How an ensemble combines its members: the mean of their class probabilities (one member: its own)."""
+    return np.mean(list(probas), axis=0)
 
 
 def load_model(folder: str | Path, device: torch.device | str | None = None, precision: str = "auto",

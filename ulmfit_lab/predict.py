@@ -154,6 +154,12 @@ class Predictor:
         return [self.labels[i] for i in proba.argmax(axis=1)]
 
 
+def add_proba_columns(df: pd.DataFrame, labels: list, proba: np.ndarray) -> None:
+    """One `proba_<label>` column per class, in `labels` order: how prediction files and evaluation write them."""
+    for j, lab in enumerate(labels):
+        df[f"proba_{lab}"] = proba[:, j]
+
+
 def text_chunks(texts: Iterable[str] | pd.Series, chunk_size: int = CHUNK) -> Iterator[list[str]]:
     """Lists of at most `chunk_size` texts, read lazily from any iterable."""
     if isinstance(texts, str):

@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..ensemble import mean_proba
 from ..fileio import atomic_path, write_json
 from ..plots import plot_confusion
-from ..predict import Predictor
+from ..predict import Predictor, add_proba_columns
 from .classifier import ClassifierResult
 from .common import Context, StageResult, run_cached
 from .data import DataResult
@@ -53,7 +54,7 @@ def run(ctx: Context, data: DataResult, clfs: dict[str, ClassifierResult]) -> Ev
         y_true = [labels[i] for i in ds["label"]]
         per_direction = {d: classification_metrics(y_true, [labels[i] for i in p.argmax(1)], labels)
                          for d, p in probas.items()}
-        proba = np.mean(list(probas.values()), axis=0)  # the ensemble; one direction: its own
+        proba = mean_proba(probas.values())  # the ensemble; one direction: its own
         y_pred = [labels[i] for i in proba.argmax(1)]
         metrics = classification_metrics(y_true, y_pred, labels)
         if len(probas) > 1:
@@ -62,8 +63,7 @@ def run(ctx: Context, data: DataResult, clfs: dict[str, ClassifierResult]) -> Ev
         out = Path(stage.path)
         write_json(out / "metrics.json", metrics)
         preds = pd.DataFrame({"text": ds["text"], "label": y_true, "prediction": y_pred})
-        for j, lab in enumerate(labels):
-            preds[f"proba_{lab}"] = proba[:, j]
+        add_proba_columns(preds, labels, proba)
         with atomic_path(out / "predictions.csv") as tmp:
             preds.to_csv(tmp, index=False)
         plot_confusion(np.array(metrics["confusion_matrix"]), labels, out / "confusion_matrix.png")
