@@ -48,6 +48,19 @@ def tiny_run(tmp_path_factory, tiny_csvs, cache_dir) -> dict:
     return {"dir": run_dir, "args": args, "first": first}
 
 
+def randomize_(model):
+    """Random weights large enough to matter, and random BatchNorm statistics (in place; returns the model)."""
+    import torch
+
+    for p in model.parameters():
+        p.data.normal_(0, 0.5)
+    for mod in model.modules():
+        if isinstance(mod, torch.nn.BatchNorm1d):
+            mod.running_mean.normal_()
+            mod.running_var.uniform_(0.5, 2)
+    return model
+
+
 def make_random_model(folder: Path, seed: int = 0, backwards: bool = False, spread: float = 5.0) -> Path:
     """An exported classifier folder with random (untrained) weights over the toy reviews' vocab, in a second.
 
@@ -69,13 +82,7 @@ def make_random_model(folder: Path, seed: int = 0, backwards: bool = False, spre
     vocab = SPECIAL_TOKENS + sorted(set(table) - set(SPECIAL_TOKENS))
     m = ModelConfig(emb_sz=16, n_hid=24, n_layers=2, bptt=8, backwards=backwards)
     torch.manual_seed(seed)
-    model = build_classifier(len(vocab), 2, m, 0.5, [8], max_len=24).eval()
-    for p in model.parameters():
-        p.data.normal_(0, 0.5)
-    for mod in model.modules():
-        if isinstance(mod, torch.nn.BatchNorm1d):
-            mod.running_mean.normal_()
-            mod.running_var.uniform_(0.5, 2)
+    model = randomize_(build_classifier(len(vocab), 2, m, 0.5, [8], max_len=24).eval())
     # spread and centre the logits on toy reviews (random weights alone give one label to every text)
     texts = make_reviews(40, seed=1).text.tolist()
     ids = encode(fast_tokenizer("en"), vocab_index(vocab), texts)

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import randomize_
 from synth import make_reviews
 
 from ulmfit_lab import SentimentClassifier
@@ -77,14 +78,8 @@ def test_fast_classifier_equals_fastai_model(backwards):
     """Random (not trained) weights large enough to matter, every length around the bptt and max_len edges."""
     torch.manual_seed(0)
     bptt, max_len = 8, 24
-    model = build_classifier(60, 3, ModelConfig(emb_sz=16, n_hid=24, n_layers=3, bptt=bptt, backwards=backwards),
-                             0.5, [8], max_len).eval()
-    for p in model.parameters():
-        p.data.normal_(0, 0.5)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm1d):
-            m.running_mean.normal_()
-            m.running_var.uniform_(0.5, 2)
+    model = randomize_(build_classifier(
+        60, 3, ModelConfig(emb_sz=16, n_hid=24, n_layers=3, bptt=bptt, backwards=backwards), 0.5, [8], max_len).eval())
     g = torch.Generator().manual_seed(1)
     lens = [1, 2, 7, 8, 9, 16, 17, 23, 24, 25, 31, 32, 33, 47, 48, 49, 100]
     ids = [np.r_[2, torch.randint(4, 60, (n - 1,), generator=g).numpy()].astype(np.int64) for n in lens]

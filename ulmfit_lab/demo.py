@@ -7,10 +7,10 @@ hash) and its cache (`~/.fastai/data/imdb`, or under `$FASTAI_HOME`), so a secon
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 from .data import DataError
+from .fileio import DownloadError, fastai_untar
 
 # another address for fastai's imdb.tgz (a mirror; the tests' local server)
 IMDB_URL_ENV = "ULMFIT_LAB_IMDB_URL"
@@ -34,15 +34,8 @@ def fetch_imdb(url: str | None = None, timeout_s: float = 30.0) -> Path:
     Raises:
         DataError: the download failed (no network, say), in one line that says how to use a local copy.
     """
-    from fastai.data.external import untar_data
-
     url = url or imdb_url()
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(timeout_s)  # a network that drops packets fails in seconds, not hangs
     try:
-        return Path(untar_data(url))
-    except Exception as e:  # urllib, socket and archive errors alike: the user's next step is the same
-        reason = " ".join(str(e).split())[:160] or type(e).__name__
-        raise DataError(f"could not download IMDb from {url} ({reason}); {LOCAL_COPY_HINT}") from None
-    finally:
-        socket.setdefaulttimeout(previous)
+        return fastai_untar(url, timeout_s=timeout_s)
+    except DownloadError as e:
+        raise DataError(f"could not download IMDb from {url} ({e}); {LOCAL_COPY_HINT}") from None

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import tarfile
 import tempfile
 import zipfile
@@ -250,3 +251,25 @@ def extract_archive(archive: str | Path, dest: str | Path) -> Path:
                 t.extractall(tmp, filter="data")
         (tmp / EXTRACTED).touch()
     return dest
+
+
+class DownloadError(OSError):
+    """A download through fastai's `untar_data` failed; its message is the one-line reason."""
+
+
+def fastai_untar(url: str, c_key: str = "data", timeout_s: float = 30.0) -> Path:
+    """`untar_data(url, c_key=c_key)` (fastai's download, checks and cache) with a socket timeout.
+
+    Raises:
+        DownloadError: any failure (urllib, socket, archive), its reason on one line: the caller says what to do.
+    """
+    from fastai.data.external import untar_data
+
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(timeout_s)  # a network that drops packets fails in seconds, not hangs
+    try:
+        return Path(untar_data(url, c_key=c_key))
+    except Exception as e:  # urllib, socket and archive errors alike: the user's next step is the same
+        raise DownloadError(" ".join(str(e).split())[:160] or type(e).__name__) from None
+    finally:
+        socket.setdefaulttimeout(previous)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import socket
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,16 @@ from typing import Any
 import safetensors.torch as st
 
 from .artifact import META, VOCAB, WEIGHTS, CheckpointError, read_checkpoint_meta
-from .fileio import atomic_folder, atomic_path, extract_archive, sha256_file, write_json, write_text
+from .fileio import (
+    DownloadError,
+    atomic_folder,
+    atomic_path,
+    extract_archive,
+    fastai_untar,
+    sha256_file,
+    write_json,
+    write_text,
+)
 
 SHIPPED = Path(__file__).resolve().parent / "pretrained"
 
@@ -175,23 +183,18 @@ def fetch_fastai_lm(name: str, sha256: str | None = None, timeout_s: float = 30.
         CheckpointError: the download failed (offline, say), in one line that says how to use a local copy;
             or the archive does not match `sha256`.
     """
-    from fastai.data.external import fastai_path, untar_data
+    from fastai.data.external import fastai_path
 
     url = fastai_lm_url(name)
     archive = url.rsplit("/", 1)[-1]
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(timeout_s)  # a network that drops packets fails in seconds, not hangs
     try:
-        folder = Path(untar_data(url, c_key="model"))  # what language_model_learner(pretrained=True) calls
-    except Exception as e:  # urllib, socket and archive errors alike: the user's next step is the same
-        reason = " ".join(str(e).split())[:160] or type(e).__name__
+        folder = fastai_untar(url, c_key="model", timeout_s=timeout_s)  # as language_model_learner(pretrained=True)
+    except DownloadError as reason:
         raise CheckpointError(
             f"could not download {name} from {url} ({reason}); offline, copy {archive} from a connected machine "
             f"(or its ~/.fastai/models/{name} folder), unpack it and give lm_pretrain.weights=PATH/{name} (the "
             "folder with the .pth and itos_wt103.pkl), or lm_pretrain.weights=FILE.pth lm_pretrain.vocab=FILE.pkl"
         ) from None
-    finally:
-        socket.setdefaulttimeout(previous)
     if sha256:  # fastai keeps no checksum of these archives: this pin is the only check of their content
         path = fastai_path("archive") / archive
         if not path.is_file():
