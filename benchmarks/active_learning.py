@@ -31,9 +31,9 @@ import pandas as pd
 
 from ulmfit_lab import load_config
 from ulmfit_lab.config import Config, DataConfig
-from ulmfit_lab.data import LABEL, TEXT, LabelledData, _carve, read_source
+from ulmfit_lab.data.sources import LABEL, TEXT, LabelledData, _carve, read_source
+from ulmfit_lab.fileio import write_json
 from ulmfit_lab.insight.suggest import lm_features, select
-from ulmfit_lab.rundir import write_json
 from ulmfit_lab.stages.common import default_cache_dir
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -190,7 +190,7 @@ def main() -> None:
     if cfg.lm_pretrain.source != "pretrained" or not cfg.lm_pretrain.weights:
         raise SystemExit("the features come from the pretrained LM: set lm_pretrain.source=pretrained "
                          "lm_pretrain.weights=NAME_OR_FOLDER")
-    from ulmfit_lab.hub import resolve_lm
+    from ulmfit_lab.models.hub import resolve_lm
 
     cache = Path(cfg.run.cache_dir) if cfg.run.cache_dir else default_cache_dir()
     lm = resolve_lm(cfg.lm_pretrain.weights, cache, cfg.lm_pretrain.sha256)

@@ -26,7 +26,7 @@ import pandas as pd
 
 from ulmfit_lab import SentimentClassifier, load_config
 from ulmfit_lab.config import DataConfig
-from ulmfit_lab.data import read_source
+from ulmfit_lab.data.sources import read_source
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quickstart import ROOT, machine  # noqa: E402

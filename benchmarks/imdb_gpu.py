@@ -106,11 +106,11 @@ def step_stock(args: argparse.Namespace, out: dict) -> int:
     from fastcore.foundation import L
 
     from ulmfit_lab import load_config
-    from ulmfit_lab.loaders import classifier_loaders, lm_loaders
-    from ulmfit_lab.models import build_classifier, build_lm, classifier_layer_groups, lm_layer_groups
+    from ulmfit_lab.models.awd_lstm import build_classifier, build_lm, classifier_layer_groups, lm_layer_groups
     from ulmfit_lab.stages.common import Context
     from ulmfit_lab.stages.data import DataResult, ids_of
-    from ulmfit_lab.training import make_learner
+    from ulmfit_lab.training.learner import make_learner
+    from ulmfit_lab.training.loaders import classifier_loaders, lm_loaders
 
     cfg = load_config(ROOT / "configs" / "imdb.yaml", _overrides(args))
     done = Path(args.run_dir) / "data" / "DONE.json"

@@ -36,12 +36,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quickstart import machine  # noqa: E402
 
 from ulmfit_lab.config import DataConfig, ModelConfig  # noqa: E402
-from ulmfit_lab.data import read_source  # noqa: E402
-from ulmfit_lab.export import read_artifact  # noqa: E402
-from ulmfit_lab.fastai_compat import batch_dependent, stock_learner  # noqa: E402
-from ulmfit_lab.models import build_classifier, save_checkpoint  # noqa: E402
-from ulmfit_lab.predict import Predictor  # noqa: E402
-from ulmfit_lab.text import FastaiTokenizer, build_vocab, tokenize  # noqa: E402
+from ulmfit_lab.data.sources import read_source  # noqa: E402
+from ulmfit_lab.models.artifact import read_artifact  # noqa: E402
+from ulmfit_lab.models.awd_lstm import build_classifier  # noqa: E402
+from ulmfit_lab.models.checkpoint import save_checkpoint  # noqa: E402
+from ulmfit_lab.serving.fastai_compat import batch_dependent, stock_learner  # noqa: E402
+from ulmfit_lab.serving.predict import Predictor  # noqa: E402
+from ulmfit_lab.text.vocab import FastaiTokenizer, build_vocab, tokenize  # noqa: E402
 
 PAPER = ModelConfig(emb_sz=400, n_hid=1152, n_layers=3, bptt=70)
 MAX_LEN, HEAD = 1400, [50]

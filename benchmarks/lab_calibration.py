@@ -15,11 +15,11 @@ from pathlib import Path
 import pandas as pd
 
 from ulmfit_lab import load_config, run_pipeline
-from ulmfit_lab.data import read_corpus
+from ulmfit_lab.data.sources import read_corpus
 from ulmfit_lab.lab.advise import MAX_SIMILAR_OOV, MAX_SIMILAR_PPL_RATIO, load_lm, own_perplexity, similarity
 from ulmfit_lab.lab.common import markdown_table
 from ulmfit_lab.stages.common import default_cache_dir
-from ulmfit_lab.text import tokenize
+from ulmfit_lab.text.vocab import tokenize
 
 SETS = ["cr", "uci", "mpqa", "tweets", "agnews", "trec"]
 

@@ -35,14 +35,16 @@ from fastai.text.all import AWD_LSTM, LMDataLoader, LMTensorText, awd_lstm_lm_co
 from fastai.torch_core import set_seed
 
 from ulmfit_lab import load_config
-from ulmfit_lab.corpus import DocIds
-from ulmfit_lab.fused import fuse_lm_loss, sample_lm_loss
-from ulmfit_lab.loaders import lm_loaders
-from ulmfit_lab.models import _arch, adapt_pretrained, build_lm, lm_layer_groups, read_lm_folder
-from ulmfit_lab.rundir import StageDir
-from ulmfit_lab.schedules import Phase
+from ulmfit_lab.device import cpu_has_bf16
+from ulmfit_lab.models.awd_lstm import _arch, build_lm, lm_layer_groups
+from ulmfit_lab.models.checkpoint import adapt_pretrained, read_lm_folder
 from ulmfit_lab.stages.lm import lm_perplexity
-from ulmfit_lab.training import cpu_has_bf16, fit_phases, make_learner
+from ulmfit_lab.text.corpus import DocIds
+from ulmfit_lab.training.fused import fuse_lm_loss, sample_lm_loss
+from ulmfit_lab.training.learner import fit_phases, make_learner
+from ulmfit_lab.training.loaders import lm_loaders
+from ulmfit_lab.training.rundir import StageDir
+from ulmfit_lab.training.schedules import Phase
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quickstart import ROOT, machine  # noqa: E402

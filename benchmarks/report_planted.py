@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from ulmfit_lab.fileio import write_json
 from ulmfit_lab.insight import data_report
 from ulmfit_lab.insight.planted import plant_problems, score_report
-from ulmfit_lab.rundir import write_json
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quickstart import ROOT, machine  # noqa: E402

@@ -36,8 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from quickstart import machine  # noqa: E402
 
-from ulmfit_lab.ensemble import load_model  # noqa: E402
-from ulmfit_lab.tables import iter_table  # noqa: E402
+from ulmfit_lab.data.tables import iter_table  # noqa: E402
+from ulmfit_lab.serving.ensemble import load_model  # noqa: E402
 from ulmfit_lab.toy import make_reviews  # noqa: E402
 
 MAX_CLIENTS, MAX_SECONDS = 256, 600  # bounded: this is a loopback check, not a soak test

@@ -123,7 +123,7 @@ def find_docs(data: Path, cache: Path) -> dict:
     if (data / "imdb" / "aclImdb.tar.xz").is_file():
         data = data / "imdb" / "aclImdb.tar.xz"
     if data.is_file() and ".tar" in data.name:
-        from ulmfit_lab.data import extract_archive
+        from ulmfit_lab.data.sources import extract_archive
 
         data = extract_archive(data, cache)
     if data.is_file():
@@ -140,10 +140,10 @@ def find_docs(data: Path, cache: Path) -> dict:
 
 def read_texts(docs: dict, text_column: str) -> list[str]:
     if "paths" in docs:
-        from ulmfit_lab.data import read_text_file
+        from ulmfit_lab.data.sources import read_text_file
 
         return [read_text_file(Path(p)) for p in docs["paths"]]
-    from ulmfit_lab.data import read_table
+    from ulmfit_lab.data.sources import read_table
 
     return read_table(docs["table"])[text_column].tolist()
 
@@ -199,7 +199,8 @@ def side_fastai(docs: dict, workers: int, text_column: str) -> dict:
 
 
 def side_ours(docs: dict, workers: int, text_column: str, cache: str, warm: bool) -> dict:
-    from ulmfit_lab.text import FileTexts, build_vocab, tokenize, write_ids
+    from ulmfit_lab.text.corpus import FileTexts
+    from ulmfit_lab.text.vocab import build_vocab, tokenize, write_ids
 
     texts = FileTexts(docs["paths"]) if "paths" in docs else read_texts(docs, text_column)
     out_dir = Path(tempfile.mkdtemp(prefix="tokbench-ids-"))
@@ -214,7 +215,7 @@ def side_ours(docs: dict, workers: int, text_column: str, cache: str, warm: bool
         res = {"docs": len(tok), "tokens": tok.n_tokens, "seconds": seconds,
                "seconds_tokenize": seconds_tokenize, **mem.report(), "vocab": vocab}
         if not warm:
-            from ulmfit_lab.text import DocIds
+            from ulmfit_lab.text.corpus import DocIds
 
             itos = tok.itos
             res["token_digests"] = [digest(itos[i] for i in d.tolist()) for d in tok.docs()]

@@ -73,10 +73,11 @@ def make_random_model(folder: Path, seed: int = 0, backwards: bool = False, spre
     import torch
 
     from ulmfit_lab.config import ModelConfig
-    from ulmfit_lab.export import export_model
-    from ulmfit_lab.inference import FastClassifier, collate
-    from ulmfit_lab.models import build_classifier, save_checkpoint
-    from ulmfit_lab.text import SPECIAL_TOKENS, encode, fast_tokenizer, vocab_index
+    from ulmfit_lab.models.awd_lstm import build_classifier
+    from ulmfit_lab.models.checkpoint import save_checkpoint
+    from ulmfit_lab.serving.export import export_model
+    from ulmfit_lab.serving.inference import FastClassifier, collate
+    from ulmfit_lab.text.vocab import SPECIAL_TOKENS, encode, fast_tokenizer, vocab_index
 
     _, _, table = fast_tokenizer("en").encode_batch(make_reviews(200, seed=0).text.tolist())
     vocab = SPECIAL_TOKENS + sorted(set(table) - set(SPECIAL_TOKENS))

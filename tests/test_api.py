@@ -15,7 +15,7 @@ from sklearn.utils.validation import check_is_fitted
 from synth import make_reviews
 
 from ulmfit_lab import ConfigError, SentimentClassifier
-from ulmfit_lab.data import DataError
+from ulmfit_lab.data.sources import DataError
 
 FLIP = {"pos": "neg", "neg": "pos"}
 

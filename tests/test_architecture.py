@@ -1,4 +1,4 @@
-"""The import rule: modules of ulmfit_lab import each other one way only (no cycles).
+"""The import rule: modules of ulmfit_lab import each other one way only (no cycles), and packages in layers.
 
 Imports inside functions count too: a local import that points back up the graph is the cycle this test
 exists to catch, hidden. `from pkg import name` counts as an import of the submodule `pkg.name` when one
@@ -12,6 +12,12 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "ulmfit_lab"
+
+# The layers, lowest first (README, "Architecture"): a package imports only from packages of a lower rank.
+# `serving` and `training` share a rank, so neither imports the other: a deployment needs no training code.
+RANK = {"_version": 0, "config": 0, "fileio": 0, "toy": 0, "plots": 0, "device": 1, "data": 2, "text": 3,
+        "models": 4, "training": 5, "serving": 5, "stages": 6, "pipeline": 7, "api": 8, "lab": 8, "insight": 9,
+        "cli": 10, "": 11}  # "": ulmfit_lab/__init__.py, the public API
 
 # Cycles known and not yet broken, each as the sorted module names of one strongly connected component.
 # Empty: keep it so. A new cycle fails the test; remove an entry once its cycle is gone.
@@ -92,11 +98,17 @@ def describe(component: list[str], graph: dict[str, set[str]]) -> str:
     return "\n".join(f"  {m} -> {', '.join(sorted(graph[m] & set(component)))}" for m in component)
 
 
+def layer(module: str) -> str:
+    """The top-level part of ulmfit_lab a module belongs to: its subpackage, or the top-level module itself."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else ""
+
+
 def test_the_graph_sees_every_kind_of_import():
     graph = import_graph()
-    assert "ulmfit_lab.batch" in graph["ulmfit_lab.cli"]  # inside a function
-    assert "ulmfit_lab.predict" in graph["ulmfit_lab.ensemble"]  # module level
-    assert "ulmfit_lab.distributed" in graph["ulmfit_lab.stages.lm"]  # `from .. import distributed`
+    assert "ulmfit_lab.serving.batch" in graph["ulmfit_lab.cli"]  # inside a function
+    assert "ulmfit_lab.serving.predict" in graph["ulmfit_lab.serving.ensemble"]  # module level
+    assert "ulmfit_lab.training.distributed" in graph["ulmfit_lab.stages.lm"]  # `from ..training import distributed`
     assert "ulmfit_lab.insight.html" in graph["ulmfit_lab.insight.report"]  # `from . import html as H`
 
 
@@ -110,3 +122,34 @@ def test_no_import_cycles():
     new = [c for c in cycles(graph) if c not in ALLOWED_CYCLES]
     assert not new, "import cycles in ulmfit_lab (imports must flow one way):\n" + "\n\n".join(
         describe(c, graph) for c in new)
+
+
+def test_packages_import_only_lower_layers():
+    graph = import_graph()
+    unknown = sorted({layer(m) for m in graph} - set(RANK))
+    assert not unknown, f"new top-level parts {unknown}: give each a rank in RANK (and README, Architecture)"
+    wrong = sorted(f"{m} -> {d}" for m, deps in graph.items() for d in deps
+                   if layer(m) != layer(d) and not RANK[layer(d)] < RANK[layer(m)])
+    assert not wrong, "imports against the layers (a package imports only lower ones):\n" + "\n".join(wrong)
+
+
+def test_serving_needs_no_training_code():
+    graph = import_graph()
+    serving = [m for m in graph if layer(m) == "serving"]
+    assert serving
+    assert not {d for m in serving for d in graph[m] if layer(d) in ("training", "stages", "pipeline", "api")}
+
+
+def test_at_most_ten_modules_at_the_top_level():
+    top = sorted(p.name for p in PACKAGE.glob("*.py"))
+    assert len(top) <= 10, f"{len(top)} modules at the top of ulmfit_lab ({top}): put new ones in a subpackage"
+
+
+def test_old_flat_module_paths_still_import(recwarn):
+    import importlib
+
+    from ulmfit_lab.serving import onnx_export
+
+    old = importlib.import_module("ulmfit_lab.onnx_export")  # README before the subpackages
+    assert old is onnx_export and old.OnnxPredictor is onnx_export.OnnxPredictor
+    assert any("moved to ulmfit_lab.serving.onnx_export" in str(w.message) for w in recwarn)

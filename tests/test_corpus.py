@@ -11,20 +11,10 @@ import torch
 from fastai.text.core import tokenize_df
 from fastai.text.data import Numericalize
 
-from ulmfit_lab.corpus import tokenize_corpus
-from ulmfit_lab.data import DataError
-from ulmfit_lab.loaders import classifier_loaders, lm_loaders
-from ulmfit_lab.text import (
-    DocIds,
-    FileTexts,
-    ListTexts,
-    build_vocab,
-    load_vocab,
-    numericalize,
-    save_vocab,
-    tokenize,
-    write_ids,
-)
+from ulmfit_lab.data.sources import DataError
+from ulmfit_lab.text.corpus import DocIds, FileTexts, ListTexts, tokenize_corpus
+from ulmfit_lab.text.vocab import build_vocab, load_vocab, numericalize, save_vocab, tokenize, write_ids
+from ulmfit_lab.training.loaders import classifier_loaders, lm_loaders
 
 WORDS = ["movie", "GREAT", "Bad", "!!!", "loooove", "the", "<br />", "&amp;", "café", "😀", "don't", "ok", "...",
          "plot", "Actor", "it's", ":)", "10/10", "and", "a"]
@@ -53,8 +43,8 @@ def test_this_process_tokenizes_while_the_workers_are_busy(monkeypatch):
     """With one worker, this process takes batches too; the results still come in batch order."""
     import os
 
-    from ulmfit_lab import corpus
-    from ulmfit_lab.fasttok import FastTokenizer
+    from ulmfit_lab.text import corpus
+    from ulmfit_lab.text.fasttok import FastTokenizer
 
     parent, here = os.getpid(), []
     encode = FastTokenizer.encode_batch
@@ -74,8 +64,8 @@ def test_this_process_tokenizes_while_the_workers_are_busy(monkeypatch):
 
 def test_worker_process_is_lean_and_reports_errors():
     """A worker never imports torch or fastai (a forked copy of a process with them costs ~500 MB)."""
-    from ulmfit_lab.corpus import _Worker
-    from ulmfit_lab.fasttok import FastTokenizer
+    from ulmfit_lab.text.corpus import _Worker
+    from ulmfit_lab.text.fasttok import FastTokenizer
 
     w = _Worker(FastTokenizer().worker_state())
     try:
@@ -96,7 +86,7 @@ def test_worker_process_is_lean_and_reports_errors():
 
 
 def test_workers_that_cannot_start_leave_the_work_to_this_process(monkeypatch):
-    from ulmfit_lab import corpus
+    from ulmfit_lab.text import corpus
 
     monkeypatch.setattr(corpus, "_BOOT", "import sys; sys.exit(3)")
     xs = texts(50, seed=9)

@@ -7,7 +7,7 @@ import pytest
 from synth import make_reviews
 
 from ulmfit_lab.config import DataConfig
-from ulmfit_lab.data import DataError, load_data
+from ulmfit_lab.data.sources import DataError, load_data
 
 
 @pytest.fixture()
@@ -122,7 +122,7 @@ def test_empty_and_missing(tmp_path):
 
 
 def test_headerless_single_column_corpus(tmp_path):
-    from ulmfit_lab.data import read_corpus
+    from ulmfit_lab.data.sources import read_corpus
 
     path = tmp_path / "wiki.csv"
     path.write_text('" = A = \n text one"\n" = B = \n text two"\n" = C = \n text three"\n', encoding="utf-8")
@@ -131,7 +131,7 @@ def test_headerless_single_column_corpus(tmp_path):
 
 
 def test_corpus_split_selector_keeps_test_out(tmp_path):
-    from ulmfit_lab.data import read_corpus
+    from ulmfit_lab.data.sources import read_corpus
 
     root = tmp_path / "imdbish"
     for split, sub, text in [("train", "pos", "train pos"), ("train", "neg", "train neg"), ("test", "pos", "test pos"),

@@ -89,7 +89,7 @@ def test_make_demo_without_data_runs_the_demo_and_passes_data_on():
 def test_the_default_address_is_fastais_imdb(monkeypatch):
     from fastai.data.external import URLs
 
-    from ulmfit_lab.demo import imdb_url
+    from ulmfit_lab.data.demo import imdb_url
 
     monkeypatch.delenv("ULMFIT_LAB_IMDB_URL", raising=False)
     assert imdb_url() == URLs.IMDB

@@ -11,10 +11,10 @@ from synth import make_reviews
 
 from ulmfit_lab import SentimentClassifier, load_config
 from ulmfit_lab.config import ConfigError
-from ulmfit_lab.ensemble import EnsemblePredictor, load_model
-from ulmfit_lab.inference import cpu_has_bf16
-from ulmfit_lab.loaders import lm_loaders
-from ulmfit_lab.predict import Predictor
+from ulmfit_lab.device import cpu_has_bf16
+from ulmfit_lab.serving.ensemble import EnsemblePredictor, load_model
+from ulmfit_lab.serving.predict import Predictor
+from ulmfit_lab.training.loaders import lm_loaders
 
 
 def test_backward_lm_loader_reads_the_stream_reversed():
@@ -72,8 +72,8 @@ def test_ensemble_save_load_is_self_contained(bidirectional, tmp_path):
 def test_ensemble_runs_each_member_through_the_fast_path_and_exports(bidirectional, tmp_path):
     from conftest import run_cli
 
-    from ulmfit_lab.export import export_model
-    from ulmfit_lab.models import CheckpointError
+    from ulmfit_lab.models.artifact import CheckpointError
+    from ulmfit_lab.serving.export import export_model
 
     clf, run_dir = bidirectional
     texts = make_reviews(24, seed=16).text.tolist()

@@ -15,9 +15,9 @@ from fastai.torch_core import set_seed
 from synth import make_reviews
 
 from ulmfit_lab.cli import main
-from ulmfit_lab.loaders import classifier_loaders, lm_loaders, shard_batches
-from ulmfit_lab.rundir import StageDir, run_lock
-from ulmfit_lab.text import PAD, build_vocab, numericalize, tokenize
+from ulmfit_lab.text.vocab import PAD, build_vocab, numericalize, tokenize
+from ulmfit_lab.training.loaders import classifier_loaders, lm_loaders, shard_batches
+from ulmfit_lab.training.rundir import StageDir, run_lock
 
 CPU = torch.device("cpu")
 ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
@@ -147,7 +147,7 @@ def test_two_processes_match_one_on_the_same_global_batches(worker_run, tmp_path
     the weights agree up to float rounding (summation order), far below what one step changes."""
     import ddp_worker as w
 
-    from ulmfit_lab.training import fit_phases
+    from ulmfit_lab.training.learner import fit_phases
 
     out, _ = worker_run
     set_seed(0)

@@ -13,9 +13,9 @@ from conftest import ROOT, run_cli
 from synth import make_reviews
 
 from ulmfit_lab import CheckpointError
-from ulmfit_lab.export import export_model, load_torchscript
-from ulmfit_lab.inference import collate
-from ulmfit_lab.predict import Predictor
+from ulmfit_lab.serving.export import export_model, load_torchscript
+from ulmfit_lab.serving.inference import collate
+from ulmfit_lab.serving.predict import Predictor
 
 TEXTS = make_reviews(12, seed=21, n_sent=3).text.tolist() + [" ".join(["The plot was dull."] * 90), "ok"]
 

@@ -10,7 +10,7 @@ import pytest
 from fastai.text.core import SpacyTokenizer, TokenizeWithRules, defaults
 from fastcore.basics import compose
 
-from ulmfit_lab.fasttok import _ABSORBED_SPACE, _WHITESPACE, FastTokenizer, text_rules
+from ulmfit_lab.text.fasttok import _ABSORBED_SPACE, _WHITESPACE, FastTokenizer, text_rules
 
 # special cases, emoticons, contractions, HTML, caps, repeats, URLs, units, unicode, odd whitespace
 FRAGMENTS = [

@@ -6,8 +6,8 @@ import torch
 from fastai.losses import CrossEntropyLossFlat
 
 from ulmfit_lab.config import ModelConfig
-from ulmfit_lab.fused import chunked_softmax_ce, fuse_lm_loss, sample_lm_loss
-from ulmfit_lab.models import build_lm
+from ulmfit_lab.models.awd_lstm import build_lm
+from ulmfit_lab.training.fused import chunked_softmax_ce, fuse_lm_loss, sample_lm_loss
 
 M = ModelConfig(emb_sz=12, n_hid=16, n_layers=2, bptt=9)
 

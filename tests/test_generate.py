@@ -4,8 +4,8 @@ import pytest
 from conftest import CONFIGS
 
 from ulmfit_lab import load_config, run_pipeline
-from ulmfit_lab.generate import detokenize, generate
-from ulmfit_lab.models import CheckpointError
+from ulmfit_lab.models.artifact import CheckpointError
+from ulmfit_lab.models.generate import detokenize, generate
 
 
 def test_detokenize_undoes_case_markers():

@@ -8,9 +8,11 @@ import torch
 from conftest import CONFIGS
 from synth import make_reviews
 
-from ulmfit_lab import hub, load_config, run_pipeline
-from ulmfit_lab.data import load_data
-from ulmfit_lab.models import CheckpointError, load_lm_checkpoint
+from ulmfit_lab import load_config, run_pipeline
+from ulmfit_lab.data.sources import load_data
+from ulmfit_lab.models import hub
+from ulmfit_lab.models.artifact import CheckpointError
+from ulmfit_lab.models.checkpoint import load_lm_checkpoint
 
 
 @pytest.fixture(scope="module")

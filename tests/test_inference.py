@@ -11,13 +11,13 @@ from conftest import randomize_
 from synth import make_reviews
 
 from ulmfit_lab import SentimentClassifier
-from ulmfit_lab import predict as predict_mod
 from ulmfit_lab.config import ModelConfig
-from ulmfit_lab.fastai_compat import batch_dependent, stock_learner
-from ulmfit_lab.inference import FastClassifier, plan_batches, run_batches
-from ulmfit_lab.loaders import pad_batch
-from ulmfit_lab.models import build_classifier
-from ulmfit_lab.predict import Predictor
+from ulmfit_lab.models.awd_lstm import build_classifier
+from ulmfit_lab.serving import predict as predict_mod
+from ulmfit_lab.serving.fastai_compat import batch_dependent, stock_learner
+from ulmfit_lab.serving.inference import FastClassifier, plan_batches, run_batches
+from ulmfit_lab.serving.predict import Predictor
+from ulmfit_lab.training.loaders import pad_batch
 
 
 def _texts(n: int, seed: int = 0) -> list[str]:

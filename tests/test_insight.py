@@ -18,7 +18,7 @@ from ulmfit_lab.insight import data_report, interpret, near_duplicate_pairs, sel
 from ulmfit_lab.insight.interpret import _logits_from_embeddings, attribute, integrated_gradients
 from ulmfit_lab.insight.planted import plant_problems, random_reviews, score_report
 from ulmfit_lab.insight.report import _WORD, _shingles, normalize
-from ulmfit_lab.predict import Predictor
+from ulmfit_lab.serving.predict import Predictor
 from ulmfit_lab.toy import NEG, POS
 
 # ---------------------------------------------------------------- report

@@ -28,9 +28,9 @@ from conftest import CONFIGS, ROOT
 from synth import make_reviews
 
 from ulmfit_lab.config import load_config
-from ulmfit_lab.models import read_checkpoint_meta
+from ulmfit_lab.models.artifact import read_checkpoint_meta
 from ulmfit_lab.pipeline import run_pipeline
-from ulmfit_lab.rundir import MARKER
+from ulmfit_lab.training.rundir import MARKER
 
 STAGES = ("data", "lm", "lm_finetune", "classifier", "evaluate")
 MODELS = {"lm": "lm/model", "lm_finetune": "lm_finetune/model", "classifier": "classifier/model"}

@@ -16,7 +16,7 @@ from synth import make_reviews
 
 from ulmfit_lab.cli import main
 from ulmfit_lab.config import ModelConfig, load_config
-from ulmfit_lab.data import DataError
+from ulmfit_lab.data.sources import DataError
 from ulmfit_lab.lab import (
     ablate,
     advise,
@@ -32,7 +32,7 @@ from ulmfit_lab.lab import (
 )
 from ulmfit_lab.lab.curve import small_n_overrides
 from ulmfit_lab.lab.probe import layer_features
-from ulmfit_lab.models import build_lm
+from ulmfit_lab.models.awd_lstm import build_lm
 
 WIKI = ["the", "river", "dynasty", "province", "census", "railway", "orchestra", "cathedral", "parliament", "in",
         "was", "of", "built", "century", "king", "station", "population", "elected", "north", "founded", "1854"]

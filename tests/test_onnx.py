@@ -7,9 +7,9 @@ from conftest import make_random_model
 from synth import make_reviews
 
 from ulmfit_lab import CheckpointError, cli
-from ulmfit_lab.export import export_model
-from ulmfit_lab.onnx_export import OnnxPredictor
-from ulmfit_lab.predict import Predictor
+from ulmfit_lab.serving.export import export_model
+from ulmfit_lab.serving.onnx_export import OnnxPredictor
+from ulmfit_lab.serving.predict import Predictor
 
 # lengths from 1 token to far past max_len (24) and several bptt (8) windows
 TEXTS = make_reviews(20, seed=7, n_sent=3).text.tolist() + [

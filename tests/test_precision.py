@@ -11,9 +11,11 @@ import torch
 from conftest import CONFIGS
 from synth import make_reviews
 
-from ulmfit_lab import inference, load_config, run_pipeline, training
+from ulmfit_lab import load_config, run_pipeline
 from ulmfit_lab.config import RunConfig
-from ulmfit_lab.data import load_data
+from ulmfit_lab.data.sources import load_data
+from ulmfit_lab.serving import inference
+from ulmfit_lab.training import learner as training
 
 CPU = torch.device("cpu")
 

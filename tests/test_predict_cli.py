@@ -9,9 +9,9 @@ import pytest
 from conftest import run_cli
 from synth import make_reviews
 
-from ulmfit_lab.batch import predict_file
-from ulmfit_lab.data import DataError
-from ulmfit_lab.predict import Predictor
+from ulmfit_lab.data.sources import DataError
+from ulmfit_lab.serving.batch import predict_file
+from ulmfit_lab.serving.predict import Predictor
 
 
 @pytest.fixture(scope="module")

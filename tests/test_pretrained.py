@@ -9,8 +9,10 @@ from synth import make_reviews
 
 from ulmfit_lab import load_config, run_pipeline
 from ulmfit_lab.config import ModelConfig
-from ulmfit_lab.data import load_data
-from ulmfit_lab.models import CheckpointError, adapt_pretrained, build_lm
+from ulmfit_lab.data.sources import load_data
+from ulmfit_lab.models.artifact import CheckpointError
+from ulmfit_lab.models.awd_lstm import build_lm
+from ulmfit_lab.models.checkpoint import adapt_pretrained
 
 M = ModelConfig(emb_sz=16, n_hid=24, n_layers=2, bptt=16)  # tiny.yaml's sizes
 
@@ -56,7 +58,7 @@ def test_pipeline_from_fastai_wt103_files(tmp_path, cache_dir):
         f"lm_pretrain.vocab={tmp_path / 'itos_wt103.pkl'}", "lm_finetune.enabled=false",
         f"run.dir={tmp_path / 'run'}", f"run.cache_dir={cache_dir}"])
     res = run_pipeline(cfg, until="lm_finetune", data=load_data(cfg.data, tmp_path, train=train))
-    from ulmfit_lab.models import load_lm_checkpoint
+    from ulmfit_lab.models.checkpoint import load_lm_checkpoint
 
     lm, target_vocab, _ = load_lm_checkpoint(res.lm_finetune.model_dir)
     o2i = {w: i for i, w in enumerate(vocab)}
@@ -75,7 +77,7 @@ def test_missing_pretrained_file_is_an_error(tmp_path, cache_dir):
 
 
 def test_pickled_vocab_that_would_run_code_is_refused(tmp_path):
-    from ulmfit_lab.models import read_vocab
+    from ulmfit_lab.models.checkpoint import read_vocab
 
     with open(tmp_path / "evil.pkl", "wb") as f:
         pickle.dump([len], f)  # a global reference: unpickling it would look up code

@@ -14,11 +14,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ulmfit_lab import fasttok, text
 from ulmfit_lab.config import Config, ConfigError, DataConfig, from_dict, load_config
-from ulmfit_lab.data import DataError, LabelledData, load_data
-from ulmfit_lab.fasttok import FastTokenizer
-from ulmfit_lab.text import BOS, PAD, SPECIAL_TOKENS, UNK, FastaiTokenizer, numericalize
+from ulmfit_lab.data.sources import DataError, LabelledData, load_data
+from ulmfit_lab.text import fasttok
+from ulmfit_lab.text import vocab as text
+from ulmfit_lab.text.fasttok import FastTokenizer
+from ulmfit_lab.text.vocab import BOS, PAD, SPECIAL_TOKENS, UNK, FastaiTokenizer, numericalize
 
 SETTINGS = settings(max_examples=40, deadline=None, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])

@@ -29,11 +29,13 @@ from synth import make_reviews
 
 from ulmfit_lab import cli
 from ulmfit_lab.config import ConfigError, DataConfig, ModelConfig, load_config
-from ulmfit_lab.data import DataError, DataWarning, load_data
-from ulmfit_lab.models import CheckpointError, build_lm
+from ulmfit_lab.data.sources import DataError, DataWarning, load_data
+from ulmfit_lab.fileio import StorageError
+from ulmfit_lab.models.artifact import CheckpointError
+from ulmfit_lab.models.awd_lstm import build_lm
 from ulmfit_lab.pipeline import run_pipeline
-from ulmfit_lab.predict import Predictor
-from ulmfit_lab.rundir import MARKER, RunLockedError, StageDir, StorageError, run_lock
+from ulmfit_lab.serving.predict import Predictor
+from ulmfit_lab.training.rundir import MARKER, RunLockedError, StageDir, run_lock
 
 TINY = str(CONFIGS / "tiny.yaml")
 STAGES = ("data", "lm", "lm_finetune", "classifier", "evaluate")
@@ -144,7 +146,7 @@ def _pretrained_shape_mismatch(d):
 
 def _truncated_lm_folder(d):
     folder = d / "lm"
-    from ulmfit_lab.models import save_checkpoint
+    from ulmfit_lab.models.checkpoint import save_checkpoint
 
     save_checkpoint(build_lm(len(VOCAB), M), folder, VOCAB, {"kind": "lm", "model": dataclasses.asdict(M)})
     data = (folder / "model.safetensors").read_bytes()
@@ -349,7 +351,7 @@ def test_huge_document_tokenizes_in_bounded_memory(tmp_path):
 
 def test_classifier_backpropagates_through_max_len_tokens_only():
     """BPT3C: a document of any length keeps activations for its last `max_len` tokens only."""
-    from ulmfit_lab.models import build_classifier
+    from ulmfit_lab.models.awd_lstm import build_classifier
 
     torch.manual_seed(0)
     model = build_classifier(20, 2, M, drop_mult=0.1, head=[8], max_len=64)
@@ -363,7 +365,8 @@ def test_classifier_backpropagates_through_max_len_tokens_only():
 
 
 def test_long_text_pieces_tokenize_like_one_piece(monkeypatch):
-    from ulmfit_lab import fasttok, text
+    from ulmfit_lab.text import fasttok
+    from ulmfit_lab.text import vocab as text
 
     tok = text.FastaiTokenizer()
     doc = " ".join(make_reviews(60, seed=3, n_sent=3).text) + " WOW  so   GOOD!!!!!! \n\n the end"
@@ -446,11 +449,11 @@ def test_killed_at_an_epoch_boundary_resumes_exactly(tmp_path, kind):
     from synth import KillAt
 
     from ulmfit_lab.config import ClassifierConfig, RunConfig, TrainConfig
-    from ulmfit_lab.loaders import classifier_loaders, lm_loaders
-    from ulmfit_lab.models import build_classifier, classifier_layer_groups, lm_layer_groups
-    from ulmfit_lab.schedules import Phase, unfreeze_phases
-    from ulmfit_lab.text import build_vocab, numericalize, tokenize
-    from ulmfit_lab.training import fit_phases, make_learner
+    from ulmfit_lab.models.awd_lstm import build_classifier, classifier_layer_groups, lm_layer_groups
+    from ulmfit_lab.text.vocab import build_vocab, numericalize, tokenize
+    from ulmfit_lab.training.learner import fit_phases, make_learner
+    from ulmfit_lab.training.loaders import classifier_loaders, lm_loaders
+    from ulmfit_lab.training.schedules import Phase, unfreeze_phases
 
     m, run, cpu = ModelConfig(emb_sz=8, n_hid=12, n_layers=2, bptt=8), RunConfig(device="cpu", progress=False), "cpu"
     cpu = torch.device(cpu)
@@ -524,7 +527,7 @@ def test_disk_full_is_a_clear_error_and_keeps_earlier_artifacts(finished_run, tm
 
     import ulmfit_lab.models
 
-    monkeypatch.setattr(ulmfit_lab.models.st, "save_model", no_space)  # the classifier's weights at the end
+    monkeypatch.setattr(ulmfit_lab.models.checkpoint.st, "save_model", no_space)  # the classifier's weights at the end
     with pytest.raises(StorageError, match=r"cannot write .*/classifier/model: No space left on device\. "
                                            r"Free disk space"):
         run_pipeline(load_config(TINY, [*args, "classifier.epochs=1"]), until="classifier")

@@ -8,12 +8,13 @@ from fastai.torch_core import set_seed
 from synth import KillAt, make_reviews
 
 from ulmfit_lab.config import ClassifierConfig, LMPretrainConfig, ModelConfig, RunConfig, TrainConfig
-from ulmfit_lab.loaders import classifier_loaders, lm_loaders
-from ulmfit_lab.models import build_classifier, build_lm, classifier_layer_groups, lm_layer_groups
-from ulmfit_lab.rundir import StageDir
-from ulmfit_lab.schedules import Phase, unfreeze_phases
-from ulmfit_lab.text import DocIds, build_vocab, numericalize, tokenize, write_ids
-from ulmfit_lab.training import fit_phases, make_learner
+from ulmfit_lab.models.awd_lstm import build_classifier, build_lm, classifier_layer_groups, lm_layer_groups
+from ulmfit_lab.text.corpus import DocIds
+from ulmfit_lab.text.vocab import build_vocab, numericalize, tokenize, write_ids
+from ulmfit_lab.training.learner import fit_phases, make_learner
+from ulmfit_lab.training.loaders import classifier_loaders, lm_loaders
+from ulmfit_lab.training.rundir import StageDir
+from ulmfit_lab.training.schedules import Phase, unfreeze_phases
 
 M = ModelConfig(emb_sz=8, n_hid=12, n_layers=2, bptt=8)
 RUN = RunConfig(device="cpu", progress=False)
@@ -105,7 +106,7 @@ def test_killed_mid_epoch_resumes_exactly(ids, tmp_path, kind, kill_after, every
 def test_time_budget_pauses_with_a_checkpoint_and_the_rerun_finishes_identically(ids, tmp_path):
     import time
 
-    from ulmfit_lab.training import TrainingPaused
+    from ulmfit_lab.training.learner import TrainingPaused
 
     ids = ids["memory"]
     for d in ("a", "b"):

@@ -6,7 +6,7 @@ import pytest
 from fastai.callback.schedule import combined_cos
 
 from ulmfit_lab.config import ClassifierConfig, ConfigError, LMFinetuneConfig, key_dict, load_config
-from ulmfit_lab.schedules import Phase, lr_schedule, one_cycle_schedule, unfreeze_phases
+from ulmfit_lab.training.schedules import Phase, lr_schedule, one_cycle_schedule, unfreeze_phases
 
 LRS = np.array([1e-3 / 2.6**2, 1e-3 / 2.6, 1e-3])
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from ulmfit_lab.schedules import Phase, discriminative_lrs, stlr, trainable_by_epoch, unfreeze_phases
+from ulmfit_lab.training.schedules import Phase, discriminative_lrs, stlr, trainable_by_epoch, unfreeze_phases
 
 
 def test_discriminative_lrs_ratio_2_6_lowest_first():

@@ -20,9 +20,10 @@ from conftest import ROOT, make_random_model
 from synth import make_reviews
 
 from ulmfit_lab import cli
-from ulmfit_lab.ensemble import load_model, write_ensemble
-from ulmfit_lab.predict import Predictor
-from ulmfit_lab.serve import MicroBatcher, ServeLimits, ServerBusy, create_app
+from ulmfit_lab.models.artifact import write_ensemble
+from ulmfit_lab.serving.ensemble import load_model
+from ulmfit_lab.serving.predict import Predictor
+from ulmfit_lab.serving.serve import MicroBatcher, ServeLimits, ServerBusy, create_app
 
 LIMITS = ServeLimits(max_texts=8, max_chars=2000, max_body_bytes=20_000, max_wait_ms=20)
 TEXTS = make_reviews(24, seed=5, n_sent=3).text.tolist() + ["", "ok", "é ☃ 😀 \x00", "The plot was dull. " * 20]

@@ -11,8 +11,8 @@ from synth import make_reviews
 
 from ulmfit_lab import cli
 from ulmfit_lab.config import DataConfig
-from ulmfit_lab.data import DataError, load_data, read_source
-from ulmfit_lab.tables import iter_table, read_table
+from ulmfit_lab.data.sources import DataError, load_data, read_source
+from ulmfit_lab.data.tables import iter_table, read_table
 
 WORDS = ["NA", "null", "None", "nan", "N/A", "007"]  # texts that a reader may take for something else
 

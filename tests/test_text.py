@@ -11,7 +11,7 @@ import pandas as pd
 from fastai.text.core import tokenize_df
 from fastai.text.data import Numericalize
 
-from ulmfit_lab.text import build_vocab, numericalize, tokenize
+from ulmfit_lab.text.vocab import build_vocab, numericalize, tokenize
 
 SAMPLES = [
     "This movie was GREAT!!! I loved it.<br /><br />10/10", "Terrible &amp; boring &quot;film&quot; ...",

@@ -10,12 +10,12 @@ from fastai.metrics import accuracy
 from synth import make_reviews
 
 from ulmfit_lab.config import ClassifierConfig, ModelConfig, RunConfig, TrainConfig
-from ulmfit_lab.loaders import classifier_loaders, lm_loaders
-from ulmfit_lab.models import build_classifier, build_lm, classifier_layer_groups, lm_layer_groups
-from ulmfit_lab.rundir import StageDir
-from ulmfit_lab.schedules import unfreeze_phases
-from ulmfit_lab.text import build_vocab, numericalize, tokenize
-from ulmfit_lab.training import fit_phases, make_learner
+from ulmfit_lab.models.awd_lstm import build_classifier, build_lm, classifier_layer_groups, lm_layer_groups
+from ulmfit_lab.text.vocab import build_vocab, numericalize, tokenize
+from ulmfit_lab.training.learner import fit_phases, make_learner
+from ulmfit_lab.training.loaders import classifier_loaders, lm_loaders
+from ulmfit_lab.training.rundir import StageDir
+from ulmfit_lab.training.schedules import unfreeze_phases
 
 M = ModelConfig(emb_sz=8, n_hid=12, n_layers=2, bptt=10)
 RUN = RunConfig(device="cpu", progress=False)

@@ -15,11 +15,14 @@ import torch
 from conftest import CONFIGS
 from synth import make_reviews
 
-from ulmfit_lab import hub, load_config, run_pipeline
+from ulmfit_lab import load_config, run_pipeline
 from ulmfit_lab.cli import main as cli_main
 from ulmfit_lab.config import ModelConfig
-from ulmfit_lab.data import load_data
-from ulmfit_lab.models import CheckpointError, build_lm, load_lm_checkpoint, read_vocab
+from ulmfit_lab.data.sources import load_data
+from ulmfit_lab.models import hub
+from ulmfit_lab.models.artifact import CheckpointError
+from ulmfit_lab.models.awd_lstm import build_lm
+from ulmfit_lab.models.checkpoint import load_lm_checkpoint, read_vocab
 
 M = ModelConfig(emb_sz=16, n_hid=24, n_layers=2, bptt=16)  # tiny.yaml's sizes
 TRAIN = make_reviews(120, seed=4)

@@ -21,18 +21,26 @@ import yaml
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import NotFittedError
 
-from .artifact import CONFIG, ENSEMBLE_FILE, META, WEIGHTS, member_dirs, read_artifact, resolve_model_dir
 from .config import Config, ConfigError, from_dict, load_config
-from .data import LABEL, TEXT, DataError, LabelledData, load_data
-from .ensemble import EnsemblePredictor, load_model
-from .export import export_model
-from .hub import sha256_file
-from .inference import Precision
-from .models import CheckpointError
+from .data.sources import LABEL, TEXT, DataError, LabelledData, load_data
+from .device import Precision
+from .models.artifact import (
+    CONFIG,
+    ENSEMBLE_FILE,
+    META,
+    WEIGHTS,
+    CheckpointError,
+    member_dirs,
+    read_artifact,
+    resolve_model_dir,
+)
+from .models.hub import sha256_file
 from .pipeline import PipelineResult, run_pipeline
-from .predict import Predictor
-from .rundir import stage_key
+from .serving.ensemble import EnsemblePredictor, load_model
+from .serving.export import export_model
+from .serving.predict import Predictor
 from .stages.common import default_cache_dir
+from .training.rundir import stage_key
 
 # the default recipe, a config shipped as package data and found by name (so an installed wheel finds it too):
 # the quickstart (minutes on a laptop CPU), not the paper's full size

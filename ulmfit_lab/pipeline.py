@@ -9,14 +9,14 @@ from typing import Literal
 
 import yaml
 
-from . import distributed
-from .artifact import write_ensemble
 from .config import Config, ConfigError
-from .data import LabelledData
+from .data.sources import LabelledData
 from .fileio import storage_errors, write_text
+from .models.artifact import write_ensemble
 from .stages import classifier, evaluate, lm, lm_finetune
 from .stages import data as data_stage
 from .stages.common import Context
+from .training import distributed
 
 Stage = Literal["data", "lm", "lm_finetune", "classifier", "evaluate"]
 ORDER: list[str] = ["data", "lm", "lm_finetune", "classifier", "evaluate"]

@@ -20,13 +20,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..data import DataError
+from ..data.sources import DataError
+from ..data.tables import read_table, require_columns
 from ..fileio import write_json, write_text
-from ..inference import FastClassifier
-from ..models import CheckpointError
-from ..predict import Predictor
+from ..models.artifact import CheckpointError
+from ..serving.inference import FastClassifier
+from ..serving.predict import Predictor
 from ..stages.evaluate import classification_metrics
-from ..tables import read_table, require_columns
 from . import html as H
 
 
@@ -139,7 +139,7 @@ def _model_and_data(run: str | Path, split: str, data: str | Path | None, text_c
                     label_column: str) -> tuple[Path, pd.DataFrame]:
     run = Path(run)
     if data is not None:
-        from ..artifact import resolve_model_dir
+        from ..models.artifact import resolve_model_dir
 
         model_dir = resolve_model_dir(run)
         df = read_table(data, text_column=text_column, label_column=label_column)

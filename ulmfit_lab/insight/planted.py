@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from ..data import LABEL, TEXT
+from ..data.sources import LABEL, TEXT
 
 _POS = ["great", "wonderful", "superb", "brilliant", "lovely", "fantastic", "moving", "delightful", "excellent",
         "charming"]

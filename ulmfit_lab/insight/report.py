@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from ..config import Config, load_config
-from ..data import LABEL, TEXT, DataError, DataWarning, LabelledData, load_data
+from ..data.sources import LABEL, TEXT, DataError, DataWarning, LabelledData, load_data
 from ..fileio import write_json, write_text
 from . import html as H
 
@@ -487,7 +487,7 @@ def data_report(source: str | Path | Config, overrides: Sequence[str] = (), out_
 
 def _lengths_and_oov(cfg: Config, splits: dict[str, pd.DataFrame], labelled: list[str], cache: Path,
                      lm: str | None, findings: list[Finding], details: dict) -> tuple[dict, dict | None]:
-    from ..text import SPECIAL_TOKENS, tokenize
+    from ..text.vocab import SPECIAL_TOKENS, tokenize
 
     max_len = cfg.classifier.max_len
     lengths: dict[str, dict] = {}
@@ -537,8 +537,9 @@ def _lengths_and_oov(cfg: Config, splits: dict[str, pd.DataFrame], labelled: lis
 
 
 def _lm_vocab(spec: str, cfg: Config, cache: Path) -> list[str]:
-    from ..hub import locate_lm
-    from ..models import read_checkpoint_meta, read_vocab
+    from ..models.artifact import read_checkpoint_meta
+    from ..models.checkpoint import read_vocab
+    from ..models.hub import locate_lm
 
     lp = cfg.lm_pretrain
     info = locate_lm(spec, lp.vocab, cache, lp.sha256, cfg.model.backwards)  # the stage's resolution, names too

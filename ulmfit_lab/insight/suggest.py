@@ -21,9 +21,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..artifact import ENSEMBLE_FILE, META, CheckpointError, member_dirs, read_checkpoint_meta, resolve_model_dir
-from ..data import DataError
+from ..data.sources import DataError
 from ..fileio import write_json
+from ..models.artifact import (
+    ENSEMBLE_FILE,
+    META,
+    CheckpointError,
+    member_dirs,
+    read_checkpoint_meta,
+    resolve_model_dir,
+)
 from . import html as H
 from .report import normalize
 
@@ -44,7 +51,7 @@ class Suggestion:
 @torch.inference_mode()
 def classifier_features(predictor, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """(features the head reads, class probabilities) for `texts` with a `Predictor` (fp32 or not)."""
-    from ..inference import _autocast, collate, plan_batches
+    from ..serving.inference import _autocast, collate, plan_batches
 
     ids = predictor.encode(list(texts))
     lens = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
@@ -65,8 +72,8 @@ def lm_features(folder: str | Path, texts: Sequence[str], max_len: int = 1400, b
     """[last, max, mean] pooling of the top LSTM layer of an LM folder's encoder, over each text's last
     `max_len` tokens (as the classifier would pool them)."""
     from ..lab.probe import layer_features
-    from ..models import load_lm_checkpoint
-    from ..text import encode, fast_tokenizer, vocab_index
+    from ..models.checkpoint import load_lm_checkpoint
+    from ..text.vocab import encode, fast_tokenizer, vocab_index
 
     model, vocab, meta = load_lm_checkpoint(Path(folder))
     backwards = bool(meta.get("model", {}).get("backwards", False))
@@ -165,7 +172,7 @@ def suggest(model: str | Path, unlabelled: str | Path | Sequence[str], n: int = 
         raise DataError(f"--n: expected at least 1 text to suggest; found {n}")
     _check_model(model)
     if isinstance(unlabelled, (str, Path)):
-        from ..tables import iter_table
+        from ..data.tables import iter_table
 
         df = pd.concat(list(iter_table(unlabelled, text_column)), ignore_index=True)
     else:
@@ -175,7 +182,7 @@ def suggest(model: str | Path, unlabelled: str | Path | Sequence[str], n: int = 
     keys = df[text_column].map(normalize)
     skip = keys.duplicated().to_numpy() | (keys == "").to_numpy()  # one copy of each text; no blank ones
     if exclude is not None:
-        from ..tables import iter_table
+        from ..data.tables import iter_table
 
         done = {normalize(t) for chunk in iter_table(exclude, text_column) for t in chunk[text_column]}
         skip |= keys.isin(done).to_numpy()
@@ -183,7 +190,7 @@ def suggest(model: str | Path, unlabelled: str | Path | Sequence[str], n: int = 
     if model_kind(model) == "lm":
         feats, proba, labels = lm_features(model, texts), None, None
     else:
-        from ..ensemble import load_model
+        from ..serving.ensemble import load_model
 
         folder = resolve_model_dir(model)
         if (folder / ENSEMBLE_FILE).is_file():  # the features of one member: the forward model

@@ -26,16 +26,18 @@ import torch
 from torch import nn
 
 from ..config import Config
+from ..device import pick_device
 from ..fileio import write_json, write_text
-from ..hub import available
-from ..loaders import lm_loaders
-from ..models import adapt_pretrained, build_lm, load_lm_checkpoint, read_checkpoint_meta, read_state_dict, read_vocab
+from ..models.artifact import read_checkpoint_meta
+from ..models.awd_lstm import build_lm
+from ..models.checkpoint import adapt_pretrained, load_lm_checkpoint, read_state_dict, read_vocab
+from ..models.hub import available
 from ..pipeline import run_pipeline
 from ..stages.common import default_cache_dir
 from ..stages.data import DataResult
 from ..stages.lm import LMResult
-from ..text import SPECIAL_TOKENS, UNK, tokenize
-from ..training import pick_device
+from ..text.vocab import SPECIAL_TOKENS, UNK, tokenize
+from ..training.loaders import lm_loaders
 from .common import existing_files, finished_result, log, one_direction
 
 # --- the thresholds of the 2x2, and why ---------------------------------------------------------------

@@ -18,10 +18,10 @@ from typing import Any
 import pandas as pd
 
 from ..config import Config
-from ..data import LabelledData
+from ..data.sources import LabelledData
 from ..fileio import atomic_folder, write_text
 from ..pipeline import run_pipeline
-from ..rundir import MARKER
+from ..training.rundir import MARKER
 
 
 def log(msg: str) -> None:

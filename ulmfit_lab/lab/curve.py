@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from ..config import Config
-from ..data import LABEL, TEXT, DataError, LabelledData, _carve, _sample, load_data
+from ..data.sources import LABEL, TEXT, DataError, LabelledData, _carve, _sample, load_data
 from ..fileio import write_json
 from ..pipeline import run_pipeline
 from ..stages.common import default_cache_dir

@@ -20,13 +20,13 @@ import torch
 from torch import nn
 
 from ..config import Config
+from ..device import pick_device
 from ..fileio import write_json
-from ..models import load_lm_checkpoint
+from ..models.checkpoint import load_lm_checkpoint
 from ..pipeline import run_pipeline
-from ..predict import load_fastai_classifier
+from ..serving.predict import load_fastai_classifier
 from ..stages.data import DataResult, ids_of
-from ..text import PAD
-from ..training import pick_device
+from ..text.vocab import PAD
 from .common import existing_files, finished_result, log, one_direction, shared_lm, write_table
 
 Encoder = Literal["pretrained", "finetuned", "classifier"]

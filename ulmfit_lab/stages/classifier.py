@@ -10,12 +10,13 @@ from pathlib import Path
 
 from fastai.metrics import accuracy
 
-from .. import distributed
-from ..artifact import WEIGHTS
 from ..config import key_dict
-from ..models import build_classifier, build_lm, classifier_layer_groups, load_weights, n_params, save_checkpoint
-from ..schedules import unfreeze_phases
-from ..training import fit_phases, make_learner
+from ..models.artifact import WEIGHTS
+from ..models.awd_lstm import build_classifier, build_lm, classifier_layer_groups, n_params
+from ..models.checkpoint import load_weights, save_checkpoint
+from ..training import distributed
+from ..training.learner import fit_phases, make_learner
+from ..training.schedules import unfreeze_phases
 from .common import Context, StageResult, run_cached
 from .data import DataResult, ids_of
 from .lm_finetune import LMFinetuneResult
@@ -35,7 +36,7 @@ def run(ctx: Context, data: DataResult, encoder: LMFinetuneResult) -> Classifier
     def body() -> dict:
         vocab, classes = data.vocab(), data.classes
         tr, va = data.split("train"), data.split("valid")
-        from ..loaders import classifier_loaders
+        from ..training.loaders import classifier_loaders
 
         dls = classifier_loaders(ids_of(tr), tr["label"], ids_of(va), va["label"], cc.bs, m.bptt, m.backwards,
                                  ctx.device, ctx.cfg.run.seed)

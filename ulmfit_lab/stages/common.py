@@ -13,11 +13,11 @@ from typing import Any, TypeVar
 import torch
 from fastai.torch_core import set_seed
 
-from .. import distributed
 from ..config import Config
+from ..device import pick_device
 from ..plots import plot_stage
-from ..rundir import StageDir, stage_key
-from ..training import pick_device
+from ..training import distributed
+from ..training.rundir import StageDir, stage_key
 
 R = TypeVar("R")
 

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import datasets
 
-from ..data import LABEL, TEXT, LabelledData, load_data
-from ..text import DocIds, build_vocab, load_vocab, save_vocab, tokenize, write_ids
+from ..data.sources import LABEL, TEXT, LabelledData, load_data
+from ..text.corpus import DocIds
+from ..text.vocab import build_vocab, load_vocab, save_vocab, tokenize, write_ids
 from .common import Context, StageResult, run_cached
 
 VERSION = 2

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..ensemble import mean_proba
 from ..fileio import atomic_path, write_json
 from ..plots import plot_confusion
-from ..predict import Predictor, add_proba_columns
+from ..serving.ensemble import mean_proba
+from ..serving.predict import Predictor, add_proba_columns
 from .classifier import ClassifierResult
 from .common import Context, StageResult, run_cached
 from .data import DataResult

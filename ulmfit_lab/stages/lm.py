@@ -15,25 +15,19 @@ import datasets
 import numpy as np
 from fastai.metrics import Perplexity, accuracy
 
-from .. import distributed
-from ..artifact import VOCAB, WEIGHTS
 from ..config import key_dict
-from ..data import read_corpus
-from ..hub import locate_lm
-from ..loaders import lm_loaders
-from ..models import (
-    adapt_pretrained,
-    build_lm,
-    lm_layer_groups,
-    lm_meta,
-    n_params,
-    read_checkpoint_meta,
-    read_lm_folder,
-    save_checkpoint,
-)
-from ..schedules import Phase
-from ..text import DocIds, build_vocab, texts_hash, tokenize, write_ids
-from ..training import device_name, fit_phases, make_learner
+from ..data.sources import read_corpus
+from ..device import device_name
+from ..models.artifact import VOCAB, WEIGHTS, read_checkpoint_meta
+from ..models.awd_lstm import build_lm, lm_layer_groups, n_params
+from ..models.checkpoint import adapt_pretrained, lm_meta, read_lm_folder, save_checkpoint
+from ..models.hub import locate_lm
+from ..text.corpus import DocIds, texts_hash
+from ..text.vocab import build_vocab, tokenize, write_ids
+from ..training import distributed
+from ..training.learner import fit_phases, make_learner
+from ..training.loaders import lm_loaders
+from ..training.schedules import Phase
 from .common import Context, StageResult, run_cached
 
 VERSION = 1

@@ -12,23 +12,21 @@ import numpy as np
 from fastai.metrics import Perplexity, accuracy
 from torch import nn
 
-from .. import distributed
 from ..config import key_dict
 from ..fileio import write_json
-from ..loaders import lm_loaders
-from ..models import (
+from ..models.awd_lstm import build_lm, lm_layer_groups, n_params
+from ..models.checkpoint import (
     adapt_pretrained,
-    build_lm,
-    lm_layer_groups,
     lm_meta,
-    n_params,
     read_lm_folder,
     read_state_dict,
     read_vocab,
     save_checkpoint,
 )
-from ..schedules import Phase
-from ..training import fit_phases, make_learner
+from ..training import distributed
+from ..training.learner import fit_phases, make_learner
+from ..training.loaders import lm_loaders
+from ..training.schedules import Phase
 from .common import Context, StageResult, run_cached
 from .data import DataResult
 from .lm import LMResult

@@ -23,21 +23,14 @@ from fastai.text.core import SpacyTokenizer, TokenizeWithRules, defaults
 from fastai.text.data import make_vocab
 from fastcore.basics import compose
 
+from ..fileio import atomic_path, write_json
 from . import fasttok
-from .corpus import (  # noqa: F401  (re-exported: the public API of tokenization)
-    IDS,
-    DatasetTexts,
-    DocIds,
-    FileTexts,
-    ListTexts,
-    TextSource,
+from .corpus import (
     Tokenized,
     as_source,
-    texts_hash,
     tokenize_corpus,
 )
 from .fasttok import FastTokenizer, split_long  # noqa: F401  (split_long: re-exported)
-from .fileio import atomic_path, write_json
 
 SPECIAL_TOKENS: list[str] = list(defaults.text_spec_tok)
 UNK, PAD, BOS = 0, 1, 2  # positions of xxunk, xxpad, xxbos in every vocab made here

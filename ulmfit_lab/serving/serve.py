@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import ConfigError
+from ..config import ConfigError
 
 CHARS_PER_TOKEN = 4  # fastai tokens of English text average a little over 4 characters (space included)
 
@@ -310,7 +310,7 @@ def versions() -> dict[str, str]:
     import torch
     import uvicorn
 
-    from ._version import __version__
+    from .._version import __version__
 
     return {"ulmfit_lab": __version__, "python": platform.python_version(), "torch": torch.__version__,
             "fastai": fastai.__version__, "fastapi": fastapi.__version__, "uvicorn": uvicorn.__version__}
@@ -333,7 +333,7 @@ def create_app(model: str | Path, precision: str = "auto", limits: ServeLimits |
     from fastapi.responses import JSONResponse
     from pydantic import BaseModel, Field
 
-    from .artifact import resolve_model_dir
+    from ..models.artifact import resolve_model_dir
     from .ensemble import load_model
 
     limits = limits or ServeLimits()

@@ -12,16 +12,15 @@ import sys
 import warnings
 from pathlib import Path
 
-from . import distributed
-from .artifact import WEIGHTS
-from .config import ConfigError, load_config
-from .data import DataError, DataWarning
-from .fileio import StorageError
-from .insight import cli as insight_cli
-from .lab import cli as lab_cli
-from .models import CheckpointError
-from .rundir import RunLockedError
-from .training import TrainingPaused
+from ..config import ConfigError, load_config
+from ..data.sources import DataError, DataWarning
+from ..fileio import StorageError
+from ..insight import cli as insight_cli
+from ..lab import cli as lab_cli
+from ..models.artifact import WEIGHTS, CheckpointError
+from ..training import distributed
+from ..training.learner import TrainingPaused
+from ..training.rundir import RunLockedError
 
 _STAGE_CMDS = {
     "lm": ("lm", "Stage 1: pretrain the general-domain LM (or resolve pretrained weights)."),
@@ -97,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_serve_parser(sub) -> None:
-    from .serve import ServeLimits
+    from ..serving.serve import ServeLimits
 
     d = ServeLimits()
     sp = sub.add_parser("serve", help="Serve a classifier over HTTP: POST /predict, GET /health, /metadata, /docs.",
@@ -133,7 +132,7 @@ def predict_file(model: str, input_path: str, output: str | None, text_column: s
                  batch_size: int | None = None, precision: str = "auto", chunk_rows: int = 8192,
                  progress: bool = True) -> None:
     """Read texts from a file, predict, and write them with `prediction` and `proba_*` columns."""
-    from .batch import predict_file as run
+    from ..serving.batch import predict_file as run
 
     n = run(model, input_path, output, text_column, batch_size, precision, chunk_rows, progress)
     if output is not None:
@@ -174,13 +173,13 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
                          args.chunk_rows, not args.no_progress)
             return 0
         if args.command == "export":
-            from .export import export_model
+            from ..serving.export import export_model
 
             print(f"exported to {export_model(args.model, args.output, args.torchscript, onnx=args.onnx)}",
                   file=sys.stderr)
             return 0
         if args.command == "serve":
-            from .serve import ServeLimits, serve
+            from ..serving.serve import ServeLimits, serve
 
             limits = ServeLimits(args.max_texts, args.max_chars, args.max_body_bytes, args.max_queued_texts,
                                  args.max_wait_ms, args.max_batch_tokens)
@@ -191,7 +190,7 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
         if args.command in insight_cli.COMMANDS:
             return insight_cli.run(args, argv)
         if args.command == "ship-lm":
-            from .hub import SHIPPED, card_from_stage, ship_lm
+            from ..models.hub import SHIPPED, card_from_stage, ship_lm
 
             stage = Path(args.stage)
             if not (stage / "DONE.json").is_file():
@@ -199,10 +198,10 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
             out = ship_lm(stage / "model", Path(args.dest or SHIPPED) / args.name, card_from_stage(stage))
             print(f"wrote {out} ({(out / WEIGHTS).stat().st_size / 1e6:.1f} MB)")
             return 0
-        from .pipeline import run_pipeline
+        from ..pipeline import run_pipeline
 
         if args.command == "demo":  # the `run` command on IMDb; the user's overrides last, so they win
-            from .demo import fetch_imdb
+            from ..data.demo import fetch_imdb
 
             data = args.data or fetch_imdb()
             args.command, args.nproc = "run", None
@@ -239,6 +238,3 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
     finally:
         distributed.teardown()
 
-
-if __name__ == "__main__":
-    sys.exit(main())

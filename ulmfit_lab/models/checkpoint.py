@@ -1,8 +1,4 @@
-"""Build fastai's AWD-LSTM LM and classifier from a `ModelConfig`; layer groups; checkpoints.
-
-Layer groups drive both discriminative LRs and gradual unfreezing. For the LM they follow the paper
-(embedding lowest, then each LSTM layer), not fastai's `awd_lstm_lm_split`, which puts the embedding
-(tied to the decoder) in the last, highest-LR group.
+"""Model checkpoints: save and load fastai's AWD-LSTM weights, and adapt pretrained ones to a new vocab.
 
 A checkpoint is a folder: `model.safetensors` (tied weights stored once), `vocab.json` and `model.json`
 (everything needed to rebuild the model). Nothing is pickled. Its file names and checks live in `artifact.py`.
@@ -19,51 +15,13 @@ from typing import Any
 import safetensors.torch as st
 import torch
 from fastai.text.learner import clean_raw_keys, match_embeds
-from fastai.text.models.awdlstm import AWD_LSTM, awd_lstm_clas_config, awd_lstm_clas_split, awd_lstm_lm_config
-from fastai.text.models.core import get_language_model, get_text_classifier
 from safetensors import SafetensorError
 from torch import nn
 
+from ..config import ModelConfig
+from ..fileio import atomic_folder, sha256_file, write_json
 from .artifact import FORMAT_VERSION, META, VOCAB, WEIGHTS, CheckpointError, read_checkpoint_meta
-from .config import ModelConfig
-from .fileio import atomic_folder, sha256_file, write_json
-
-
-def _arch(m: ModelConfig, base: dict) -> dict:
-    return dict(base, emb_sz=m.emb_sz, n_hid=m.n_hid, n_layers=m.n_layers)
-
-
-def build_lm(vocab_sz: int, m: ModelConfig, drop_mult: float = 1.0) -> nn.Module:
-    """fastai's AWD-LSTM language model (tied embedding and decoder)."""
-    return get_language_model(AWD_LSTM, vocab_sz, config=_arch(m, awd_lstm_lm_config), drop_mult=drop_mult)
-
-
-def build_classifier(vocab_sz: int, n_class: int, m: ModelConfig, drop_mult: float = 0.5,
-                     head: list[int] | None = None, max_len: int = 1400) -> nn.Module:
-    """fastai's classifier: BPT3C `SentenceEncoder` + concat pooling [last, max, mean] + head."""
-    return get_text_classifier(AWD_LSTM, vocab_sz, n_class, seq_len=m.bptt, config=_arch(m, awd_lstm_clas_config),
-                               drop_mult=drop_mult, lin_ftrs=list(head or [50]), max_len=max_len)
-
-
-def lm_layer_groups(model: nn.Module) -> list[list[nn.Parameter]]:
-    """Paper order, lowest first: [embedding (= decoder weight)], [LSTM 1], ..., [LSTM n + decoder bias]."""
-    enc, dec = model[0], model[1]
-    groups = [list(enc.encoder.parameters())] + [list(r.parameters()) for r in enc.rnns]
-    if dec.decoder.bias is not None:
-        groups[-1].append(dec.decoder.bias)
-    return groups
-
-
-def classifier_layer_groups(model: nn.Module) -> list[list[nn.Parameter]]:
-    """fastai's split, lowest first: [embedding], [LSTM 1], ..., [LSTM n], [head]."""
-    return [list(g) for g in awd_lstm_clas_split(model)]
-
-
-def n_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-# ---------------------------------------------------------------- checkpoints
+from .awd_lstm import build_lm
 
 
 def save_checkpoint(model: nn.Module, folder: Path, vocab: list[str], meta: dict[str, Any]) -> None:

@@ -17,19 +17,14 @@ and serving"; `fastai_compat.batch_dependent`): here a document's prediction nev
 from __future__ import annotations
 
 import copy
-import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
-from functools import cache
-from typing import Literal
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .text import PAD
-
-Precision = Literal["auto", "fp32", "bf16", "fp16", "int8"]
+from ..text.vocab import PAD
 
 
 class FastClassifier(nn.Module):
@@ -114,46 +109,6 @@ class FastClassifier(nn.Module):
         """Logits (bs, n_class) for right-padded token ids (bs, sl) and document lengths (bs,)."""
         return self.head(self.features(ids, lengths))
 
-
-# ---------------------------------------------------------------- precision
-
-
-@cache
-def cpu_has_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AVX-512 BF16 or AMX), which CPU autocast needs.
-
-    Without it oneDNN has no bf16 LSTM at all ("could not create a primitive descriptor") and bf16 matmuls
-    are emulated, slower than fp32. Read from the CPU flags on Linux; elsewhere a tiny bf16 LSTM is tried.
-    """
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            flags = next((line for line in f if line.startswith("flags")), "").split()
-        if flags:
-            return "avx512_bf16" in flags or "amx_bf16" in flags
-    except OSError:
-        pass
-    try:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            nn.LSTM(4, 4, batch_first=True)(torch.zeros(1, 2, 4))
-        return True
-    except RuntimeError:
-        return False
-
-
-def resolve_precision(precision: Precision, device: torch.device) -> str:
-    """'auto' is exact fp32 on CPU and mixed precision on GPU (bf16 where the GPU has it, else fp16).
-
-    'bf16' on a CPU without native bf16 (see `cpu_has_bf16`) is fp32, with a warning.
-    """
-    if precision == "bf16" and device.type == "cpu" and not cpu_has_bf16():
-        warnings.warn("precision='bf16', but this CPU has no native bf16 (AVX-512 BF16 or AMX): predicting in "
-                      "fp32 instead", stacklevel=2)
-        return "fp32"
-    if precision != "auto":
-        return precision
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "fp32"
 
 
 def prepare(model: FastClassifier, precision: str, device: torch.device) -> FastClassifier:

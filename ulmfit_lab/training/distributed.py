@@ -33,7 +33,7 @@ from fastai.callback.progress import ProgressCallback
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from .fileio import write_json
+from ..fileio import write_json
 from .rundir import RunLockedError, run_lock
 
 T = TypeVar("T")

@@ -15,16 +15,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import fileio
-from .config import DataConfig
-from .tables import (  # the one table reader of every command
-    TEXT,
-    DataError,
-    read_table,
-    read_text_file,
-    require_columns,
-    table_kind,
-)
+from .. import fileio
+from ..config import DataConfig
+from .tables import TEXT, DataError, read_table, read_text_file, require_columns, table_kind
 
 LABEL = "label"
 

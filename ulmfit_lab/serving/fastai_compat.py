@@ -16,8 +16,8 @@ from fastai.text.data import TextBlock
 from fastai.text.learner import text_classifier_learner
 from fastai.text.models.awdlstm import AWD_LSTM, awd_lstm_clas_config
 
-from .artifact import WEIGHTS, read_artifact, resolve_model_dir
-from .models import load_weights, model_config_from_meta
+from ..models.artifact import WEIGHTS, read_artifact, resolve_model_dir
+from ..models.checkpoint import load_weights, model_config_from_meta
 
 
 def stock_learner(folder: str | Path, bs: int = 64) -> Learner:

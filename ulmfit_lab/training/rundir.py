@@ -19,13 +19,8 @@ from typing import Any
 import yaml
 
 # the file helpers live in fileio; imported here too, where they were first defined
-from .fileio import (  # noqa: F401
+from ..fileio import (
     StorageError,
-    atomic_path,
-    is_storage_failure,
-    remove_stale_tmp,
-    storage_error,
-    storage_errors,
     write_json,
     write_text,
 )

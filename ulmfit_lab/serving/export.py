@@ -13,8 +13,9 @@ import fastai
 import torch
 import yaml
 
-from ._version import __version__
-from .artifact import (
+from .._version import __version__
+from ..fileio import atomic_folder, sha256_file, write_json, write_text
+from ..models.artifact import (
     CONFIG,
     ENSEMBLE_FILE,
     FORMAT_VERSION,
@@ -29,7 +30,6 @@ from .artifact import (
     tokenizer_settings,
     write_ensemble,
 )
-from .fileio import atomic_folder, sha256_file, write_json, write_text
 from .predict import Predictor
 
 

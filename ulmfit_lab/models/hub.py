@@ -27,8 +27,7 @@ from typing import Any
 
 import safetensors.torch as st
 
-from .artifact import META, VOCAB, WEIGHTS, CheckpointError, read_checkpoint_meta
-from .fileio import (
+from ..fileio import (
     DownloadError,
     atomic_folder,
     atomic_path,
@@ -38,8 +37,9 @@ from .fileio import (
     write_json,
     write_text,
 )
+from .artifact import META, VOCAB, WEIGHTS, CheckpointError, read_checkpoint_meta
 
-SHIPPED = Path(__file__).resolve().parent / "pretrained"
+SHIPPED = Path(__file__).resolve().parent.parent / "pretrained"  # ulmfit_lab/pretrained
 
 
 def available() -> dict[str, Path]:

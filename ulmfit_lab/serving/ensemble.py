@@ -17,13 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .artifact import (
-    ENSEMBLE_FILE,
-    CheckpointError,
-    member_dirs,
-    resolve_model_dir,
-    write_ensemble,  # noqa: F401  (re-exported: the folder's format lives in artifact)
-)
+from ..models.artifact import ENSEMBLE_FILE, CheckpointError, member_dirs, resolve_model_dir
 from .predict import CHUNK, Predictor, text_chunks
 
 

@@ -26,9 +26,9 @@ from fastai.text.data import LMDataLoader, LMTensorText, SortedDL, TensorText, p
 from fastai.torch_core import TensorCategory, to_detach
 from fastcore.basics import chunked
 
+from ..data.sources import DataError
+from ..text.vocab import PAD
 from . import distributed
-from .data import DataError
-from .text import PAD
 
 
 def _tensor(ids: np.ndarray, backwards: bool) -> torch.Tensor:

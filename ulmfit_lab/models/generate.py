@@ -6,8 +6,9 @@ from pathlib import Path
 
 import torch
 
-from .models import CheckpointError, load_lm_checkpoint
-from .text import BOS, UNK, FastaiTokenizer
+from ..text.vocab import BOS, UNK, FastaiTokenizer
+from .artifact import CheckpointError
+from .checkpoint import load_lm_checkpoint
 
 
 def detokenize(tokens: list[str]) -> str:

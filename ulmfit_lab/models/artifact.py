@@ -26,9 +26,9 @@ from typing import Any
 
 import safetensors
 
-from .corpus import TOKENIZER_VERSION
-from .fileio import sha256_file, write_json
-from .text import SPECIAL_TOKENS
+from ..fileio import sha256_file, write_json
+from ..text.corpus import TOKENIZER_VERSION
+from ..text.vocab import SPECIAL_TOKENS
 
 WEIGHTS, VOCAB, META, TORCHSCRIPT = "model.safetensors", "vocab.json", "model.json", "model.torchscript.pt"
 CONFIG = "config.yaml"  # the training config of a saved model (API); absent from folders the CLI exports

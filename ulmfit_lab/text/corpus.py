@@ -34,9 +34,9 @@ import datasets
 import numpy as np
 import pyarrow as pa
 
-from .data import DataError, read_text_file
+from ..data.sources import DataError, read_text_file
+from ..fileio import atomic_folder
 from .fasttok import FastTokenizer
-from .fileio import atomic_folder
 
 TOKENIZER_VERSION = 3  # bump when the tokens produced for a text change
 IDS = datasets.Features({"ids": datasets.Sequence(datasets.Value("int32"))})

@@ -31,61 +31,15 @@ from fastai.torch_core import to_float
 from fastcore.foundation import L
 from torch import nn
 
+from ..config import RunConfig, TrainConfig
+from ..device import amp_dtype
+from ..fileio import atomic_path, write_text
 from . import distributed
-from .config import ConfigError, RunConfig, TrainConfig
 from .distributed import merge_rows, take_rows, unwrap
-from .fileio import atomic_path, write_text
 from .fused import fuse_lm_loss, sample_lm_loss
-from .inference import cpu_has_bf16
 from .loaders import rng_state
 from .rundir import StageDir
 from .schedules import Phase, discriminative_lrs, lr_schedule
-
-
-def pick_device(run: RunConfig) -> torch.device:
-    """The device a run trains on; a setting this machine cannot honour is a `ConfigError` before any work."""
-    if run.device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("run.device=cuda, but no CUDA GPU is visible here; use run.device=auto (GPU when there "
-                          "is one) or run.device=cpu")
-    device = torch.device("cpu" if run.device == "cpu" or not torch.cuda.is_available() else "cuda")
-    if run.precision == "fp16" and device.type == "cpu":
-        raise ConfigError("run.precision=fp16 needs a GPU, and this run is on the CPU; use run.precision=bf16 "
-                          "(CPU autocast) or fp32")
-    return device
-
-
-def device_name(device: torch.device) -> str:
-    """What ran a stage, for logs and model cards: the GPU's name, or the CPU's model and thread count."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    import platform
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"CPU {cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}"
-
-
-def amp_dtype(run: RunConfig, device: torch.device) -> torch.dtype | None:
-    """Mixed precision: bf16 (fp16 on older GPUs) on GPU by default, fp32 on CPU unless asked.
-
-    `run.precision=bf16` on a CPU without native bf16 trains in fp32, with a warning: bf16 could not run there.
-    """
-    if run.precision == "fp32" or (run.precision == "auto" and device.type != "cuda"):
-        return None
-    if device.type == "cpu" and run.precision == "bf16" and not cpu_has_bf16():
-        if distributed.is_main():
-            print("[ulmfit-lab] warning: run.precision=bf16, but this CPU has no native bf16 (AVX-512 BF16 or "
-                  "AMX): training in fp32 instead (set run.precision=fp32 to silence this)", flush=True)
-        return None
-    if run.precision == "fp16":
-        return torch.float16
-    if run.precision == "auto" and not torch.cuda.is_bf16_supported():
-        return torch.float16
-    return torch.bfloat16
 
 
 class CpuAutocast(Callback):
@@ -366,7 +320,7 @@ def make_learner(dls: DataLoaders, model: nn.Module, groups: Callable[[nn.Module
     cbs: list[Callback] = list(rnn_cbs(alpha=tc.alpha, beta=tc.beta)) + [TokenCounter()]
     if tc.clip:
         cbs.append(GradientClip(tc.clip))
-    dtype = amp_dtype(run, device)
+    dtype = amp_dtype(run, device, quiet=not distributed.is_main())
     if dtype is not None and device.type == "cuda":
         cbs.append(MixedPrecision(amp_mode="bf16" if dtype == torch.bfloat16 else "fp16"))
     elif dtype == torch.bfloat16:

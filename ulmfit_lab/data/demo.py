@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .data import DataError
-from .fileio import DownloadError, fastai_untar
+from ..fileio import DownloadError, fastai_untar
+from .sources import DataError
 
 # another address for fastai's imdb.tgz (a mirror; the tests' local server)
 IMDB_URL_ENV = "ULMFIT_LAB_IMDB_URL"

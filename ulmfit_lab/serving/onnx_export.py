@@ -26,9 +26,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .artifact import META, VOCAB
+from ..models.artifact import META, VOCAB, CheckpointError
 from .inference import FastClassifier, collate, ensure_nonempty, plan_batches
-from .models import CheckpointError
 
 ONNX = "model.onnx"
 OPSET = 17
@@ -93,7 +92,7 @@ class OnnxPredictor:
         except ImportError:
             raise ImportError("OnnxPredictor needs onnxruntime: pip install onnxruntime") from None
 
-        from .text import fast_tokenizer, vocab_index
+        from ..text.vocab import fast_tokenizer, vocab_index
 
         folder = Path(folder)
         if not (folder / ONNX).is_file():
@@ -109,7 +108,7 @@ class OnnxPredictor:
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         """Class probabilities, one row per text, in input order (columns follow `labels`)."""
-        from .text import encode
+        from ..text.vocab import encode
 
         if isinstance(texts, str):
             raise TypeError("predict_proba expects a list of strings, not one string; wrap it: [text]")

@@ -35,7 +35,7 @@ from typing import IO, Any
 import numpy as np
 import pandas as pd
 
-from .fileio import atomic_path
+from ..fileio import atomic_path
 
 TEXT = "text"
 _SEP = {".csv": ",", ".tsv": "\t"}

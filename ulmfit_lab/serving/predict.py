@@ -20,10 +20,12 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .artifact import WEIGHTS, read_artifact, resolve_model_dir
-from .inference import FastClassifier, Precision, ensure_nonempty, prepare, resolve_precision, run_batches
-from .models import build_classifier, load_weights, model_config_from_meta
-from .text import encode, fast_tokenizer, vocab_index
+from ..device import Precision, resolve_precision
+from ..models.artifact import WEIGHTS, read_artifact, resolve_model_dir
+from ..models.awd_lstm import build_classifier
+from ..models.checkpoint import load_weights, model_config_from_meta
+from ..text.vocab import encode, fast_tokenizer, vocab_index
+from .inference import FastClassifier, ensure_nonempty, prepare, run_batches
 
 CHUNK = 8192  # texts read, tokenized and sorted together; results come back chunk by chunk
 # less text than this (about a CPU-second of tokenizing) is tokenized in-process: workers would cost more

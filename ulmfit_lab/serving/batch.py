@@ -12,10 +12,10 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
+from ..data.tables import TableWriter, count_rows, iter_table
+from ..device import Precision
 from .ensemble import load_model
-from .inference import Precision
 from .predict import CHUNK, add_proba_columns
-from .tables import TableWriter, count_rows, iter_table
 
 
 def predict_file(model: str | Path, input_path: str | Path, output: str | Path | None, text_column: str = "text",
