@@ -11,39 +11,37 @@ import torch
 from conftest import CONFIGS
 from synth import make_reviews
 
-from ulmfit_lab import load_config, run_pipeline
+from ulmfit_lab import device, load_config, run_pipeline
 from ulmfit_lab.config import RunConfig
 from ulmfit_lab.data.sources import load_data
-from ulmfit_lab.serving import inference
-from ulmfit_lab.training import learner as training
 
 CPU = torch.device("cpu")
 
 
-def test_bf16_without_native_support_trains_in_fp32_with_a_warning(monkeypatch, capsys):
-    monkeypatch.setattr(training, "cpu_has_bf16", lambda: False)
-    assert training.amp_dtype(RunConfig(precision="bf16"), CPU) is None
-    assert "no native bf16" in capsys.readouterr().out
-    monkeypatch.setattr(training, "cpu_has_bf16", lambda: True)
-    assert training.amp_dtype(RunConfig(precision="bf16"), CPU) == torch.bfloat16
+def test_bf16_without_native_support_trains_in_fp32_with_a_warning(monkeypatch, caplog):
+    monkeypatch.setattr(device, "cpu_has_bf16", lambda: False)
+    assert device.amp_dtype(RunConfig(precision="bf16"), CPU) is None
+    assert [r.levelname for r in caplog.records if "no native bf16" in r.getMessage()] == ["WARNING"]
+    monkeypatch.setattr(device, "cpu_has_bf16", lambda: True)
+    assert device.amp_dtype(RunConfig(precision="bf16"), CPU) == torch.bfloat16
 
 
 def test_predicting_in_bf16_without_native_support_is_fp32(monkeypatch):
-    monkeypatch.setattr(inference, "cpu_has_bf16", lambda: False)
+    monkeypatch.setattr(device, "cpu_has_bf16", lambda: False)
     with pytest.warns(UserWarning, match="no native bf16"):
-        assert inference.resolve_precision("bf16", CPU) == "fp32"
-    monkeypatch.setattr(inference, "cpu_has_bf16", lambda: True)
-    assert inference.resolve_precision("bf16", CPU) == "bf16"
+        assert device.resolve_precision("bf16", CPU) == "fp32"
+    monkeypatch.setattr(device, "cpu_has_bf16", lambda: True)
+    assert device.resolve_precision("bf16", CPU) == "bf16"
 
 
 def test_cpu_bf16_detection_matches_what_autocast_can_run():
-    if training.cpu_has_bf16():  # then oneDNN has the bf16 LSTM the trainer needs
+    if device.cpu_has_bf16():  # then oneDNN has the bf16 LSTM the trainer needs
         with torch.autocast("cpu", dtype=torch.bfloat16):
             out, _ = torch.nn.LSTM(8, 8, batch_first=True)(torch.zeros(2, 3, 8))
         assert out.shape == (2, 3, 8)
 
 
-def test_lm_pretraining_with_bf16_and_sampled_softmax_runs_on_this_cpu(tmp_path, cache_dir, capsys):
+def test_lm_pretraining_with_bf16_and_sampled_softmax_runs_on_this_cpu(tmp_path, cache_dir, caplog):
     corpus = tmp_path / "corpus.csv"
     make_reviews(200, seed=21, n_sent=3)[["text"]].to_csv(corpus, index=False)
     cfg = load_config(CONFIGS / "tiny.yaml", ["lm_pretrain.source=scratch", f"lm_pretrain.corpus=[{corpus}]",
@@ -54,4 +52,4 @@ def test_lm_pretraining_with_bf16_and_sampled_softmax_runs_on_this_cpu(tmp_path,
     ppl = res.lm.metrics["valid_perplexity"]  # the full softmax's, on held-out text
     vocab = res.lm.metrics["vocab_size"]
     assert math.isfinite(ppl) and ppl < 0.3 * vocab, (ppl, vocab)
-    assert ("no native bf16" in capsys.readouterr().out) != training.cpu_has_bf16()
+    assert ("no native bf16" in caplog.text) != device.cpu_has_bf16()

@@ -8,6 +8,7 @@ at the next epoch instead of starting over.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -40,6 +41,8 @@ from .fused import fuse_lm_loss, sample_lm_loss
 from .loaders import rng_state
 from .rundir import StageDir
 from .schedules import Phase, discriminative_lrs, lr_schedule
+
+log = logging.getLogger(__name__)
 
 
 class CpuAutocast(Callback):
@@ -102,8 +105,8 @@ class EpochLogger(Callback):
         self.learn.samples_seen = own.get("samples", rs["log"].get("samples", 0))
         self.restore = rs  # hidden state and torch RNG: at the first batch, after the loader drew its seed
         if distributed.is_main():
-            print(f"[ulmfit-lab] {self.stage.path.name}: resuming phase {self.phase} epoch {self.epoch} "
-                  f"at batch {self.skipped}/{len(dl)}", flush=True)
+            log.info(f"{self.stage.path.name}: resuming phase {self.phase} epoch {self.epoch} "
+                     f"at batch {self.skipped}/{len(dl)}")
 
     def before_batch(self):
         rs, self.restore = getattr(self, "restore", None), None
@@ -179,8 +182,8 @@ class EpochLogger(Callback):
             self.stage.log_metrics(row)
             if not any(isinstance(cb, ProgressCallback) for cb in self.learn.cbs):
                 shown = " ".join(f"{k} {v:.4g}" for k, v in row.items() if isinstance(v, float) and k != "seconds")
-                print(f"[ulmfit-lab] {self.stage.path.name} phase {self.phase} epoch {self.epoch}: {shown} "
-                      f"({row['seconds']} s)", flush=True)
+                log.info(f"{self.stage.path.name} phase {self.phase} epoch {self.epoch}: {shown} "
+                         f"({row['seconds']} s)")
             with open(self.stage.path / "lr_trace.jsonl", "a", encoding="utf-8") as f:
                 f.write(json.dumps({"phase": self.phase, "epoch": self.epoch, "trainable": row["trainable_groups"],
                                     "lrs": self.lr_trace}) + "\n")
@@ -272,7 +275,7 @@ def read_progress(stage: StageDir) -> dict | None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a truncated file raises anything from EOFError to RuntimeError
-        print(f"[ulmfit-lab] ignoring unreadable checkpoint {path} ({type(e).__name__}); restarting the stage")
+        log.info("ignoring unreadable checkpoint %s (%s); restarting the stage", path, type(e).__name__)
         return None
     return state if state.get("key") == stage.key else None
 
@@ -289,7 +292,7 @@ def restore_progress(learn: Learner, state: dict) -> None:
         torch.set_rng_state(_own(state).get("torch_rng", state["torch_rng"]))
     phase, epoch = state["next"]
     if distributed.is_main():
-        print(f"[ulmfit-lab] resuming at phase {phase}, epoch {epoch}, batch {state.get('batch', 0)}", flush=True)
+        log.info("resuming at phase %s, epoch %s, batch %s", phase, epoch, state.get("batch", 0))
 
 
 class TokenCounter(Callback):
@@ -332,8 +335,7 @@ def make_learner(dls: DataLoaders, model: nn.Module, groups: Callable[[nn.Module
     n_draws = getattr(tc, "softmax_samples", 0) if lm_counts is not None else 0
     if n_draws and distributed.world() > 1:  # (the loss uses the decoder outside DDP's forward)
         if distributed.is_main():
-            print("[ulmfit-lab] warning: lm_pretrain.softmax_samples is for one process; "
-                  "training with the full softmax", flush=True)
+            log.warning("lm_pretrain.softmax_samples is for one process; training with the full softmax")
         n_draws = 0
     if n_draws:
         loss_func = sample_lm_loss(model, lm_counts, n_draws, dtype or torch.float32)
