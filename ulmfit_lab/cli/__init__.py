@@ -20,7 +20,7 @@ from ..lab import cli as lab_cli
 from ..logs import console
 from ..models.artifact import WEIGHTS, CheckpointError
 from ..training import distributed
-from ..training.learner import TrainingPaused
+from ..training.callbacks import TrainingPaused
 from ..training.rundir import RunLockedError
 
 _STAGE_CMDS = {
