@@ -34,6 +34,7 @@ from ulmfit_lab.config import Config, DataConfig
 from ulmfit_lab.data.sources import LABEL, TEXT, LabelledData, _carve, read_source
 from ulmfit_lab.fileio import write_json
 from ulmfit_lab.insight.suggest import lm_features, select
+from ulmfit_lab.logs import show_progress
 from ulmfit_lab.stages.common import default_cache_dir
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -169,6 +170,7 @@ def plot(results: dict, path: Path) -> None:
 
 
 def main() -> None:
+    show_progress()  # the library's [ulmfit-lab] progress lines, as the command line prints them
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("config", help="the ULMFiT recipe (its pretrained LM gives the features; --finetune trains it)")
     ap.add_argument("overrides", nargs="*", help="dotted config overrides")

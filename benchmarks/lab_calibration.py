@@ -18,6 +18,7 @@ from ulmfit_lab import load_config, run_pipeline
 from ulmfit_lab.data.sources import read_corpus
 from ulmfit_lab.lab.advise import MAX_SIMILAR_OOV, MAX_SIMILAR_PPL_RATIO, load_lm, own_perplexity, similarity
 from ulmfit_lab.lab.common import markdown_table
+from ulmfit_lab.logs import show_progress
 from ulmfit_lab.stages.common import default_cache_dir
 from ulmfit_lab.text.vocab import tokenize
 
@@ -25,6 +26,7 @@ SETS = ["cr", "uci", "mpqa", "tweets", "agnews", "trec"]
 
 
 def main() -> None:
+    show_progress()  # the library's [ulmfit-lab] progress lines, as the command line prints them
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("config")
     ap.add_argument("overrides", nargs="*")

@@ -36,6 +36,7 @@ from fastai.torch_core import set_seed
 
 from ulmfit_lab import load_config
 from ulmfit_lab.device import cpu_has_bf16
+from ulmfit_lab.logs import show_progress
 from ulmfit_lab.models.awd_lstm import _arch, build_lm, lm_layer_groups
 from ulmfit_lab.models.checkpoint import adapt_pretrained, read_lm_folder
 from ulmfit_lab.stages.lm import lm_perplexity
@@ -164,6 +165,7 @@ def train_ours(cfg, n_vocab: int, train: list, valid: DocIds, draws: int, precis
 
 
 def main() -> None:
+    show_progress()  # the library's [ulmfit-lab] progress lines, as the command line prints them
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ids", required=True, help="an `lm` stage's ids/ folder (train.arrow, held-out-*.arrow)")
     ap.add_argument("--config", default=str(ROOT / "configs" / "pretrain_reviews.yaml"))

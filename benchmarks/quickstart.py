@@ -18,6 +18,7 @@ import fastai
 import torch
 
 from ulmfit_lab import load_config, run_pipeline
+from ulmfit_lab.logs import show_progress
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,6 +35,7 @@ def machine() -> dict:
 
 
 def main() -> None:
+    show_progress()  # the library's [ulmfit-lab] progress lines, as the command line prints them
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--data", required=True, help="aclImdb folder or .tar.gz/.tar.xz")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "quickstart_cpu.json"))

@@ -21,6 +21,7 @@ from fastai.torch_core import set_seed
 from synth import Crash, KillAt, make_reviews
 
 from ulmfit_lab.config import ClassifierConfig, ModelConfig, RunConfig, TrainConfig
+from ulmfit_lab.logs import show_progress
 from ulmfit_lab.models.awd_lstm import build_classifier, build_lm, classifier_layer_groups, lm_layer_groups
 from ulmfit_lab.text.vocab import build_vocab, numericalize, tokenize
 from ulmfit_lab.training import distributed
@@ -110,5 +111,6 @@ def main(out: Path, cases: list[tuple[str, int, float | None]]) -> None:
 
 if __name__ == "__main__":
     out_dir, *specs = sys.argv[1:]  # specs: model:kill_after:checkpoint_s (none: epoch ends only)
+    show_progress()  # the resume lines the test reads, as the command line prints them
     main(Path(out_dir), [(m, int(n), None if c == "none" else float(c))
                          for m, n, c in (s.split(":") for s in specs)])

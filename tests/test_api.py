@@ -149,12 +149,17 @@ def test_each_classifier_owns_its_model(cache_dir, tmp_path):
     assert SentimentClassifier.load(b.save(tmp_path / "b")).predict(probe.text) == pb
 
 
-def test_identical_config_and_data_reuse_finished_stages(fitted):
+def test_identical_config_and_data_reuse_finished_stages(fitted, capsys):
     a, train = fitted
+    capsys.readouterr()
     again = clone(a).fit(train.text.tolist(), train.label.tolist())
     assert again.run_dir_ == a.run_dir_
     assert set(again.result.skipped()) >= {"data", "lm_finetune", "classifier"}
     assert again.predict(train.text[:10]) == a.predict(train.text[:10])
+    # verbose (the default) prints the progress lines; verbose=False none
+    assert "[ulmfit-lab] classifier: up to date" in capsys.readouterr().out
+    quiet = clone(a).set_params(verbose=False).fit(train.text.tolist(), train.label.tolist())
+    assert quiet.run_dir_ == a.run_dir_ and "[ulmfit-lab]" not in capsys.readouterr().out
 
 
 def test_not_fitted_and_fit_errors(cache_dir):

@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "ulmfit_lab"
 
 # The layers, lowest first (README, "Architecture"): a package imports only from packages of a lower rank.
 # `serving` and `training` share a rank, so neither imports the other: a deployment needs no training code.
-RANK = {"_version": 0, "config": 0, "fileio": 0, "toy": 0, "plots": 0, "device": 1, "data": 2, "text": 3,
+RANK = {"_version": 0, "config": 0, "fileio": 0, "logs": 0, "toy": 0, "plots": 0, "device": 1, "data": 2, "text": 3,
         "models": 4, "training": 5, "serving": 5, "stages": 6, "pipeline": 7, "api": 8, "lab": 8, "insight": 9,
         "cli": 10, "": 11}  # "": ulmfit_lab/__init__.py, the public API
 

@@ -18,10 +18,10 @@ from ulmfit_lab.data.sources import load_data
 CPU = torch.device("cpu")
 
 
-def test_bf16_without_native_support_trains_in_fp32_with_a_warning(monkeypatch, capsys):
+def test_bf16_without_native_support_trains_in_fp32_with_a_warning(monkeypatch, caplog):
     monkeypatch.setattr(device, "cpu_has_bf16", lambda: False)
     assert device.amp_dtype(RunConfig(precision="bf16"), CPU) is None
-    assert "no native bf16" in capsys.readouterr().out
+    assert [r.levelname for r in caplog.records if "no native bf16" in r.getMessage()] == ["WARNING"]
     monkeypatch.setattr(device, "cpu_has_bf16", lambda: True)
     assert device.amp_dtype(RunConfig(precision="bf16"), CPU) == torch.bfloat16
 
@@ -41,7 +41,7 @@ def test_cpu_bf16_detection_matches_what_autocast_can_run():
         assert out.shape == (2, 3, 8)
 
 
-def test_lm_pretraining_with_bf16_and_sampled_softmax_runs_on_this_cpu(tmp_path, cache_dir, capsys):
+def test_lm_pretraining_with_bf16_and_sampled_softmax_runs_on_this_cpu(tmp_path, cache_dir, caplog):
     corpus = tmp_path / "corpus.csv"
     make_reviews(200, seed=21, n_sent=3)[["text"]].to_csv(corpus, index=False)
     cfg = load_config(CONFIGS / "tiny.yaml", ["lm_pretrain.source=scratch", f"lm_pretrain.corpus=[{corpus}]",
@@ -52,4 +52,4 @@ def test_lm_pretraining_with_bf16_and_sampled_softmax_runs_on_this_cpu(tmp_path,
     ppl = res.lm.metrics["valid_perplexity"]  # the full softmax's, on held-out text
     vocab = res.lm.metrics["vocab_size"]
     assert math.isfinite(ppl) and ppl < 0.3 * vocab, (ppl, vocab)
-    assert ("no native bf16" in capsys.readouterr().out) != device.cpu_has_bf16()
+    assert ("no native bf16" in caplog.text) != device.cpu_has_bf16()

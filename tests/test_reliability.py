@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import json
+import logging
 import os
 import pickle
 import re
@@ -423,7 +424,7 @@ def test_corrupt_predictor_folder_is_a_checkpoint_error(finished_run, tmp_path):
         Predictor.load(folder)
 
 
-def test_truncated_last_checkpoint_restarts_the_stage_cleanly(finished_run, tmp_path, capsys):
+def test_truncated_last_checkpoint_restarts_the_stage_cleanly(finished_run, tmp_path, caplog):
     d, args = _copy(finished_run, tmp_path)
     want = st.load_file(str(d / "classifier" / "model" / "model.safetensors"))
     marker = json.loads((d / "classifier" / MARKER).read_text())
@@ -431,9 +432,9 @@ def test_truncated_last_checkpoint_restarts_the_stage_cleanly(finished_run, tmp_
     torch.save({"key": marker["key"], "next": [1, 0], "model": {"w": torch.zeros(4096)}}, d / "classifier" / "last.pt")
     data = (d / "classifier" / "last.pt").read_bytes()
     (d / "classifier" / "last.pt").write_bytes(data[: len(data) // 2])
-    capsys.readouterr()
-    res = run_pipeline(load_config(TINY, args), until="classifier")
-    assert "ignoring unreadable checkpoint" in capsys.readouterr().out
+    with caplog.at_level(logging.INFO, logger="ulmfit_lab"):
+        res = run_pipeline(load_config(TINY, args), until="classifier")
+    assert "ignoring unreadable checkpoint" in caplog.text
     assert not res.classifier.skipped and (d / "classifier" / MARKER).is_file()
     got = st.load_file(str(d / "classifier" / "model" / "model.safetensors"))
     for k in want:  # restarted from scratch: the same weights as the first, uninterrupted run

@@ -5,6 +5,7 @@ Public API: `SentimentClassifier`, `load_config`, `run_pipeline`, `Predictor`.
 
 import importlib.abc
 import importlib.util
+import logging
 import sys
 import warnings
 
@@ -17,6 +18,10 @@ from .models.artifact import CheckpointError
 from .pipeline import run_pipeline
 from .serving.predict import Predictor
 from .training.rundir import RunLockedError
+
+# A library logs and leaves the output to the application (logging HOWTO): without a handler configured,
+# the records of `ulmfit_lab.*` go nowhere, not to logging's last-resort stderr. See `ulmfit_lab.logs`.
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 # Modules that moved into subpackages (0.1 layout -> today's): the old dotted path still imports, with a
 # DeprecationWarning, so scripts and notebooks written against the flat layout keep working.

@@ -12,6 +12,7 @@ import hashlib
 import os
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from sklearn.exceptions import NotFittedError
 from .config import Config, ConfigError, from_dict, load_config
 from .data.sources import LABEL, TEXT, DataError, LabelledData, load_data
 from .device import Precision
+from .logs import console
 from .models.artifact import (
     CONFIG,
     ENSEMBLE_FILE,
@@ -72,6 +74,9 @@ class SentimentClassifier(ClassifierMixin, BaseEstimator):
         run_dir: where `fit` writes its stages; default: `<cache>/runs/<key>` under `run.cache_dir` or
             `~/.cache/ulmfit_lab` (`$ULMFIT_LAB_CACHE`), keyed by the config and the data. A config's
             `run.dir` is the command line's (relative to the current folder); the API uses `run_dir` alone.
+        verbose: while `fit` runs, print its progress lines (`[ulmfit-lab] ...`, as the command line does) on
+            stdout. False: print none; the records of the `ulmfit_lab` loggers still reach any handler your
+            own `logging` configuration sets up.
 
     Attributes (after `fit` or `load`):
         classes_: the labels, in the order of `predict_proba`'s columns.
@@ -98,7 +103,7 @@ class SentimentClassifier(ClassifierMixin, BaseEstimator):
     def __init__(self, config: Config | str | os.PathLike | None = None, overrides: Sequence[str] = (), *,
                  pretrained: str | os.PathLike | bool | None = None, epochs: int | None = None,
                  lr: float | None = None, bs: int | None = None, max_len: int | None = None,
-                 seed: int | None = None, run_dir: str | os.PathLike | None = None):
+                 seed: int | None = None, run_dir: str | os.PathLike | None = None, verbose: bool = True):
         # scikit-learn: store the parameters exactly as given; they are read and checked in `fit`
         self.config = config
         self.overrides = overrides
@@ -109,6 +114,7 @@ class SentimentClassifier(ClassifierMixin, BaseEstimator):
         self.max_len = max_len
         self.seed = seed
         self.run_dir = run_dir
+        self.verbose = verbose
 
     # ------------------------------------------------------------ parameters and config
 
@@ -164,7 +170,7 @@ class SentimentClassifier(ClassifierMixin, BaseEstimator):
         if self.overrides:
             cfg = cfg.replace(*self.overrides)
         return _with(cfg, self._keyword_settings(), "SentimentClassifier(" + ", ".join(
-            f"{k}={v!r}" for k, v in self.get_params().items() if k not in ("config", "overrides", "run_dir")
+            f"{k}={v!r}" for k, v in self.get_params().items() if k not in ("config", "overrides", "run_dir", "verbose")
             and v is not None) + ")")
 
     def _keyword_settings(self) -> dict[str, Any]:
@@ -213,7 +219,8 @@ class SentimentClassifier(ClassifierMixin, BaseEstimator):
         data = load_data(cfg.data, Path(tempfile.gettempdir()), train=train, valid=valid, test=test, unlabelled=extra)
         where = Path(run_dir or self.run_dir or default_run_dir(cfg, data)).expanduser()
         cfg = _with(cfg, {"run.dir": str(where)}, "run_dir")
-        result = run_pipeline(cfg, until="evaluate" if test is not None else "classifier", data=data)
+        with console() if self.verbose else nullcontext():
+            result = run_pipeline(cfg, until="evaluate" if test is not None else "classifier", data=data)
         model_dir = _own_copy(Path(result.model_dir), where, cfg)
         self._hold(load_model(model_dir), model_dir, cfg)
         self.result, self.run_dir_ = result, where

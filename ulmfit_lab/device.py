@@ -6,6 +6,7 @@ Both sides must agree on what this CPU can do: oneDNN has no bf16 LSTM without n
 
 from __future__ import annotations
 
+import logging
 import warnings
 from functools import cache
 from typing import Literal
@@ -14,6 +15,8 @@ import torch
 from torch import nn
 
 from .config import ConfigError, RunConfig
+
+log = logging.getLogger(__name__)
 
 Precision = Literal["auto", "fp32", "bf16", "fp16", "int8"]
 
@@ -54,8 +57,8 @@ def amp_dtype(run: RunConfig, device: torch.device, quiet: bool = False) -> torc
         return None
     if device.type == "cpu" and run.precision == "bf16" and not cpu_has_bf16():
         if not quiet:
-            print("[ulmfit-lab] warning: run.precision=bf16, but this CPU has no native bf16 (AVX-512 BF16 or "
-                  "AMX): training in fp32 instead (set run.precision=fp32 to silence this)", flush=True)
+            log.warning("run.precision=bf16, but this CPU has no native bf16 (AVX-512 BF16 or AMX): training in "
+                        "fp32 instead (set run.precision=fp32 to silence this)")
         return None
     if run.precision == "fp16":
         return torch.float16

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,8 @@ from .stages.common import Context
 from .training import distributed
 
 Stage = Literal["data", "lm", "lm_finetune", "classifier", "evaluate"]
+log = logging.getLogger(__name__)
+log.addFilter(distributed.main_only)  # every rank runs the stages; rank 0 alone reports them
 ORDER: list[str] = ["data", "lm", "lm_finetune", "classifier", "evaluate"]
 
 
@@ -98,7 +101,7 @@ def run_pipeline(cfg: Config, until: Stage = "evaluate", data: LabelledData | No
             write_text(ctx.run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
             if command:
                 write_text(ctx.run_dir / "command.txt", command + "\n")
-        ctx.log(f"run directory {ctx.run_dir}, device {ctx.device}")
+        log.info(f"run directory {ctx.run_dir}, device {ctx.device}")
         if until != "lm":  # pretraining the general-domain LM needs no labelled data
             res.data = distributed.on_main(lambda: data_stage.run(ctx, data))
         for direction in cfg.model.directions:
@@ -117,7 +120,7 @@ def run_pipeline(cfg: Config, until: Stage = "evaluate", data: LabelledData | No
             clfs = {d: r.classifier for d, r in res.directions.items()}
             res.evaluate = distributed.on_main(lambda: evaluate.run(ctx, res.data, clfs))
     res.seconds = time.time() - t0
-    ctx.log(f"done in {res.seconds:.1f} s" + (f" (skipped: {', '.join(res.skipped())})" if res.skipped() else ""))
+    log.info(f"done in {res.seconds:.1f} s" + (f" (skipped: {', '.join(res.skipped())})" if res.skipped() else ""))
     return res
 
 

@@ -17,9 +17,10 @@ from ..data.sources import DataError, DataWarning
 from ..fileio import StorageError
 from ..insight import cli as insight_cli
 from ..lab import cli as lab_cli
+from ..logs import console
 from ..models.artifact import WEIGHTS, CheckpointError
 from ..training import distributed
-from ..training.learner import TrainingPaused
+from ..training.callbacks import TrainingPaused
 from ..training.rundir import RunLockedError
 
 _STAGE_CMDS = {
@@ -161,7 +162,7 @@ _show_warning = warnings.showwarning
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(_options_first(sys.argv[1:] if argv is None else argv))
-    with warnings.catch_warnings():  # restores warnings.showwarning afterwards
+    with warnings.catch_warnings(), console():  # both put back as they were afterwards
         warnings.showwarning = _one_line_warning
         return _run(args, argv)
 

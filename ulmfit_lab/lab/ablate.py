@@ -7,6 +7,7 @@ recipe as configured; the table lists validation and test error per variant.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -14,7 +15,9 @@ import numpy as np
 import pandas as pd
 
 from ..config import Config
-from .common import existing_files, finished_result, log, one_direction, run_variant, shared_lm, write_table
+from .common import existing_files, finished_result, one_direction, run_variant, shared_lm, write_table
+
+log = logging.getLogger(__name__)
 
 # name -> (what changes, overrides), each against the full recipe (the config as given)
 VARIANTS: dict[str, tuple[str, list[str]]] = {
@@ -91,7 +94,7 @@ def ablate(cfg: Config, grid: str = "paper", variants: list[str] | None = None, 
         for name in names:
             change, overrides = VARIANTS[name]
             run_dir = out / name / f"seed{seed}"
-            log(f"ablate: {name} (seed {seed}): {change}")
+            log.info(f"ablate: {name} (seed {seed}): {change}")
             # upstream stages a variant shares with the first one (data; often the fine-tuned LM) are copied
             # over, and reused only when their stage key matches
             res = run_variant(cfg, [*overrides, f"run.seed={seed}"], run_dir, reuse_from=first)

@@ -15,6 +15,7 @@ over its perplexity on its own held-out text, and the share of target tokens mis
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -38,7 +39,9 @@ from ..stages.data import DataResult
 from ..stages.lm import LMResult
 from ..text.vocab import SPECIAL_TOKENS, UNK, tokenize
 from ..training.loaders import lm_loaders
-from .common import existing_files, finished_result, log, one_direction
+from .common import existing_files, finished_result, one_direction
+
+log = logging.getLogger(__name__)
 
 # --- the thresholds of the 2x2, and why ---------------------------------------------------------------
 # Little data: fewer than 500 labelled examples per class. ULMFiT's learning curves (paper fig. 3) show its
@@ -277,7 +280,7 @@ def advise(cfg: Config, out_dir: str | Path | None = None) -> Advice:
     write_text(out / "advice.md", render(adv))
     files = {"json": str(out / "advice.json"), "md": str(out / "advice.md"),
              "png": str(plot_advice([adv], out / "advice.png")), "overrides": str(out / "advice_overrides.txt")}
-    log(f"advise: {adv.summary}")
+    log.info(f"advise: {adv.summary}")
     return Advice(**{**{k: getattr(adv, k) for k in adv.__dataclass_fields__}, "files": files})
 
 

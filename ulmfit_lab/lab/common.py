@@ -9,6 +9,7 @@ metrics, plots and stage keys.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,15 +24,14 @@ from ..fileio import atomic_folder, write_text
 from ..pipeline import run_pipeline
 from ..training.rundir import MARKER
 
-
-def log(msg: str) -> None:
-    print(f"[ulmfit-lab] {msg}", flush=True)
+log = logging.getLogger(__name__)
 
 
 def one_direction(cfg: Config) -> Config:
     """The lab compares recipes, not ensembles: it runs the first of `model.directions` only."""
     if len(cfg.model.directions) > 1:
-        log(f"lab: model.directions={cfg.model.directions}; the lab runs the {cfg.model.directions[0]} models only")
+        log.info(f"lab: model.directions={cfg.model.directions}; the lab runs the {cfg.model.directions[0]} "
+                 "models only")
     return cfg.for_direction(cfg.model.directions[0])
 
 
@@ -43,7 +43,7 @@ def shared_lm(cfg: Config) -> Config:
     """
     if cfg.lm_pretrain.source != "scratch":
         return cfg
-    log(f"lab: pretraining the general-domain LM once in {cfg.run.dir} (skipped when already done)")
+    log.info(f"lab: pretraining the general-domain LM once in {cfg.run.dir} (skipped when already done)")
     res = run_pipeline(cfg, until="lm")
     return cfg.replace("lm_pretrain.source=pretrained", f"lm_pretrain.weights={res.lm.weights}")
 

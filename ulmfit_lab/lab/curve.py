@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import time
 from collections.abc import Sequence
@@ -24,7 +25,9 @@ from ..data.sources import LABEL, TEXT, DataError, LabelledData, _carve, _sample
 from ..fileio import write_json
 from ..pipeline import run_pipeline
 from ..stages.common import default_cache_dir
-from .common import existing_files, finished_result, log, one_direction, run_variant, shared_lm, write_table
+from .common import existing_files, finished_result, one_direction, run_variant, shared_lm, write_table
+
+log = logging.getLogger(__name__)
 
 METHODS: tuple[str, ...] = ("ulmfit", "scratch", "tfidf")
 DEFINITIONS = {
@@ -173,7 +176,7 @@ def learning_curve(cfg: Config, sizes: list[int], seeds: list[int] = (0, 1, 2), 
                 # neural methods: their training time, also when found done; TF-IDF: its fit
                 secs = res.seconds if method != "tfidf" else round(time.time() - t0, 1)
                 points.append(CurvePoint(method, n, seed, len(tr), len(va), acc, f1, secs, run_dir))
-                log(f"curve: {method} N={n} seed {seed}: test accuracy {acc:.4f}")
+                log.info(f"curve: {method} N={n} seed {seed}: test accuracy {acc:.4f}")
     majority = float(base.test[LABEL].astype(str).value_counts(normalize=True).iloc[0])
     res = CurveResult(points, summarize(points), definitions, majority=majority, n_test=len(base.test))
     return dataclasses.replace(res, files=_write(res, out, len(base.test)))
@@ -182,7 +185,7 @@ def learning_curve(cfg: Config, sizes: list[int], seeds: list[int] = (0, 1, 2), 
 def _finetune_once(cfg: Config, pool: pd.DataFrame, unlabelled: list[str], run_dir: Path) -> Config:
     """Fine-tune the LM once on the pool's texts + the unlabelled ones; the config that starts from it."""
     tr, va = _carve(pool.drop(columns="_row"), cfg.data.valid_pct, cfg.data.seed)
-    log(f"curve: fine-tuning the LM once on {len(tr)} pool texts + {len(unlabelled)} unlabelled ({run_dir})")
+    log.info(f"curve: fine-tuning the LM once on {len(tr)} pool texts + {len(unlabelled)} unlabelled ({run_dir})")
     res = run_pipeline(cfg.replace(f"run.dir={run_dir}"), until="lm_finetune", data=LabelledData(tr, va, None,
                                                                                                     list(unlabelled)))
     return cfg.replace("lm_pretrain.source=pretrained", f"lm_pretrain.weights={res.lm_finetune.model_dir}",

@@ -10,6 +10,7 @@ lower down means the top layers are specialised to their LM task and need fine-t
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -27,7 +28,9 @@ from ..pipeline import run_pipeline
 from ..serving.predict import load_fastai_classifier
 from ..stages.data import DataResult, ids_of
 from ..text.vocab import PAD
-from .common import existing_files, finished_result, log, one_direction, shared_lm, write_table
+from .common import existing_files, finished_result, one_direction, shared_lm, write_table
+
+log = logging.getLogger(__name__)
 
 Encoder = Literal["pretrained", "finetuned", "classifier"]
 ENCODERS: tuple[str, ...] = ("pretrained", "finetuned", "classifier")
@@ -185,8 +188,8 @@ def probe(cfg: Config, encoders: tuple[str, ...] = ("pretrained", "finetuned"), 
             name = "embedding" if layer == 0 else f"lstm {layer}"
             rows.append(LayerProbe(kind, layer, name, xs["train"].shape[1], c, acc["train"], acc["valid"],
                                    acc.get("test")))
-            log(f"probe {kind} layer {layer} ({name}): valid accuracy {acc['valid']:.4f}"
-                + (f", test {acc['test']:.4f}" if "test" in acc else "") + f" (C={c})")
+            log.info(f"probe {kind} layer {layer} ({name}): valid accuracy {acc['valid']:.4f}"
+                     + (f", test {acc['test']:.4f}" if "test" in acc else "") + f" (C={c})")
     result = ProbeResult(rows, majority, model_dirs)
     files = _write(result, out, random_init=cfg.lm_pretrain.source == "none")
     return ProbeResult(rows, majority, model_dirs, files)

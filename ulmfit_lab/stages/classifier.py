@@ -5,6 +5,7 @@ first, one more per epoch), discriminative LRs and STLR per phase, BPT3C for lon
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -20,6 +21,9 @@ from ..training.schedules import unfreeze_phases
 from .common import Context, StageResult, run_cached
 from .data import DataResult, ids_of
 from .lm_finetune import LMFinetuneResult
+
+log = logging.getLogger(__name__)
+log.addFilter(distributed.main_only)  # every rank runs the stages; rank 0 alone reports them
 
 VERSION = 1
 
@@ -47,8 +51,8 @@ def run(ctx: Context, data: DataResult, encoder: LMFinetuneResult) -> Classifier
         learn = make_learner(dls, model, classifier_layer_groups, cc, ctx.cfg.run, ctx.device, [accuracy],
                              stage.path)
         phases = unfreeze_phases(len(learn.opt.param_lists), cc.epochs, cc.gradual_unfreezing, cc.trainable_groups)
-        ctx.log(f"classifier: {n_params(model):,} parameters, {len(tr)} train texts, "
-                f"phases (groups trained, epochs): {[(p.n_trainable, p.epochs) for p in phases]}")
+        log.info(f"classifier: {n_params(model):,} parameters, {len(tr)} train texts, "
+                 f"phases (groups trained, epochs): {[(p.n_trainable, p.epochs) for p in phases]}")
         fit_phases(learn, phases, cc, stage, checkpoint_s=ctx.checkpoint_s,
                    deadline=ctx.deadline)
         loss, acc = (float(v) for v in learn.validate())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -20,6 +21,8 @@ from ..training import distributed
 from ..training.rundir import StageDir, stage_key
 
 R = TypeVar("R")
+log = logging.getLogger(__name__)
+log.addFilter(distributed.main_only)  # every rank runs the stages; rank 0 alone reports them
 
 
 def default_cache_dir() -> Path:
@@ -59,10 +62,6 @@ class Context:
         m = self.cfg.run.checkpoint_minutes
         return None if m is None else 60.0 * m
 
-    def log(self, msg: str) -> None:
-        if distributed.is_main():
-            print(f"[ulmfit-lab] {msg}", flush=True)
-
 
 @dataclass(frozen=True)
 class StageResult:
@@ -93,9 +92,9 @@ def run_cached(ctx: Context, stage: StageDir, cls: type[R], snapshot: dict[str, 
     name = stage.path.name  # the folder's name (classifier_bwd), which tells the directions apart in logs
     done = distributed.broadcast(stage.done())
     if done is not None:
-        ctx.log(f"{name}: up to date (key {stage.key}), skipped")
+        log.info(f"{name}: up to date (key {stage.key}), skipped")
         return cls.from_dict(done, skipped=True)
-    ctx.log(f"{name}: running -> {stage.path}")
+    log.info(f"{name}: running -> {stage.path}")
     if distributed.is_main():
         stage.start(snapshot)
     set_seed(ctx.cfg.run.seed)

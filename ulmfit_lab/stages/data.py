@@ -8,6 +8,7 @@ batch by batch and read back memory-mapped, so no stage holds a Python list per 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -16,7 +17,11 @@ import datasets
 from ..data.sources import LABEL, TEXT, LabelledData, load_data
 from ..text.corpus import DocIds
 from ..text.vocab import build_vocab, load_vocab, save_vocab, tokenize, write_ids
+from ..training import distributed
 from .common import Context, StageResult, run_cached
+
+log = logging.getLogger(__name__)
+log.addFilter(distributed.main_only)  # every rank runs the stages; rank 0 alone reports them
 
 VERSION = 2
 
@@ -73,8 +78,8 @@ def run(ctx: Context, data: LabelledData | None = None) -> DataResult:
             write_ids(t, vocab, stage.path / f"{name}.arrow", cols)
             n_tokens[name] = t.n_tokens
         summary = data.summary()
-        ctx.log(f"data: {summary['train']} train / {summary['valid']} valid / {summary['test']} test, "
-                f"{summary['unlabelled']} unlabelled; vocab {len(vocab)}; tokens {n_tokens}")
+        log.info(f"data: {summary['train']} train / {summary['valid']} valid / {summary['test']} test, "
+                 f"{summary['unlabelled']} unlabelled; vocab {len(vocab)}; tokens {n_tokens}")
         return {"vocab_path": str(stage.path / "vocab.json"), "classes": summary["classes"],
                 "metrics": {**summary, "vocab_size": len(vocab), "tokens": n_tokens}}
 

@@ -5,6 +5,7 @@ Writes accuracy, macro-F1, the confusion matrix (JSON + PNG), a per-class report
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,9 +16,13 @@ from ..fileio import atomic_path, write_json
 from ..plots import plot_confusion
 from ..serving.ensemble import mean_proba
 from ..serving.predict import Predictor, add_proba_columns
+from ..training import distributed
 from .classifier import ClassifierResult
 from .common import Context, StageResult, run_cached
 from .data import DataResult
+
+log = logging.getLogger(__name__)
+log.addFilter(distributed.main_only)  # every rank runs the stages; rank 0 alone reports them
 
 VERSION = 1
 
@@ -69,8 +74,8 @@ def run(ctx: Context, data: DataResult, clfs: dict[str, ClassifierResult]) -> Ev
         plot_confusion(np.array(metrics["confusion_matrix"]), labels, out / "confusion_matrix.png")
         what = "+".join(probas) + (" ensemble" if len(probas) > 1 else "")
         extra = "".join(f"; {d} {m['accuracy']:.4f}" for d, m in per_direction.items()) if len(probas) > 1 else ""
-        ctx.log(f"evaluate ({split}, n={metrics['n']}, {what}): accuracy {metrics['accuracy']:.4f}, "
-                f"macro-F1 {metrics['macro_f1']:.4f}{extra}")
+        log.info(f"evaluate ({split}, n={metrics['n']}, {what}): accuracy {metrics['accuracy']:.4f}, "
+                 f"macro-F1 {metrics['macro_f1']:.4f}{extra}")
         keep = ("n", "accuracy", "macro_f1", "confusion_matrix", "labels", "per_direction")
         return {"split": split, "metrics": {k: metrics[k] for k in keep if k in metrics}}
 

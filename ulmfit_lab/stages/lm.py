@@ -8,6 +8,7 @@ file is an error, never a warning.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -29,6 +30,9 @@ from ..training.learner import fit_phases, make_learner
 from ..training.loaders import lm_loaders
 from ..training.schedules import Phase
 from .common import Context, StageResult, run_cached
+
+log = logging.getLogger(__name__)
+log.addFilter(distributed.main_only)  # every rank runs the stages; rank 0 alone reports them
 
 VERSION = 1
 
@@ -120,8 +124,8 @@ def run(ctx: Context) -> LMResult:
         if lp.init:  # go on from an earlier LM (e.g. a shipped one), mapped onto this vocab
             adapt_pretrained(*read_lm_folder(Path(lp.init), m.backwards), vocab, model)
         n_tok = train_ids.n_tokens
-        ctx.log(f"lm: pretraining {n_params(model):,} parameters on {n_tok:,} tokens ({len(train_docs):,} docs), "
-                f"vocab {len(vocab):,}, {lp.epochs} epoch(s)")
+        log.info(f"lm: pretraining {n_params(model):,} parameters on {n_tok:,} tokens ({len(train_docs):,} docs), "
+                 f"vocab {len(vocab):,}, {lp.epochs} epoch(s)")
         counts = train_ids.token_counts(len(vocab)) if lp.softmax_samples else None  # the sampler's proposal
         learn = make_learner(dls, model, lm_layer_groups, lp, ctx.cfg.run, ctx.device, [accuracy, Perplexity()],
                              stage.path, lm=True, lm_counts=counts)
@@ -131,7 +135,7 @@ def run(ctx: Context) -> LMResult:
         if distributed.is_main():
             save_checkpoint(learn.model, out, vocab, lm_meta(m, {"direction": "bwd" if m.backwards else "fwd"}))
         ppl = {k: lm_perplexity(learn, ids, lp.bs, m) for k, ids in valid_sets.items()}
-        ctx.log("lm: perplexity " + ", ".join(f"{k}: {v:.1f}" for k, v in ppl.items()))
+        log.info("lm: perplexity " + ", ".join(f"{k}: {v:.1f}" for k, v in ppl.items()))
         valid_loss = float(learn.validate()[0])
         return {"kind": "package", "weights": str(out), "vocab": str(out / VOCAB),
                 "metrics": {"valid_loss": valid_loss, "valid_perplexity": float(np.exp(valid_loss)),

@@ -5,6 +5,7 @@ The pretrained embedding is mapped onto the target vocab (unknown words get the 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -31,6 +32,9 @@ from .common import Context, StageResult, run_cached
 from .data import DataResult
 from .lm import LMResult
 
+log = logging.getLogger(__name__)
+log.addFilter(distributed.main_only)  # every rank runs the stages; rank 0 alone reports them
+
 VERSION = 1
 
 
@@ -51,7 +55,7 @@ def init_lm(ctx: Context, lm: LMResult, vocab: list[str], drop_mult: float) -> n
         wgts, old_vocab = read_state_dict(Path(lm.weights)), read_vocab(Path(lm.vocab))
     adapt_pretrained(wgts, old_vocab, vocab, model)
     known = len(set(vocab) & set(old_vocab))
-    ctx.log(f"lm_finetune: pretrained LM loaded; {known}/{len(vocab)} target tokens found in its vocab")
+    log.info(f"lm_finetune: pretrained LM loaded; {known}/{len(vocab)} target tokens found in its vocab")
     return model
 
 
@@ -72,7 +76,7 @@ def run(ctx: Context, data: DataResult, lm: LMResult) -> LMFinetuneResult:
         metrics = {"valid_loss_before": before, "valid_perplexity_before": float(np.exp(before)),
                    "train_tokens": n_tok, "params": n_params(model)}
         if ft.enabled:
-            ctx.log(f"lm_finetune: {n_params(model):,} parameters, {n_tok:,} tokens, {ft.epochs} epoch(s)")
+            log.info(f"lm_finetune: {n_params(model):,} parameters, {n_tok:,} tokens, {ft.epochs} epoch(s)")
             fit_phases(learn, [Phase(len(lm_layer_groups(model)), ft.epochs)], ft, stage, checkpoint_s=ctx.checkpoint_s,
                    deadline=ctx.deadline)
             after = float(learn.validate()[0])

@@ -17,6 +17,7 @@ and gives each rank whole batches of half the steps, which breaks an LM's stream
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import subprocess
 import sys
@@ -34,9 +35,11 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ..fileio import write_json
+from ..logs import TO_STDERR
 from .rundir import RunLockedError, run_lock
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 # Rank 0 may work alone for hours (tokenizing a large corpus) while the others wait; their wait, and every
 # message between ranks, goes through a gloo group with this timeout. The gradients' group keeps torch's default.
@@ -67,6 +70,14 @@ def is_main() -> bool:
     return rank() == 0
 
 
+def main_only(record: logging.LogRecord) -> bool:
+    """A logging filter that passes records on rank 0 only: the other ranks would repeat its progress lines.
+
+    `logging.getLogger(__name__).addFilter(distributed.main_only)` in a module whose messages all are.
+    """
+    return is_main()
+
+
 def setup(device: torch.device) -> torch.device:
     """Join the process group if launched as one of N processes; return this rank's device.
 
@@ -85,8 +96,8 @@ def setup(device: torch.device) -> torch.device:
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     _control = dist.new_group(backend="gloo", timeout=WAIT)
     if is_main():
-        print(f"[ulmfit-lab] process group: {world()} process(es), backend {dist.get_backend()}", flush=True)
-    print(f"[ulmfit-lab] rank {rank()} of {world()} on {_rank_device(device)}", flush=True)
+        log.info("process group: %d process(es), backend %s", world(), dist.get_backend())
+    log.info("rank %d of %d on %s", rank(), world(), _rank_device(device))  # every rank: which GPU it took
     return _rank_device(device)
 
 
@@ -371,5 +382,5 @@ def launch(nproc: int, argv: list[str]) -> int:
     """Re-run `ulmfit-lab argv` as `nproc` processes on this machine under torch.distributed.run."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            "-m", "ulmfit_lab.cli", *argv]
-    print("[ulmfit-lab] launching: " + " ".join(cmd[1:]), file=sys.stderr, flush=True)
+    log.info("launching: %s", " ".join(cmd[1:]), extra=TO_STDERR)  # stdout is the ranks' own
     return subprocess.call(cmd)

@@ -2,7 +2,7 @@
 
 Both are subclassed to make an epoch replayable: the loader records the order it drew for the
 current epoch, and a resumed run replays that order from the first batch not yet trained, so a run
-killed mid-epoch continues exactly where it stopped (see `training.EpochLogger`).
+killed mid-epoch continues exactly where it stopped (see `training.callbacks.Checkpointer`).
 
 And to shard them over the processes of a distributed run: every rank draws the same global order and
 cuts the same global batches of `bs` (the LM's `bs` streams, the classifier's length-sorted documents),
