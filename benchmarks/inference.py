@@ -94,20 +94,40 @@ def timed(fn, *args):
     return out, time.perf_counter() - t, cpu_seconds() - c
 
 
-def ceiling(device: torch.device, bs: int = 64, sl: int = 300, reps: int = 3) -> dict:
-    """Tokens/s of a bare 3-layer nn.LSTM stack of the paper's size (no embedding, head or tokenization)."""
+def _int8(module: nn.Module) -> nn.Module:
+    """Dynamic int8 quantization as `serving.inference.prepare` does it. `quantize_dynamic` swaps the *children*
+    of the module it is given, never the module itself: `quantize_dynamic(nn.LSTM(...))` returns the fp32 LSTM
+    unchanged (the cause of an int8 "ceiling" at fp32 speed in earlier runs), so wrap it first."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch marks eager dynamic quantization deprecated
+        q = torch.ao.quantization.quantize_dynamic(nn.ModuleList([module]), {nn.LSTM, nn.Linear}, dtype=torch.qint8)[0]
+    if type(q) is type(module):
+        raise RuntimeError(f"int8 quantization left {type(module).__name__} in float: the ceiling would not be int8")
+    return q
+
+
+def _best(fn, reps: int) -> tuple[float, float]:
+    fn()  # warm-up
+    times = [timed(fn)[1:] for _ in range(reps)]
+    return min(t[0] for t in times), min(t[1] for t in times)
+
+
+def ceiling(device: torch.device, precisions: list[str], bs: int = 64, sl: int = 300, reps: int = 3) -> dict:
+    """Tokens/s of a bare 3-layer nn.LSTM stack of the paper's size (no embedding, head or tokenization), and
+    on CPU the int8 matmul roofline at the LSTM's recurrent shape (bs x n_hid -> 4 n_hid): the most any
+    int8 LSTM can reach on this CPU, whatever the batching."""
     sizes = [(PAPER.emb_sz, PAPER.n_hid), (PAPER.n_hid, PAPER.n_hid), (PAPER.n_hid, PAPER.emb_sz)]
     lstms = [nn.LSTM(i, h, batch_first=True).to(device).eval() for i, h in sizes]
     x = torch.randn(bs, sl, PAPER.emb_sz, device=device)
-    out = {"batch": [bs, sl]}
-    kinds = {"fp32": (lstms, None), "bf16": (lstms, torch.bfloat16)}
+    out: dict = {"batch": [bs, sl]}
+    kinds = {"fp32": (lstms, None)}
+    if "bf16" in precisions:
+        kinds["bf16"] = (lstms, torch.bfloat16)
     if device.type == "cuda":
         kinds["fp16"] = (lstms, torch.float16)
-    else:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            kinds["int8"] = ([torch.ao.quantization.quantize_dynamic(m, {nn.LSTM}, dtype=torch.qint8) for m in lstms],
-                             None)
+    elif "int8" in precisions:
+        kinds["int8"] = ([_int8(m) for m in lstms], None)
+    gflop = 2 * 4 * sum(h * (i + h) for i, h in sizes) / 1e9  # per token: 4 gates x (input + hidden) matmuls
     for name, (stack, dtype) in kinds.items():
         def run(stack=stack, dtype=dtype):
             amp = torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
@@ -117,14 +137,55 @@ def ceiling(device: torch.device, bs: int = 64, sl: int = 300, reps: int = 3) ->
                     h, _ = m(h)
             if device.type == "cuda":
                 torch.cuda.synchronize()
-        run()
-        times = [timed(run)[1:] for _ in range(reps)]
-        best, cpu = min(t[0] for t in times), min(t[1] for t in times)
+        best, cpu = _best(run, reps)
         out[name] = {"tokens_per_s": round(bs * sl / best, 1), "seconds": round(best, 3),
-                     "tokens_per_cpu_s": round(bs * sl / cpu, 1)}
-    gflop = 2 * 4 * sum(h * (i + h) for i, h in sizes) / 1e9  # per token: 4 gates x (input + hidden) matmuls
+                     "tokens_per_cpu_s": round(bs * sl / cpu, 1), "gop_per_s": round(bs * sl * gflop / best, 1)}
     out["gflop_per_token"] = round(gflop, 4)
-    out["fp32_gflop_per_s"] = round(out["fp32"]["tokens_per_s"] * gflop, 1)
+    out["fp32_gflop_per_s"] = out["fp32"]["gop_per_s"]
+    if "int8" in kinds:
+        out["int8"]["engine"] = torch.backends.quantized.engine
+        out["int8_engines"] = int8_engines(lstms, x, reps)
+        out["matmul"] = matmul_roofline(bs, PAPER.n_hid, 4 * PAPER.n_hid, gflop, reps)
+    return out
+
+
+def int8_engines(lstms: list[nn.LSTM], x: torch.Tensor, reps: int) -> dict:
+    """The int8 stack's tokens/s under the default quantized engine (x86: fbgemm) and oneDNN's (qnnpack, for
+    ARM, is left out: about 4x slower than fbgemm on an AVX2 EPYC)."""
+    out, default = {}, torch.backends.quantized.engine
+    engines = [e for e in dict.fromkeys([default, "onednn"]) if e in torch.backends.quantized.supported_engines]
+    try:
+        for engine in engines:
+            torch.backends.quantized.engine = engine
+            stack = [_int8(m) for m in lstms]
+
+            def run(stack=stack):
+                with torch.inference_mode():
+                    h = x
+                    for m in stack:
+                        h, _ = m(h)
+            out[engine] = round(x.shape[0] * x.shape[1] / _best(run, reps)[0], 1)
+    finally:
+        torch.backends.quantized.engine = default
+    return out
+
+
+def matmul_roofline(m: int, k: int, n: int, gflop_per_token: float, reps: int) -> dict:
+    """GOP/s of one (m, k) x (k, n) product in dynamic int8 (`quantized::linear_dynamic`, the kernel inside the
+    int8 LSTM; fp32 `nn.Linear` beside it), and the tokens/s that rate allows the paper's LSTM stack: no
+    batching or engine setting can take the int8 LSTM past it on this CPU."""
+    lin = nn.Linear(k, n).eval()
+    q = _int8(lin)
+    a = torch.randn(m, k)
+    out = {"shape": [m, k, n]}
+    for name, f in (("fp32", lin), ("int8", q)):
+        def run(f=f):
+            with torch.inference_mode():
+                for _ in range(20):
+                    f(a)
+        out[f"{name}_gop_per_s"] = round(20 * 2 * m * k * n / _best(run, reps)[0] / 1e9, 1)
+    # the int8 LSTM does gflop_per_token of such products per token: its tokens/s cannot pass this bound
+    out["int8_bound_tokens_per_s"] = round(out["int8_gop_per_s"] / gflop_per_token, 1)
     return out
 
 
@@ -176,6 +237,12 @@ def run_set(kind: str, texts: list[str], folder: Path, learn, args, device: torc
         gp_cpu = paths["fastai_get_preds"]
         r["speedup_vs_get_preds_cpu_time"] = round((gp_cpu["cpu_seconds"] / gp_cpu["n"]) / (r["cpu_seconds"] / r["n"]),
                                                    2)
+    # the most each precision could gain over get_preds here: its bare LSTM stack against get_preds
+    res["ceiling_over_get_preds"] = {k: round(v["tokens_per_s"] / paths["fastai_get_preds"]["tokens_per_s"], 2)
+                                     for k, v in ceil.items() if isinstance(v, dict) and "tokens_per_s" in v}
+    if "matmul" in ceil:
+        res["ceiling_over_get_preds"]["int8_matmul_bound"] = round(
+            ceil["matmul"]["int8_bound_tokens_per_s"] / paths["fastai_get_preds"]["tokens_per_s"], 2)
     dep = batch_dependent(tok_lens, learn.dls.valid.bs, PAPER.bptt, MAX_LEN)
     exact = preds["fp32"]
     res["agreement"] = {
@@ -251,13 +318,15 @@ def main() -> None:
         vocab = build_vocab([tokenize(docs, desc="Vocab")])
     out_path = Path(args.out)
     result = json.loads(out_path.read_text()) if args.part != "all" and out_path.is_file() else {}
-    result.update({"benchmark": "inference", "machine": machine(), "device": str(device)})
+    result.update({"benchmark": "inference", "device": str(device),
+                   "machine": {**machine(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                               "quantized_engine": torch.backends.quantized.engine}})
     result.setdefault("commands", {})[args.part] = " ".join(sys.argv)
     if args.part in ("all", "speed"):
         result["model"] = {"config": PAPER.__dict__, "max_len": MAX_LEN, "head": HEAD, "vocab_size": len(vocab),
                            "weights": "random (fastai init)"}
         print(f"ceiling ({device}) ...", file=sys.stderr)
-        result["ceiling"] = ceil = ceiling(device)
+        result["ceiling"] = ceil = ceiling(device, args.precisions)
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp) / "paper"
             paper_model(folder, vocab, ["neg", "pos"], args.seed)
@@ -283,7 +352,9 @@ def summary(r: dict) -> None:
     if "ceiling" in r:
         c = r["ceiling"]
         print("ceiling: " + ", ".join(f"{k} {v['tokens_per_s']:,.0f} tok/s" for k, v in c.items()
-                                      if isinstance(v, dict)))
+                                      if isinstance(v, dict) and "tokens_per_s" in v))
+        if "matmul" in c:
+            print("int8 engines (tok/s):", c["int8_engines"], " matmul roofline:", c["matmul"])
     for kind in ("imdb_reviews", "short_sentences"):
         if kind not in r:
             continue

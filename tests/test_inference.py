@@ -94,6 +94,27 @@ def test_fast_classifier_equals_fastai_model(backwards):
     np.testing.assert_allclose(out, ref, atol=1e-5)
 
 
+def test_segments_stop_at_document_ends_and_do_not_change_features():
+    """However the LSTM pass is cut into segments, the pooled features are those of one pass; and no document
+    runs `min_seg` or more steps past its end (padding costs no compute)."""
+    torch.manual_seed(0)
+    model = randomize_(build_classifier(60, 3, ModelConfig(emb_sz=16, n_hid=24, n_layers=2, bptt=8), 0.5, [8], 24))
+    fast = FastClassifier.from_fastai(model.eval())
+    lens = torch.tensor([100, 49, 48, 33, 25, 24, 17, 9, 8, 2, 1])
+    ids = torch.randint(4, 60, (len(lens), int(lens.max())), generator=torch.Generator().manual_seed(1))
+    slots = []
+    hook = fast.lstms[0].register_forward_pre_hook(lambda m, args: slots.append(args[0].shape[0] * args[0].shape[1]))
+    with torch.no_grad():
+        one_pass = fast.features(ids, lens, seg_len=10**6, min_seg=10**6)
+        for seg_len, min_seg in [(256, 32), (256, 1), (8, 3), (5, 5), (1, 1)]:
+            slots.clear()
+            torch.testing.assert_close(fast.features(ids, lens, seg_len, min_seg), one_pass, atol=1e-5, rtol=0)
+            assert sum(slots) < int(lens.sum()) + len(lens) * min_seg, (seg_len, min_seg)
+            if min_seg == 1:
+                assert sum(slots) == int(lens.sum())  # exactly the real tokens
+    hook.remove()
+
+
 def test_plan_batches_respects_the_token_budget():
     lens = np.array([5, 300, 17, 17, 1000, 2, 64, 900])
     batches = plan_batches(lens, max_tokens=600, max_bs=3, seg_len=256)

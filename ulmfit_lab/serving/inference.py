@@ -64,12 +64,15 @@ class FastClassifier(nn.Module):
         out = cls(emb, lstms, nn.Sequential(*layers), enc.bptt, enc.max_len if enc.max_len is not None else 2**31)
         return out.eval()
 
-    def features(self, ids: Tensor, lengths: Tensor, seg_len: int = 256) -> Tensor:
+    def features(self, ids: Tensor, lengths: Tensor, seg_len: int = 256, min_seg: int = 32) -> Tensor:
         """BPT3C concat pooling [last, max, mean] of the last LSTM layer: (bs, sl) ids -> (bs, 3 * emb_sz).
 
-        Document i is `ids[i, :lengths[i]]` (right padding). The LSTMs run `seg_len` steps at a time with the
-        state carried over (the same result as one pass; memory stays bs x seg_len whatever the length), and
-        each segment only on the documents not yet finished, longest first, so padding costs no compute.
+        Document i is `ids[i, :lengths[i]]` (right padding). The LSTMs run a segment of at most `seg_len` steps
+        at a time with the state carried over (the same result as one pass; memory stays bs x seg_len whatever
+        the length), each segment only on the documents not yet finished, longest first. A segment ends where
+        the shortest running document ends (but runs at least `min_seg` steps), so no document runs `min_seg`
+        steps past its end: with fixed 256-step segments a 300-token review ran 512 steps, padding that cost
+        int8 (whose kernel is otherwise at its ceiling) 40% of its speed on IMDb reviews.
         Pooling reads the window fastai keeps: positions >= ceil((L - max_len) / bptt) * bptt.
         """
         lengths = lengths.to(ids.device)
@@ -86,9 +89,12 @@ class FastClassifier(nn.Module):
         last = torch.zeros(bs, d, device=ids.device)
         max_pool = torch.full((bs, d), float("-inf"), device=ids.device)
         sum_pool = torch.zeros(bs, d, device=ids.device)
-        for s in range(0, sl, seg_len):
+        s = 0
+        while s < sl:
             n = int((lengths > s).sum())  # documents still running: a prefix, as they are sorted
-            x = self.embedding(ids[:n, s:s + seg_len])
+            # up to the end of the shortest running document, but at least min_seg steps
+            e = min(sl, s + seg_len, max(s + min_seg, int(lengths[n - 1])))
+            x = self.embedding(ids[:n, s:e])
             for i, rnn in enumerate(self.lstms):
                 h, c = states[i]
                 x, (h, c) = rnn(x, (h[:, :n].contiguous(), c[:, :n].contiguous()))
@@ -102,6 +108,7 @@ class FastClassifier(nn.Module):
             here = (end >= 0) & (end < out.shape[1])
             at_end = out[torch.arange(n, device=ids.device), end.clamp(0, out.shape[1] - 1)]
             last[:n] = torch.where(here[:, None], at_end, last[:n])
+            s = e
         pooled = torch.cat([last, max_pool, sum_pool / (lengths - start).to(sum_pool.dtype)[:, None]], dim=1)
         return pooled[torch.argsort(order)]
 
