@@ -232,7 +232,9 @@ def apply_overrides(raw: dict[str, Any], overrides: typing.Iterable[str]) -> dic
                 raise ConfigError(f"override {item!r}: {part!r} is a value, not a section")
             node = child
         try:
-            node[parts[-1]] = yaml.safe_load(text) if text.strip() else None
+            # `|` and `>` alone start a YAML block scalar (an empty string): one line means the character itself
+            value = text.strip()
+            node[parts[-1]] = value if value in ("|", ">") else yaml.safe_load(text) if value else None
         except yaml.YAMLError as e:
             first = str(e).splitlines()[0]
             raise ConfigError(f"override {item!r}: the value is not valid YAML ({first}); quote it or fix "

@@ -61,7 +61,9 @@ def run(ctx: Context, data: DataResult, encoder: LMFinetuneResult) -> Classifier
         ctx.log(f"classifier: {n_params(model):,} parameters, {len(tr)} train texts, "
                 f"phases (groups trained, epochs): {[(p.n_trainable, p.epochs) for p in phases]}")
         fit_phases(learn, phases, cc, stage, checkpoint_s=ctx.checkpoint_s,
-                   deadline=ctx.deadline, phase_cbs=_max_len_cbs(cc, phases))
+                   deadline=ctx.deadline, phase_cbs=_max_len_cbs(cc, phases),
+                   extra_metrics=None if cc.max_len_schedule is None else  # each epoch's max_len, in metrics.jsonl
+                   lambda: {"max_len": distributed.unwrap(learn.model)[0].max_len})
         loss, acc = (float(v) for v in learn.validate())
         out = stage.path / "model"
         meta = {"kind": "classifier", "model": asdict(m), "labels": classes, "lang": ctx.cfg.data.lang,
