@@ -4,6 +4,11 @@ Fit on texts + labels, predict on raw strings, save and load. Each fitted classi
 trains in a run directory (by default one per config + data under the user cache, so refitting the same
 config on the same data reuses its finished stages) and keeps its own content-addressed copy of the trained
 model there, which a later fit in the same directory cannot overwrite; `predict` and `save` both use that copy.
+
+Several labels per text (`data/labels.py`): labels given as lists train a multi-label classifier (`predict` gives
+a list of labels per text); several label columns (`data.label_column=[a, b]`, or `labels` as a DataFrame with a
+column per task) a multi-task one (`predict` gives a DataFrame with a column per task, `predict_proba` a list
+of arrays, one per task, as scikit-learn's `MultiOutputClassifier`).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import NotFittedError
 
 from .config import Config, ConfigError, from_dict, load_config
+from .data.labels import MULTI_LABEL, MULTI_TASK, label_columns
 from .data.sources import LABEL, TEXT, DataError, LabelledData, load_data
 from .device import Precision
 from .logs import console
@@ -32,6 +38,7 @@ from .models.artifact import (
     META,
     WEIGHTS,
     CheckpointError,
+    label_spec,
     member_dirs,
     read_artifact,
     resolve_model_dir,
@@ -40,7 +47,7 @@ from .models.hub import sha256_file
 from .pipeline import PipelineResult, run_pipeline
 from .serving.ensemble import EnsemblePredictor, load_model
 from .serving.export import export_model
-from .serving.predict import Predictor
+from .serving.predict import Predictor, decode_rows
 from .stages.common import default_cache_dir
 from .training.rundir import stage_key
 
@@ -79,7 +86,8 @@ class SentimentClassifier(ClassifierMixin, BaseEstimator):
             own `logging` configuration sets up.
 
     Attributes (after `fit` or `load`):
-        classes_: the labels, in the order of `predict_proba`'s columns.
+        classes_: the labels, in the order of `predict_proba`'s columns (multi-task: one array per task).
+        tasks_: the task names of a multi-task classifier (else None).
         config: the config of the model this classifier holds (before fitting: the one `fit` will use).
         run_dir_: the run directory `fit` used (None after `load`).
         model_dir_: the folder of the model `predict` uses and `save` copies.
@@ -200,7 +208,9 @@ class SentimentClassifier(ClassifierMixin, BaseEstimator):
             texts: a DataFrame with the text and label columns named in `config.data` (default `text` and
                 `label`); or texts (a list, tuple, pandas Series, numpy array of strings, or a DataFrame's
                 text column) with `labels`.
-            labels: one label per text, when `texts` holds no label column.
+            labels: one label per text, when `texts` holds no label column; a list of labels per text trains a
+                multi-label classifier; a DataFrame with a column per task (or a 2-D array, its columns named
+                by `data.label_column`) a multi-task one.
             valid: optional validation DataFrame; otherwise `data.valid_pct` of the training rows.
             test: optional test DataFrame, evaluated after training (`result.evaluate.metrics`).
             unlabelled: extra texts used only for LM fine-tuning.
@@ -214,6 +224,9 @@ class SentimentClassifier(ClassifierMixin, BaseEstimator):
             ConfigError: the config or a keyword hyper-parameter is invalid.
         """
         cfg = self._build_config()
+        if isinstance(labels, pd.DataFrame) and len(labels.columns) > 1 and isinstance(cfg.data.label_column, str):
+            # a column per task: the DataFrame names the tasks (multi-task)
+            cfg = _with(cfg, {"data.label_column": [str(c) for c in labels.columns]}, "fit(labels=DataFrame)")
         train = _frame(texts, labels, cfg)
         extra = [] if unlabelled is None else _as_texts(unlabelled, cfg.data.text_column, "fit(unlabelled=...)")[0]
         data = load_data(cfg.data, Path(tempfile.gettempdir()), train=train, valid=valid, test=test, unlabelled=extra)
@@ -228,7 +241,10 @@ class SentimentClassifier(ClassifierMixin, BaseEstimator):
 
     def _hold(self, predictor: Predictor | EnsemblePredictor, model_dir: Path, cfg: Config) -> None:
         self.predictor, self.model_dir_, self.config_ = predictor, model_dir, cfg
-        self.classes_ = np.asarray(predictor.labels)
+        spec = predictor.spec
+        self.tasks_ = spec.task_names if spec.mode == MULTI_TASK else None
+        self.classes_ = ([np.asarray(c) for _, c in spec.tasks] if spec.mode == MULTI_TASK
+                         else np.asarray(predictor.labels))
         self._weights = weights_digest(model_dir)  # save checks the files still hold these weights
 
     # ------------------------------------------------------------ prediction
@@ -241,11 +257,14 @@ class SentimentClassifier(ClassifierMixin, BaseEstimator):
 
     @property
     def classes(self) -> list:
-        """The labels as a list, in the order of `predict_proba`'s columns (same as `classes_`)."""
+        """The labels as a list, in the order of `predict_proba`'s columns (same as `classes_`; multi-task:
+        `task:class` per output)."""
         return list(self._need_model().labels)
 
-    def predict_proba(self, texts: Texts, bs: int | None = None, *, text_column: str | None = None) -> np.ndarray:
-        """Class probabilities (columns in `classes_` order).
+    def predict_proba(self, texts: Texts, bs: int | None = None, *, text_column: str | None = None
+                      ) -> np.ndarray | list[np.ndarray]:
+        """Class probabilities (columns in `classes_` order). Multi-label: each label's probability (they need
+        not sum to 1); multi-task: a list with one such array per task (`tasks_` order).
 
         Args:
             texts: one string (-> one row, shape `(n_classes,)`), or a list, tuple, pandas Series, numpy array
@@ -259,33 +278,49 @@ class SentimentClassifier(ClassifierMixin, BaseEstimator):
         model = self._need_model()
         items, one = _as_texts(texts, text_column or self.config.data.text_column, "predict_proba")
         proba = model.predict_proba(items, bs)
+        if model.spec.mode == MULTI_TASK:
+            return [proba[0, a:b] if one else proba[:, a:b] for a, b in model.spec.bounds()]
         return proba[0] if one else proba
 
     def predict(self, texts: Texts, bs: int | None = None, *, text_column: str | None = None) -> Any:
         """The predicted label: one label for one string, else a list of labels in input order.
 
-        Takes the same inputs as `predict_proba`.
+        Multi-label: a list of labels per text (those at or above their tuned thresholds); multi-task: a
+        DataFrame with a column per task (one string: a dict, task -> label). Takes the same inputs as
+        `predict_proba`.
         """
         model = self._need_model()
         items, one = _as_texts(texts, text_column or self.config.data.text_column, "predict")
         labels = model.predict(items, bs)
+        if isinstance(labels, pd.DataFrame):
+            return labels.iloc[0].to_dict() if one else labels
         return labels[0] if one else labels
 
     def score(self, texts: Texts, labels: Sequence | pd.Series | np.ndarray, sample_weight: Any = None, *,
               text_column: str | None = None) -> float:
-        """Accuracy of `predict(texts)` against `labels` (what scikit-learn's model selection maximizes)."""
+        """Accuracy of `predict(texts)` against `labels` (what scikit-learn's model selection maximizes).
+
+        Multi-label and multi-task: the share of texts with every label (every task) right, as scikit-learn
+        scores multi-label and multi-output classifiers.
+        """
         from sklearn.metrics import accuracy_score
 
         model = self._need_model()
         items, _ = _as_texts(texts, text_column or self.config.data.text_column, "score")
-        return float(accuracy_score(_as_labels(labels), model.predict(items), sample_weight=sample_weight))
+        pred = model.predict(items)
+        if model.spec.mode == MULTI_LABEL:
+            right = [set(p) == set(_label_set(y)) for p, y in zip(pred, _as_labels(labels))]
+            return float(np.average(right, weights=sample_weight))
+        if model.spec.mode == MULTI_TASK:
+            truth = _task_frame(labels, list(pred.columns))
+            return float(np.average((truth.to_numpy() == pred.to_numpy()).all(axis=1), weights=sample_weight))
+        return float(accuracy_score(_as_labels(labels), pred, sample_weight=sample_weight))
 
     def predict_iter(self, texts: Iterable[str], chunk_size: int = 8192) -> Iterator[tuple[Any, np.ndarray]]:
         """Stream `(label, probabilities)` per text, in input order, for inputs of any length (any iterable)."""
         p = self._need_model()
         for proba in p.iter_proba(texts, chunk_size=chunk_size):
-            for row in proba:
-                yield p.labels[int(row.argmax())], row
+            yield from zip(decode_rows(p, proba), proba)  # multi-label: a list of labels; multi-task: a dict
 
     # ------------------------------------------------------------ files
 
@@ -380,6 +415,11 @@ def saved_config(folder: Path) -> Config:
         raw["model"].update(directions=directions, backwards=directions == ["bwd"])
     raw.setdefault("classifier", {}).update({k: meta[k] for k in ("head", "max_len", "drop_mult") if k in meta})
     raw.setdefault("data", {})["lang"] = (meta.get("tokenizer") or {}).get("lang", meta.get("lang", "en"))
+    spec = label_spec(meta, str(folder))
+    if spec.mode == MULTI_TASK:  # the tasks are the weights' own; a config without them could not describe them
+        raw["data"]["label_column"] = spec.task_names
+    elif spec.mode == MULTI_LABEL and spec.sep is not None:
+        raw["data"].update(label_sep=spec.sep)
     try:
         return from_dict(raw, source=str(folder))
     except ConfigError as e:
@@ -443,18 +483,50 @@ def _as_labels(y: Any) -> list:
 
 
 def _frame(texts: Any, labels: Any, cfg: Config) -> pd.DataFrame:
-    tc, lc = cfg.data.text_column or TEXT, cfg.data.label_column or LABEL
+    tc, lcs = cfg.data.text_column or TEXT, [c or LABEL for c in label_columns(cfg.data)]
     if isinstance(texts, pd.DataFrame):
         if labels is None:
             return texts
-        if lc in texts.columns:
-            raise DataError(f"fit: the DataFrame has a label column {lc!r} and labels were passed too; pass "
-                            "either a DataFrame with its labels, or texts and labels")
+        if any(lc in texts.columns for lc in lcs):
+            raise DataError(f"fit: the DataFrame has a label column {[c for c in lcs if c in texts.columns][0]!r} "
+                            "and labels were passed too; pass either a DataFrame with its labels, or texts and labels")
     if isinstance(texts, str):
         raise TypeError("fit: expected many texts (a list, Series, array or DataFrame), found one string")
     if labels is None:
         raise DataError("fit(texts, labels): labels are missing; pass a list of labels, one per text")
-    xs, ys = _as_texts(texts, tc, "fit")[0], _as_labels(labels)
+    xs = _as_texts(texts, tc, "fit")[0]
+    if isinstance(labels, pd.DataFrame) and len(labels.columns) == 1 and len(lcs) == 1:
+        labels = labels.iloc[:, 0]
+    if len(lcs) > 1:
+        ys = _task_frame(labels, lcs)  # multi-task: a column per task
+        if len(xs) != len(ys):
+            raise DataError(f"fit: {len(xs)} texts but {len(ys)} label rows; they must pair up one to one")
+        return pd.DataFrame({tc: xs, **{c: ys[c].tolist() for c in ys.columns}})
+    ys = _as_labels(labels)
     if len(xs) != len(ys):
         raise DataError(f"fit: {len(xs)} texts but {len(ys)} labels; they must pair up one to one")
-    return pd.DataFrame({tc: xs, lc: ys})
+    return pd.DataFrame({tc: xs, lcs[0]: ys})
+
+
+def _label_set(y: Any) -> list:
+    """One text's labels (multi-label), from a list, tuple, set or array of them."""
+    if isinstance(y, (list, tuple, set, frozenset, np.ndarray)):
+        return list(y)
+    raise TypeError(f"labels: a multi-label classifier expects a list of labels per text, found {_describe(y)}")
+
+
+def _task_frame(labels: Any, tasks: list[str]) -> pd.DataFrame:
+    """Multi-task labels as a DataFrame with a column per task: a DataFrame with those columns, or a 2-D
+    array (or list of rows) in the order of `tasks`."""
+    if isinstance(labels, pd.DataFrame):
+        missing = [t for t in tasks if t not in labels.columns]
+        if missing:
+            raise DataError(f"labels: no column(s) {missing} for the task(s) in data.label_column {tasks}; columns "
+                            f"found: {[str(c) for c in labels.columns]}. Name the columns after the tasks")
+        return labels[tasks].reset_index(drop=True)
+    arr = np.asarray(labels, dtype=object)
+    if arr.ndim != 2 or arr.shape[1] != len(tasks):
+        raise DataError(f"labels: expected a DataFrame with a column per task, or rows of one label per task in "
+                        f"the order of data.label_column {tasks}; found {_describe(labels)}. Set "
+                        "data.label_column=[task1, task2] to name the tasks")
+    return pd.DataFrame(arr, columns=tasks)

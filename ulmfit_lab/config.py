@@ -55,7 +55,10 @@ class DataConfig:
     unlabelled: list[str] = field(default_factory=list)
     unlabelled_folders: list[str] = field(default_factory=lambda: ["unsup"])
     text_column: str = "text"
-    label_column: str = "label"
+    # several columns: one classifier head per task on a shared encoder (multi-task), e.g. [sentiment, topic]
+    label_column: str | list[str] = "label"
+    # multi-label: the separator of a text's labels in a label cell, e.g. "|" (a column of lists needs none)
+    label_sep: str | None = None
     valid_pct: float = 0.1
     test_pct: float = 0.0
     max_train: int | None = None
@@ -155,6 +158,10 @@ class ClassifierConfig(TrainConfig):
     max_len: int = 1400
     # train at most the top N layer groups (1: the head alone on a frozen encoder); None: all of them
     trainable_groups: int | None = field(default=None, metadata=IN_KEY_UNLESS_DEFAULT)
+    # multi-task: each task's loss weight (a task not named: 1.0); the loss is the weighted sum
+    task_weights: dict[str, float] | None = field(default=None, metadata=IN_KEY_UNLESS_DEFAULT)
+    # progressive sequence length: max_len per block of epochs, e.g. [100, 300, 700] (then predict with max_len)
+    max_len_schedule: list[int] | None = field(default=None, metadata=IN_KEY_UNLESS_DEFAULT)
 
 
 @dataclass(frozen=True)
@@ -225,7 +232,9 @@ def apply_overrides(raw: dict[str, Any], overrides: typing.Iterable[str]) -> dic
                 raise ConfigError(f"override {item!r}: {part!r} is a value, not a section")
             node = child
         try:
-            node[parts[-1]] = yaml.safe_load(text) if text.strip() else None
+            # `|` and `>` alone start a YAML block scalar (an empty string): one line means the character itself
+            value = text.strip()
+            node[parts[-1]] = value if value in ("|", ">") else yaml.safe_load(text) if value else None
         except yaml.YAMLError as e:
             first = str(e).splitlines()[0]
             raise ConfigError(f"override {item!r}: the value is not valid YAML ({first}); quote it or fix "
@@ -352,6 +361,11 @@ def _coerce(value: Any, tp: Any) -> tuple[bool, Any]:
             return False, None
         out = [_coerce(v, args[0]) for v in value]
         return all(ok for ok, _ in out), [v for _, v in out]
+    if origin is dict:
+        if not isinstance(value, dict):
+            return False, None
+        out = [(_coerce(k, args[0]), _coerce(v, args[1])) for k, v in value.items()]
+        return all(ok_k and ok_v for (ok_k, _), (ok_v, _) in out), {k: v for (_, k), (_, v) in out}
     if origin is tuple:
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             return False, None
@@ -386,6 +400,8 @@ def _type_name(tp: Any) -> str:
         return "one of " + ", ".join(repr(a) for a in args)
     if origin is list:
         return f"a list of {_type_name(args[0])}"
+    if origin is dict:
+        return f"a mapping of {_type_name(args[0])} to {_type_name(args[1])}"
     if origin is tuple:
         return f"a list of {len(args)} ({', '.join(_type_name(a) for a in args)})"
     return "null" if tp is type(None) else getattr(tp, "__name__", str(tp))
@@ -462,6 +478,7 @@ def _check_values(cfg: Config) -> list[str]:
     positive("classifier.trainable_groups", cfg.classifier.trainable_groups, allow_none=True)
     if cfg.classifier.head and min(cfg.classifier.head) <= 0:
         errs.append(f"classifier.head: layer sizes must be > 0, found {cfg.classifier.head!r}")
+    errs += _check_labels(cfg.data) + _check_task_weights(cfg) + _check_max_len_schedule(cfg.classifier)
     lp = cfg.lm_pretrain
     if lp.source == "scratch" and not lp.corpus:
         errs.append("lm_pretrain.corpus: source is 'scratch' but no corpus is given (list of paths)")
@@ -471,3 +488,45 @@ def _check_values(cfg: Config) -> list[str]:
             "(a .pth/.safetensors path, a URL, or an LM directory)"
         )
     return errs
+
+
+def _check_labels(d: DataConfig) -> list[str]:
+    """Label columns: at least one, no repeats; a separator for one (multi-label) column only."""
+    cols = [d.label_column] if isinstance(d.label_column, str) else d.label_column
+    if not cols or len(set(cols)) != len(cols) or d.text_column in cols:
+        return [f"data.label_column: expected one column name or a list of distinct ones (one per task), none of "
+                f"them data.text_column; found {d.label_column!r}"]
+    if d.label_sep is not None and len(cols) > 1:
+        return [f"data.label_sep: multi-label reads one label column, found {len(cols)} ({cols}); drop label_sep "
+                "(multi-task), or give one label_column"]
+    if d.label_sep == "":
+        return ["data.label_sep: must not be empty; use e.g. '|' (or null for one label per text)"]
+    return []
+
+
+def _check_task_weights(cfg: Config) -> list[str]:
+    """`classifier.task_weights` name tasks of a multi-task config, with weights >= 0, not all 0."""
+    w, cols = cfg.classifier.task_weights, cfg.data.label_column
+    if w is None:
+        return []
+    tasks = [] if isinstance(cols, str) else cols
+    if len(tasks) < 2:
+        return [f"classifier.task_weights: set for a single label column ({cols!r}); weights are for several "
+                "tasks (data.label_column=[a, b]): drop them"]
+    unknown = sorted(set(w) - set(tasks))
+    if unknown:
+        return [f"classifier.task_weights: unknown task(s) {unknown}; the tasks are data.label_column {tasks}"]
+    if any(v < 0 for v in w.values()) or not any(w.get(t, 1.0) > 0 for t in tasks):
+        return [f"classifier.task_weights: weights must be >= 0 and not all 0, found {w!r}"]
+    return []
+
+
+def _check_max_len_schedule(c: ClassifierConfig) -> list[str]:
+    """`classifier.max_len_schedule`: positive lengths, at most one per epoch."""
+    s = c.max_len_schedule
+    if s is None:
+        return []
+    if not s or min(s) <= 0 or len(s) > c.epochs:
+        return [f"classifier.max_len_schedule: expected 1 to classifier.epochs ({c.epochs}) lengths > 0, e.g. "
+                f"[100, 300, 700]; found {s!r}"]
+    return []

@@ -17,6 +17,18 @@ import pandas as pd
 
 from .. import fileio
 from ..config import DataConfig
+from .labels import (
+    MULTI_LABEL,
+    MULTI_TASK,
+    SINGLE,
+    LabelSpec,
+    check_spec,
+    label_columns,
+    mode_of,
+    parse_label_sets,
+    spec_from_train,
+    unseen_labels,
+)
 from .tables import TEXT, DataError, read_table, read_text_file, require_columns, table_kind
 
 LABEL = "label"
@@ -28,16 +40,29 @@ class DataWarning(UserWarning):
 
 @dataclass
 class LabelledData:
-    """Splits as DataFrames with columns `text` and `label`, plus texts for LM fine-tuning only."""
+    """Splits as DataFrames with columns `text` and `label`, plus texts for LM fine-tuning only.
+
+    Multi-label and multi-task rows hold a tuple in `label` (`labels.py`); `mode`, `tasks` and `label_sep`
+    say which.
+    """
 
     train: pd.DataFrame
     valid: pd.DataFrame
     test: pd.DataFrame | None = None
     unlabelled: list[str] = field(default_factory=list)
+    mode: str = SINGLE
+    tasks: list[str] = field(default_factory=list)
+    label_sep: str | None = None
+
+    @property
+    def spec(self) -> LabelSpec:
+        """The label mode and output columns, from the labels in train."""
+        return spec_from_train(self.mode, self.train[LABEL], self.tasks, self.label_sep)
 
     @property
     def classes(self) -> list:
-        return sorted(self.train[LABEL].unique().tolist(), key=lambda x: (str(type(x)), x))
+        """The label of each classifier output (multi-task: `task:class`)."""
+        return self.spec.output_names
 
     def fingerprint(self) -> str:
         """A hash of every text and label, so a cached result is reused only for the same data."""
@@ -56,6 +81,7 @@ class LabelledData:
             "test": 0 if self.test is None else len(self.test),
             "unlabelled": len(self.unlabelled),
             "classes": [_jsonable(c) for c in self.classes],
+            **({} if self.mode == SINGLE else {"label_mode": self.mode}),
         }
 
 
@@ -152,20 +178,31 @@ def _read_hf(name: str) -> dict[str, pd.DataFrame | list[str]]:
 # ---------------------------------------------------------------- checks and splits
 
 
-def standardize(df: pd.DataFrame, cfg: DataConfig, where: str, labelled: bool = True) -> pd.DataFrame:
-    """Rename the configured columns to text/label and check every cell; errors list what was found."""
+def standardize(df: pd.DataFrame, cfg: DataConfig, where: str, labelled: bool = True, mode: str | None = None
+                ) -> pd.DataFrame:
+    """Rename the configured columns to text/label and check every cell; errors list what was found.
+
+    `mode` (`labels.py`; default: from `cfg` and this table's label cells) is kept in `attrs["label_mode"]`;
+    a multi-label or multi-task table comes back with a tuple per row in `label`.
+    """
     if not isinstance(df, pd.DataFrame):
         raise DataError(f"{where}: expected a table (DataFrame), found {type(df).__name__}")
-    if df.attrs.get("standard"):  # read from class folders: already text/label
+    tasks = label_columns(cfg) if labelled and len(label_columns(cfg)) > 1 else []
+    if df.attrs.get("standard") and not tasks:  # read from class folders: already text/label
         cols = {TEXT: TEXT, LABEL: LABEL} if labelled else {TEXT: TEXT}
     else:
-        cols = {cfg.text_column: TEXT, **({cfg.label_column: LABEL} if labelled else {})}
+        label_cols = {t: t for t in tasks} if tasks else {cfg.label_column: LABEL} if labelled else {}
+        cols = {cfg.text_column: TEXT, **label_cols}
         require_columns(df, list(cols), where, "Set data.text_column=... and data.label_column=...")
     out = df[list(cols)].rename(columns=cols).reset_index(drop=True)
     if len(out) == 0:
         raise DataError(f"{where}: the dataset is empty (0 rows); point data.path at a file with rows")
+    if labelled and mode is None:
+        mode = mode_of(cfg, None if tasks else out[LABEL])
     bad = ~out[TEXT].map(is_text)
-    if labelled:
+    if tasks:
+        bad |= out[tasks].isna().any(axis=1)
+    elif labelled and mode != MULTI_LABEL:  # (multi-label: a missing cell is an empty label list, below)
         bad |= out[LABEL].isna()
     if bad.any():
         rows = np.flatnonzero(bad.values)
@@ -185,19 +222,32 @@ def standardize(df: pd.DataFrame, cfg: DataConfig, where: str, labelled: bool = 
         if not cfg.drop_invalid:
             raise DataError(msg + "; remove them, or set data.drop_invalid=true to drop them")
         out = out[~blank].reset_index(drop=True)
+    if labelled and mode == MULTI_LABEL:
+        sets, empty = parse_label_sets(out[LABEL], cfg.label_sep, where, cfg.drop_invalid)
+        out = out.assign(**{LABEL: sets})[~empty].reset_index(drop=True)
     if len(out) == 0:
         raise DataError(f"{where}: no usable rows left after dropping invalid ones")
-    if labelled:
-        kinds = out[LABEL].map(lambda v: type(_jsonable(v)).__name__)
-        if kinds.nunique() > 1:
-            firsts = {k: int(np.flatnonzero((kinds == k).values)[0]) for k in sorted(set(kinds))}
-            examples = ", ".join(f"{k} (e.g. row {r}: {_short(out[LABEL].iloc[r])})" for k, r in firsts.items())
-            raise DataError(
-                f"{where}: labels mix types: {examples}; use one type (all strings or all integers), "
-                "e.g. fix the odd rows or convert the column"
-            )
+    for col in tasks:
+        _check_label_types(out, col, where, f" in column {col!r}")
+        out[col] = out[col].map(_jsonable)
+    if tasks:  # one tuple per row, in task order
+        out = out.assign(**{LABEL: list(zip(*(out[t] for t in tasks)))}).drop(columns=[t for t in tasks if t != LABEL])
+    elif labelled and mode == SINGLE:
+        _check_label_types(out, LABEL, where)
         out[LABEL] = out[LABEL].map(_jsonable)
+    out.attrs["label_mode"] = mode if labelled else None
     return out
+
+
+def _check_label_types(out: pd.DataFrame, col: str, where: str, what: str = "") -> None:
+    kinds = out[col].map(lambda v: type(_jsonable(v)).__name__)
+    if kinds.nunique() > 1:
+        firsts = {k: int(np.flatnonzero((kinds == k).values)[0]) for k in sorted(set(kinds))}
+        examples = ", ".join(f"{k} (e.g. row {r}: {_short(out[col].iloc[r])})" for k, r in firsts.items())
+        raise DataError(
+            f"{where}: labels{what} mix types: {examples}; use one type (all strings or all integers), "
+            "e.g. fix the odd rows or convert the column"
+        )
 
 
 def is_text(t) -> bool:
@@ -260,9 +310,13 @@ def _sample(df: pd.DataFrame, n: int | None, seed: int, stratify: bool = True) -
     return df.loc[idx].reset_index(drop=True)
 
 
-def _carve(df: pd.DataFrame, pct: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Split off a stratified `pct` of rows, reproducibly."""
+def _carve(df: pd.DataFrame, pct: float, seed: int, stratify: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split off a stratified (or, with `stratify=False`, a random) `pct` of rows, reproducibly."""
     rng = np.random.default_rng(seed)
+    if not stratify:
+        k = min(max(int(round(len(df) * pct)), 1), len(df) - 1) if len(df) > 1 else 0
+        mask = df.index.isin(rng.choice(df.index.values, k, replace=False))
+        return df[~mask].reset_index(drop=True), df[mask].reset_index(drop=True)
     take = []
     for _, g in df.groupby(LABEL, sort=True):
         k = int(round(len(g) * pct))
@@ -311,31 +365,22 @@ def load_data(
         )
 
     tr = standardize(parts["train"], cfg, where("train"))
-    va = standardize(parts["valid"], cfg, where("valid")) if "valid" in parts else None
-    te = standardize(parts["test"], cfg, where("test")) if "test" in parts else None
+    mode = tr.attrs["label_mode"]  # the train split's mode holds for every split (list cells or not)
+    va = standardize(parts["valid"], cfg, where("valid"), mode=mode) if "valid" in parts else None
+    te = standardize(parts["test"], cfg, where("test"), mode=mode) if "test" in parts else None
+    strat = mode == SINGLE  # a stratum per label set would leave most sets a row or two: a random split instead
     if te is None and cfg.test_pct > 0:
-        tr, te = _carve(tr, cfg.test_pct, cfg.seed + 1)
-    tr = _sample(tr, cfg.max_train, cfg.seed)
+        tr, te = _carve(tr, cfg.test_pct, cfg.seed + 1, strat)
+    tr = _sample(tr, cfg.max_train, cfg.seed, strat)
     if va is None:
-        tr, va = _carve(tr, cfg.valid_pct, cfg.seed)
+        tr, va = _carve(tr, cfg.valid_pct, cfg.seed, strat)
     if te is not None:
-        te = _sample(te, cfg.max_test, cfg.seed)
+        te = _sample(te, cfg.max_test, cfg.seed, strat)
+    if mode == SINGLE:
+        _check_single(tr, va, te, where)
+    else:
+        _check_multi(tr, va, te, mode, cfg, where)
 
-    classes = set(tr[LABEL])
-    if len(classes) < 2:
-        raise DataError(
-            f"{where('train')}: only one class ({next(iter(classes))!r}) in {len(tr)} rows; a classifier needs "
-            "at least two. Check data.label_column and the data"
-        )
-    for name, df in (("valid", va), ("test", te)):
-        if df is not None:
-            unseen = sorted(set(df[LABEL]) - classes, key=str)
-            if unseen:
-                n_rows = int(df[LABEL].isin(unseen).sum())
-                raise DataError(
-                    f"{where(name)}: label(s) {unseen[:5]} do not occur in train ({n_rows} row(s); train "
-                    f"classes: {sorted(classes, key=str)}); fix the labels or add examples of them to train"
-                )
     if len(va) == 0:
         raise DataError("valid: empty; set data.valid_pct > 0 or give data.valid")
     warn_conflicting_labels({"train": tr, "valid": va, "test": te})
@@ -360,7 +405,41 @@ def load_data(
     if cfg.max_unlabelled is not None and len(texts) > cfg.max_unlabelled:
         rng = np.random.default_rng(cfg.seed)
         texts = [texts[i] for i in np.sort(rng.choice(len(texts), cfg.max_unlabelled, replace=False))]
-    return LabelledData(tr, va, te, texts)
+    tasks = label_columns(cfg) if mode == MULTI_TASK else []
+    return LabelledData(tr, va, te, texts, mode, tasks, cfg.label_sep)
+
+
+def _check_single(tr: pd.DataFrame, va: pd.DataFrame, te: pd.DataFrame | None, where) -> None:
+    """Two classes in train; no class in valid or test that train lacks."""
+    classes = set(tr[LABEL])
+    if len(classes) < 2:
+        raise DataError(
+            f"{where('train')}: only one class ({next(iter(classes))!r}) in {len(tr)} rows; a classifier needs "
+            "at least two. Check data.label_column and the data"
+        )
+    for name, df in (("valid", va), ("test", te)):
+        if df is not None:
+            unseen = sorted(set(df[LABEL]) - classes, key=str)
+            if unseen:
+                n_rows = int(df[LABEL].isin(unseen).sum())
+                raise DataError(
+                    f"{where(name)}: label(s) {unseen[:5]} do not occur in train ({n_rows} row(s); train "
+                    f"classes: {sorted(classes, key=str)}); fix the labels or add examples of them to train"
+                )
+
+
+def _check_multi(tr: pd.DataFrame, va: pd.DataFrame, te: pd.DataFrame | None, mode: str, cfg: DataConfig,
+                 where) -> None:
+    """Multi-label and multi-task: two classes per task (labels, for multi-label) in train; no label in
+    valid or test that train lacks."""
+    spec = spec_from_train(mode, tr[LABEL], label_columns(cfg) if mode == MULTI_TASK else [], cfg.label_sep)
+    check_spec(spec, where("train"), len(tr))
+    for name, df in (("valid", va), ("test", te)):
+        if df is not None:
+            unseen, rows, task = unseen_labels(spec, df[LABEL])
+            if unseen:
+                raise DataError(f"{where(name)}: label(s) {unseen[:5]}{task} do not occur in train ({int(rows.sum())} "
+                                "row(s)); fix the labels or add examples of them to train")
 
 
 CORPUS_SPLITS = ("all", "train", "valid", "test", "unlabelled")

@@ -70,14 +70,15 @@ def table_kind(path: str | Path) -> str | None:
 
 
 def read_table(path: str | Path, header: bool = True, text_column: str | None = None,
-               label_column: str | None = None) -> pd.DataFrame:
+               label_column: str | list[str] | None = None) -> pd.DataFrame:
     """Read a whole table (see the module docstring for the formats and rules).
 
     Args:
         path: the file.
         header: False for a CSV/TSV without a header line (columns 0, 1, ...; every cell read as text).
         text_column: the column of texts, read as strings from a CSV/TSV.
-        label_column: the column of labels, where a CSV/TSV cell "NA", "null", "None", ... is missing.
+        label_column: the column of labels (or several: multi-task), where a CSV/TSV cell "NA", "null",
+            "None", ... is missing.
 
     Returns:
         The rows in file order, with a fresh index.
@@ -149,7 +150,7 @@ def read_text_file(path: str | Path) -> str:
 
 
 def _frames(path: Path, chunk_rows: int | None, header: bool, text_column: str | None,
-            label_column: str | None) -> Iterator[pd.DataFrame]:
+            label_column: str | list[str] | None) -> Iterator[pd.DataFrame]:
     """The file as DataFrames of at most `chunk_rows` rows (None: one), every reading error a DataError."""
     if not path.is_file():
         raise DataError(f"file not found: {path}; check the path" if not path.exists()
@@ -196,7 +197,7 @@ def _frames(path: Path, chunk_rows: int | None, header: bool, text_column: str |
 
 
 def _csv(path: Path, kind: str, chunk_rows: int | None, header: bool, text_column: str | None,
-         label_column: str | None) -> Iterator[pd.DataFrame]:
+         label_column: str | list[str] | None) -> Iterator[pd.DataFrame]:
     sep = _SEP[kind]
     opts: dict[str, Any] = {"sep": sep, "encoding": "utf-8", "header": 0 if header else None,
                             "keep_default_na": False, "na_values": [""]}
@@ -206,8 +207,9 @@ def _csv(path: Path, kind: str, chunk_rows: int | None, header: bool, text_colum
         opts["dtype"] = {text_column: object}
     if header and label_column is not None:
         columns = pd.read_csv(path, sep=sep, encoding="utf-8", nrows=0).columns
-        if label_column in columns:  # per column: the NA words in the labels only
-            opts["na_values"] = {c: _NA_WORDS if c == label_column else [""] for c in columns}
+        labels = {label_column} if isinstance(label_column, str) else set(label_column)
+        if labels & set(columns):  # per column: the NA words in the labels only
+            opts["na_values"] = {c: _NA_WORDS if c in labels else [""] for c in columns}
     if chunk_rows is None:
         yield pd.read_csv(path, **opts)
     else:

@@ -3,7 +3,8 @@
     model.safetensors   weights (fastai's parameter names; tied embedding stored once)
     vocab.json          the token list (id = position)
     model.json          format version, model config (sizes, bptt, max_len, head, direction), label names,
-                        tokenizer settings, vocab size, class count, the weights' SHA-256, package versions
+                        tokenizer settings, vocab size, class count, the weights' SHA-256, package versions;
+                        for a multi-label or multi-task model also `label_mode` and its fields (`label_fields`)
     model.torchscript.pt  optional: the fast classifier scripted, to serve token ids without fastai
     model.onnx          optional: the same classifier as ONNX, for onnxruntime (see onnx_export.py)
     config.yaml         optional: the whole config the model was trained with (`SentimentClassifier.save`)
@@ -12,8 +13,11 @@ An ensemble (forward + backward) is a folder with `ensemble.json` (`{"members": 
 paths relative to the folder) and, once saved, one such folder per member.
 
 Folders written by the classifier stage before these fields existed still load: every added field is
-optional on reading and checked when present. This module sits low in the import graph (no model code,
-no predictors) so that models, predict, ensemble and export all import it and never each other backwards.
+optional on reading and checked when present. A multi-label or multi-task folder says format version 2, so
+that an ulmfit_lab too old to know label modes refuses it instead of reading its outputs as one softmax;
+single-label folders stay at version 1, byte for byte as before. This module sits low in the import graph
+(no model code, no predictors) so that models, predict, ensemble and export all import it and never each
+other backwards.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import Any
 
 import safetensors
 
+from ..data.labels import MODES, MULTI_LABEL, MULTI_TASK, SINGLE, LabelSpec
 from ..fileio import sha256_file, write_json
 from ..text.corpus import TOKENIZER_VERSION
 from ..text.vocab import SPECIAL_TOKENS
@@ -33,7 +38,8 @@ from ..text.vocab import SPECIAL_TOKENS
 WEIGHTS, VOCAB, META, TORCHSCRIPT = "model.safetensors", "vocab.json", "model.json", "model.torchscript.pt"
 CONFIG = "config.yaml"  # the training config of a saved model (API); absent from folders the CLI exports
 ENSEMBLE_FILE = "ensemble.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # the newest this package reads; `format_version` says which a folder is written as
+LABEL_MODE, TASKS, THRESHOLDS, LABEL_SEP = "label_mode", "tasks", "thresholds", "label_sep"  # multi-label/-task
 _EMB_KEY = "0.module.encoder.weight"
 
 
@@ -61,6 +67,57 @@ def read_checkpoint_meta(folder: Path) -> tuple[dict[str, Any], list[str]]:
             f"({FORMAT_VERSION}); upgrade ulmfit_lab"
         )
     return meta, vocab
+
+
+def format_version(meta: dict[str, Any]) -> int:
+    """1 for a single-label model (or an LM), 2 for a multi-label or multi-task one."""
+    return 1 if meta.get(LABEL_MODE, SINGLE) == SINGLE else 2
+
+
+def label_fields(spec: LabelSpec, thresholds: list[float] | None = None) -> dict[str, Any]:
+    """The model.json fields that describe a classifier's outputs: `labels` (one per output; multi-task:
+    `task:class`) and, unless single-label, `label_mode` with `thresholds` and `label_sep` (multi-label:
+    the decision threshold of each label, tuned on validation data) or `tasks` (multi-task: each task's
+    classes, in output order)."""
+    out: dict[str, Any] = {"labels": spec.output_names}
+    if spec.mode == MULTI_LABEL:
+        out.update({LABEL_MODE: MULTI_LABEL, LABEL_SEP: spec.sep,
+                    THRESHOLDS: [0.5] * len(spec.classes) if thresholds is None else [float(t) for t in thresholds]})
+    elif spec.mode == MULTI_TASK:
+        out.update({LABEL_MODE: MULTI_TASK, TASKS: {t: list(c) for t, c in spec.tasks}})
+    return out
+
+
+def label_spec(meta: dict[str, Any], where: str = "model.json") -> LabelSpec:
+    """The label mode and outputs that a classifier's model.json describes (single-label when it has no
+    `label_mode`, as every folder before label modes).
+
+    Raises:
+        CheckpointError: the label fields contradict each other or the labels.
+    """
+    mode, labels = meta.get(LABEL_MODE, SINGLE), list(meta["labels"])
+    if mode not in MODES:
+        raise CheckpointError(f"{where}: unknown {LABEL_MODE} {mode!r}; expected one of {list(MODES)}. Upgrade "
+                              "ulmfit_lab, or re-export the model")
+    if mode == SINGLE:
+        return LabelSpec(SINGLE, tuple(labels))
+    if mode == MULTI_LABEL:
+        th = meta.get(THRESHOLDS)
+        if th is not None and (not isinstance(th, list) or len(th) != len(labels)):
+            raise CheckpointError(f"{where}: {THRESHOLDS} holds {th!r}, expected one number per label "
+                                  f"({len(labels)}); re-export the model")
+        return LabelSpec(MULTI_LABEL, tuple(labels), sep=meta.get(LABEL_SEP))
+    tasks = meta.get(TASKS)
+    if not isinstance(tasks, dict) or [f"{t}:{c}" for t, cs in tasks.items() for c in cs] != labels:
+        raise CheckpointError(f"{where}: {TASKS} ({tasks!r}) does not match the labels {labels[:6]}; the file is "
+                              "inconsistent, re-export the model")
+    return LabelSpec(MULTI_TASK, tasks=tuple((t, tuple(c)) for t, c in tasks.items()))
+
+
+def thresholds(meta: dict[str, Any]) -> list[float]:
+    """A multi-label model's decision threshold per label (0.5 where model.json records none)."""
+    th = meta.get(THRESHOLDS)
+    return [float(t) for t in th] if th is not None else [0.5] * len(meta["labels"])
 
 
 def tokenizer_settings(lang: str) -> dict[str, Any]:
@@ -108,6 +165,7 @@ def read_artifact(folder: str | Path) -> tuple[dict[str, Any], list[str]]:
     if not isinstance(vocab, list) or not all(isinstance(w, str) for w in vocab):
         raise CheckpointError(f"{where}/{VOCAB}: expected a JSON list of token strings")
     _check_tokenizer(meta, where)
+    label_spec(meta, f"{where}/{META}")
     expected = meta.get("weights_sha256")
     if expected and sha256_file(folder / WEIGHTS) != expected:
         raise CheckpointError(f"{where}/{WEIGHTS}: cannot load weights (SHA-256 differs from the one recorded in "

@@ -20,7 +20,7 @@ from torch import nn
 
 from ..config import ModelConfig
 from ..fileio import atomic_folder, sha256_file, write_json
-from .artifact import FORMAT_VERSION, META, VOCAB, WEIGHTS, CheckpointError, read_checkpoint_meta
+from .artifact import META, VOCAB, WEIGHTS, CheckpointError, format_version, read_checkpoint_meta
 from .awd_lstm import build_lm
 
 
@@ -34,7 +34,7 @@ def save_checkpoint(model: nn.Module, folder: Path, vocab: list[str], meta: dict
         write_json(tmp / VOCAB, vocab)
         st.save_model(model, str(tmp / WEIGHTS))
         digest = sha256_file(tmp / WEIGHTS)  # tells corrupt from good
-        write_json(tmp / META, {"format_version": FORMAT_VERSION, **meta, "vocab_size": len(vocab),
+        write_json(tmp / META, {"format_version": format_version(meta), **meta, "vocab_size": len(vocab),
                                 "weights_sha256": digest})
 
 

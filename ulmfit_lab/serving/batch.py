@@ -15,14 +15,16 @@ from tqdm.auto import tqdm
 from ..data.tables import TableWriter, count_rows, iter_table
 from ..device import Precision
 from .ensemble import load_model
-from .predict import CHUNK, add_proba_columns
+from .predict import CHUNK, add_prediction_columns
 
 
 def predict_file(model: str | Path, input_path: str | Path, output: str | Path | None, text_column: str = "text",
                  batch_size: int | None = None, precision: Precision = "auto", chunk_rows: int = CHUNK,
                  progress: bool = True) -> int:
     """Predict every row of a CSV/TSV/JSONL/parquet/text file, streaming, and write the rows back with
-    `prediction` and one `proba_<label>` column per class (the input's columns are kept).
+    `prediction` and one `proba_<label>` column per class (the input's columns are kept); a multi-label
+    model's `prediction` joins the labels with `|` (or its training `data.label_sep`), a multi-task model
+    writes `prediction_<task>` per task and `proba_<task>:<class>`.
 
     The file is read by `tables.iter_table`, with the rules training's reader follows; its first chunk is
     read and checked before the model is loaded.
@@ -49,8 +51,7 @@ def predict_file(model: str | Path, input_path: str | Path, output: str | Path |
                                              file=sys.stderr, disable=not progress) as bar:
         for proba in predictor.iter_chunks(texts(), batch_size):
             out = frames.pop(0).copy()
-            out["prediction"] = [predictor.labels[i] for i in proba.argmax(1)]
-            add_proba_columns(out, predictor.labels, proba)
+            add_prediction_columns(out, predictor, proba)  # `prediction` (one per task) and `proba_*`
             writer.write(out)
             n += len(out)
             bar.update(len(out))

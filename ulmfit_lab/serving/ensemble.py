@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 
 from ..models.artifact import ENSEMBLE_FILE, CheckpointError, member_dirs, resolve_model_dir
-from .predict import CHUNK, Predictor, text_chunks
+from .predict import CHUNK, Predictor, decode, text_chunks
 
 
 class EnsemblePredictor:
@@ -33,6 +33,12 @@ class EnsemblePredictor:
         if any(lab != first for lab in labels.values()):
             raise CheckpointError(f"ensemble members disagree on the labels: {labels}; train them on the same data")
         self.members, self.labels = members, list(first)
+        # multi-label: the mean of the members' thresholds, as the probabilities are their mean
+        self.spec = next(iter(members.values())).spec
+        if any(p.spec != self.spec for p in members.values()):
+            raise CheckpointError(f"ensemble members disagree on the label mode: "
+                                  f"{ {n: p.spec.mode for n, p in members.items()} }; train them on the same data")
+        self.thresholds = np.mean([p.thresholds for p in members.values()], axis=0)
         # members that tokenize alike (same spaCy language and vocab) get their token ids from one encoder
         groups: dict[tuple, list[Predictor]] = {}
         for p in members.values():
@@ -64,8 +70,8 @@ class EnsemblePredictor:
         parts = list(self.iter_proba(texts, bs))
         return np.concatenate(parts) if parts else np.zeros((0, len(self.labels)), dtype=np.float32)
 
-    def predict(self, texts: Iterable[str] | pd.Series, bs: int | None = None) -> list:
-        return [self.labels[i] for i in self.predict_proba(texts, bs).argmax(axis=1)]
+    def predict(self, texts: Iterable[str] | pd.Series, bs: int | None = None) -> list | pd.DataFrame:
+        return decode(self.spec, self.predict_proba(texts, bs), self.thresholds)
 
 
 def mean_proba(probas: Iterable[np.ndarray]) -> np.ndarray:

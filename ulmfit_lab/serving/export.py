@@ -18,12 +18,13 @@ from ..fileio import atomic_folder, sha256_file, write_json, write_text
 from ..models.artifact import (
     CONFIG,
     ENSEMBLE_FILE,
-    FORMAT_VERSION,
     META,
     TORCHSCRIPT,
     VOCAB,
     WEIGHTS,
     CheckpointError,
+    format_version,
+    label_spec,
     member_dirs,
     read_artifact,
     resolve_model_dir,
@@ -84,7 +85,7 @@ def _export_one(src: Path, out: Path, torchscript: bool, onnx: bool = False) -> 
     out.mkdir(parents=True, exist_ok=True)  # the new folder itself (empty), or an ensemble member's inside it
     shutil.copyfile(src / WEIGHTS, out / WEIGHTS)
     write_json(out / VOCAB, vocab)
-    meta = {**meta, "format_version": FORMAT_VERSION,
+    meta = {**meta, "format_version": format_version(meta),
             "tokenizer": meta.get("tokenizer") or tokenizer_settings(meta.get("lang", "en")),
             "vocab_size": len(vocab), "n_classes": len(meta["labels"]), "weights_sha256": sha256_file(out / WEIGHTS),
             "versions": {"ulmfit_lab": __version__, "torch": torch.__version__.split("+")[0],
@@ -97,7 +98,7 @@ def _export_one(src: Path, out: Path, torchscript: bool, onnx: bool = False) -> 
     if onnx:
         from .onnx_export import ONNX, export_onnx
 
-        export_onnx(fast, out / ONNX)
+        export_onnx(fast, out / ONNX, label_spec(meta))
 
 
 def load_torchscript(folder: str | Path) -> tuple[torch.jit.ScriptModule, dict[str, Any], list[str]]:

@@ -17,7 +17,7 @@ and serving"; `fastai_compat.batch_dependent`): here a document's prediction nev
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 
 import numpy as np
@@ -168,17 +168,31 @@ def collate(ids: Sequence[np.ndarray], idx: np.ndarray, backwards: bool = False)
     return torch.from_numpy(x), torch.from_numpy(lens)
 
 
+def activate(logits: Tensor, sigmoid: bool = False, bounds: Sequence[tuple[int, int]] | None = None) -> Tensor:
+    """Probabilities from logits (bs, n_outputs): one softmax over all of them (single-label), a sigmoid per
+    output (`sigmoid`: multi-label), or a softmax per task's slice (`bounds`: multi-task)."""
+    if sigmoid:
+        return torch.sigmoid(logits)
+    if bounds is not None and len(bounds) > 1:
+        return torch.cat([torch.softmax(logits[:, a:b], dim=-1) for a, b in bounds], dim=1)
+    return torch.softmax(logits, dim=-1)
+
+
 @torch.inference_mode()
 def run_batches(model: FastClassifier, ids: Sequence[np.ndarray], precision: str, device: torch.device,
-                backwards: bool = False, max_tokens: int = 32768, max_bs: int = 256) -> Iterator[tuple]:
-    """Yield (positions, probabilities) batch by batch, longest documents first."""
+                backwards: bool = False, max_tokens: int = 32768, max_bs: int = 256,
+                activation: Callable[[Tensor], Tensor] | None = None) -> Iterator[tuple]:
+    """Yield (positions, probabilities) batch by batch, longest documents first.
+
+    `activation`: logits -> probabilities (default: a softmax over the classes; see `activate`).
+    """
     for idx in plan_batches(np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids)), max_tokens,
                             max_bs):
         x, lens = collate(ids, idx, backwards)
         with _autocast(precision, device):
             feats = model.features(x.to(device), lens)
         logits = model.head(feats)  # the head in fp32: a few small matmuls
-        yield idx, torch.softmax(logits.float(), dim=-1).cpu().numpy()
+        yield idx, (activation or activate)(logits.float()).cpu().numpy()
 
 
 def ensure_nonempty(ids: list[np.ndarray]) -> list[np.ndarray]:

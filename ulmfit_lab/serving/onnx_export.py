@@ -11,6 +11,9 @@ of 1 (checked by `tests/test_onnx.py`: within 1e-4 of the torch path, texts of m
 `FastClassifier` itself cannot be exported as is: it sorts the batch and runs the LSTMs segment by segment
 over the documents still running, a data-dependent loop that a static graph cannot hold.
 
+`probabilities` follow the model's label mode: a softmax over the classes, a sigmoid per label (multi-label;
+the thresholds are in model.json) or a softmax per task's slice of the outputs (multi-task).
+
 Tokenization stays in Python (fastai's rules and spaCy, as in training; settings in model.json), so the
 runner reads texts, and the graph only ever sees token ids.
 """
@@ -26,8 +29,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..models.artifact import META, VOCAB, CheckpointError
-from .inference import FastClassifier, collate, ensure_nonempty, plan_batches
+from ..data.labels import MULTI_LABEL, LabelSpec
+from ..models.artifact import META, VOCAB, CheckpointError, label_spec, thresholds
+from .inference import FastClassifier, activate, collate, ensure_nonempty, plan_batches
+from .predict import decode
 
 ONNX = "model.onnx"
 OPSET = 17
@@ -36,10 +41,12 @@ OPSET = 17
 class PaddedClassifier(nn.Module):
     """`FastClassifier`'s weights and result as one static graph: full-length LSTM passes, masked pooling."""
 
-    def __init__(self, fast: FastClassifier):
+    def __init__(self, fast: FastClassifier, spec: LabelSpec | None = None):
         super().__init__()
         self.embedding, self.lstms, self.head = fast.embedding, fast.lstms, fast.head
         self.bptt, self.max_len = fast.bptt, fast.max_len
+        self.sigmoid = spec is not None and spec.mode == MULTI_LABEL
+        self.bounds = None if spec is None else spec.bounds()
 
     def forward(self, ids: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         """(logits, probabilities), each (bs, n_class), for right-padded ids (bs, sl) and lengths (bs,)."""
@@ -54,13 +61,14 @@ class PaddedClassifier(nn.Module):
         mean_pool = x.masked_fill(~keep, 0.0).sum(dim=1) / (lengths - start).to(x.dtype)[:, None]
         last = x.gather(1, (lengths - 1)[:, None, None].expand(-1, 1, x.shape[2]))[:, 0]
         logits = self.head(torch.cat([last, max_pool, mean_pool], dim=1))
-        return logits, torch.softmax(logits, dim=-1)
+        return logits, activate(logits, self.sigmoid, self.bounds)
 
 
-def export_onnx(fast: FastClassifier, path: str | Path) -> Path:
-    """Write `fast` (a CPU fp32 `FastClassifier`) as ONNX with dynamic batch and sequence axes."""
+def export_onnx(fast: FastClassifier, path: str | Path, spec: LabelSpec | None = None) -> Path:
+    """Write `fast` (a CPU fp32 `FastClassifier`) as ONNX with dynamic batch and sequence axes; `spec`: the
+    label mode its probabilities follow (default: one softmax)."""
     path = Path(path)
-    model = PaddedClassifier(fast).eval()
+    model = PaddedClassifier(fast, spec).eval()
     ids = torch.tensor([[2, 5, 6, 7], [2, 5, 1, 1]], dtype=torch.int64)  # example input: two texts, padded
     lengths = torch.tensor([4, 2], dtype=torch.int64)
     with warnings.catch_warnings():
@@ -100,6 +108,7 @@ class OnnxPredictor:
         self.meta = json.loads((folder / META).read_text(encoding="utf-8"))
         vocab = json.loads((folder / VOCAB).read_text(encoding="utf-8"))
         self.labels: list = list(self.meta["labels"])
+        self.spec, self.thresholds = label_spec(self.meta), np.asarray(thresholds(self.meta))
         self.backwards = bool(self.meta["model"].get("backwards", False))
         self.max_tokens = max_tokens
         self.session = ort.InferenceSession(str(folder / ONNX), providers=list(providers or ["CPUExecutionProvider"]))
@@ -122,6 +131,6 @@ class OnnxPredictor:
             out[idx] = self.session.run(["probabilities"], {"ids": x.numpy(), "lengths": lens.numpy()})[0]
         return out
 
-    def predict(self, texts: Sequence[str]) -> list:
-        """The most probable label for each text, in input order."""
-        return [self.labels[i] for i in self.predict_proba(texts).argmax(axis=1)]
+    def predict(self, texts: Sequence[str]):
+        """The most probable label for each text, in input order (other label modes: see `predict.decode`)."""
+        return decode(self.spec, self.predict_proba(texts), self.thresholds)

@@ -3,10 +3,14 @@
 Texts are read in chunks (so an input of any length streams), tokenized in worker processes, sorted by
 length, batched by a token budget and run through `inference.FastClassifier` under
 `torch.inference_mode`; every result goes back to its input position.
+
+A multi-label model's probabilities are a sigmoid per label, a multi-task model's a softmax per task
+(`label_mode` in model.json); `decode` turns them into predictions for every mode.
 """
 
 from __future__ import annotations
 
+import functools
 import gc
 import itertools
 import multiprocessing as mp
@@ -20,12 +24,13 @@ import pandas as pd
 import torch
 from torch import nn
 
+from ..data.labels import DEFAULT_SEP, MULTI_LABEL, MULTI_TASK, LabelSpec
 from ..device import Precision, resolve_precision
-from ..models.artifact import WEIGHTS, read_artifact, resolve_model_dir
+from ..models.artifact import WEIGHTS, label_spec, read_artifact, resolve_model_dir, thresholds
 from ..models.awd_lstm import build_classifier
 from ..models.checkpoint import load_weights, model_config_from_meta
 from ..text.vocab import encode, fast_tokenizer, vocab_index
-from .inference import FastClassifier, ensure_nonempty, prepare, run_batches
+from .inference import FastClassifier, activate, ensure_nonempty, prepare, run_batches
 
 CHUNK = 8192  # texts read, tokenized and sorted together; results come back chunk by chunk
 # less text than this (about a CPU-second of tokenizing) is tokenized in-process: workers would cost more
@@ -55,7 +60,9 @@ class Predictor:
         self.precision = resolve_precision(precision, self.device)
         self.model = prepare(self.fast, self.precision, self.device)
         self.vocab, self.meta = vocab, meta
-        self.labels: list = list(meta["labels"])
+        self.labels: list = list(meta["labels"])  # one per output (multi-task: `task:class`)
+        self.spec: LabelSpec = label_spec(meta)
+        self.thresholds = np.asarray(thresholds(meta), dtype=np.float32)  # multi-label: one per label
         self.bptt = int(meta["model"]["bptt"])
         self.backwards = bool(meta["model"].get("backwards", False))
         self.lang = meta.get("lang", "en")
@@ -140,20 +147,58 @@ class Predictor:
     def proba_of_ids(self, ids: list[np.ndarray], bs: int | None = None) -> np.ndarray:
         """Probabilities (rows in the order of `ids`) for token ids in this model's reading order."""
         out = np.zeros((len(ids), len(self.labels)), dtype=np.float32)
+        act = functools.partial(activate, sigmoid=self.spec.mode == MULTI_LABEL, bounds=self.spec.bounds())
         for idx, proba in run_batches(self.model, ids, self.precision, self.device, self.backwards,
-                                      self.max_tokens, bs or 256):
+                                      self.max_tokens, bs or 256, act):
             out[idx] = proba
         return out
 
     def predict_proba(self, texts: Iterable[str] | pd.Series, bs: int | None = None) -> np.ndarray:
-        """Class probabilities, one row per text, in input order (columns follow `labels`)."""
+        """Class probabilities, one row per text, in input order (columns follow `labels`; multi-label: each
+        label's own probability; multi-task: each task's probabilities side by side)."""
         parts = list(self.iter_proba(texts, bs))
         return np.concatenate(parts) if parts else np.zeros((0, len(self.labels)), dtype=np.float32)
 
-    def predict(self, texts: Iterable[str] | pd.Series, bs: int | None = None) -> list:
-        """The most probable label for each text, in input order."""
-        proba = self.predict_proba(texts, bs)
-        return [self.labels[i] for i in proba.argmax(axis=1)]
+    def predict(self, texts: Iterable[str] | pd.Series, bs: int | None = None) -> list | pd.DataFrame:
+        """The most probable label for each text, in input order (multi-label: a list of labels per text;
+        multi-task: a DataFrame with a column per task; see `decode`)."""
+        return decode(self.spec, self.predict_proba(texts, bs), self.thresholds)
+
+
+# ---------------------------------------------------------------- predictions of every label mode
+
+
+def decode(spec: LabelSpec, proba: np.ndarray, thresholds: np.ndarray | None = None) -> list | pd.DataFrame:
+    """Predictions from probabilities: the most probable label per row (single-label); the labels at or above
+    their `thresholds` (multi-label: a list per row); the most probable class of each task (multi-task: a
+    DataFrame with a column per task)."""
+    if spec.mode == MULTI_LABEL:
+        on = proba >= (0.5 if thresholds is None else np.asarray(thresholds))[None, :]
+        return [[c for c, hit in zip(spec.classes, row) if hit] for row in on]
+    if spec.mode == MULTI_TASK:
+        return pd.DataFrame({t: [classes[i] for i in proba[:, a:b].argmax(axis=1)]
+                             for (t, classes), (a, b) in zip(spec.tasks, spec.bounds())})
+    return [spec.classes[i] for i in proba.argmax(axis=1)]
+
+
+def decode_rows(predictor, proba: np.ndarray) -> list:
+    """One prediction per row of `proba`: a label; multi-label: a list of labels; multi-task: a dict task -> label."""
+    pred = decode(predictor.spec, proba, predictor.thresholds)
+    return pred.to_dict("records") if isinstance(pred, pd.DataFrame) else pred
+
+
+def add_prediction_columns(df: pd.DataFrame, predictor, proba: np.ndarray) -> None:
+    """What a prediction file adds to its rows: `prediction` (multi-label: the labels joined by the training
+    separator, `|` by default; multi-task: `prediction_<task>` per task), then the `proba_*` columns."""
+    pred = decode(predictor.spec, proba, predictor.thresholds)
+    if predictor.spec.mode == MULTI_TASK:
+        for task in pred.columns:
+            df[f"prediction_{task}"] = pred[task].to_numpy()
+    elif predictor.spec.mode == MULTI_LABEL:
+        df["prediction"] = [(predictor.spec.sep or DEFAULT_SEP).join(map(str, labels)) for labels in pred]
+    else:
+        df["prediction"] = pred
+    add_proba_columns(df, predictor.labels, proba)
 
 
 def add_proba_columns(df: pd.DataFrame, labels: list, proba: np.ndarray) -> None:

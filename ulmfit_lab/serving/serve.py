@@ -335,6 +335,7 @@ def create_app(model: str | Path, precision: str = "auto", limits: ServeLimits |
 
     from ..models.artifact import resolve_model_dir
     from .ensemble import load_model
+    from .predict import decode_rows
 
     limits = limits or ServeLimits()
     folder = resolve_model_dir(model)
@@ -349,7 +350,8 @@ def create_app(model: str | Path, precision: str = "auto", limits: ServeLimits |
                                  f"{limits.max_chars} characters)", examples=[["a wonderful film", "dull"]])
 
     class PredictResponse(BaseModel):
-        labels: list[Any] = Field(description="the most probable label of each text, in input order")
+        labels: list[Any] = Field(description="the most probable label of each text, in input order (multi-label: "
+                                  "a list of labels; multi-task: an object, task -> label)")
         probabilities: list[list[float]] = Field(description="one row per text, columns in `classes` order")
         classes: list[Any] = Field(description="the label of each probability column")
 
@@ -404,7 +406,7 @@ def create_app(model: str | Path, precision: str = "auto", limits: ServeLimits |
         except Exception as e:  # the model failed on this batch: say so, and keep serving
             return error(500, "prediction_failed", f"prediction failed ({type(e).__name__}: {e}); the server is "
                          "still running; report this with the texts that caused it")
-        return JSONResponse({"labels": [labels[i] for i in proba.argmax(axis=1)], "probabilities": proba.tolist(),
+        return JSONResponse({"labels": decode_rows(predictor, proba), "probabilities": proba.tolist(),
                              "classes": labels})
 
     @app.get("/health")

@@ -3,7 +3,8 @@
 The LM fine-tuning corpus is the labelled train texts plus the unlabelled ones; its validation
 texts are the classifier's validation texts. The vocab comes from the LM fine-tuning corpus. Each split
 is stored as one Arrow file (`ids` in the vocab, plus `text` and `label` for labelled splits), written
-batch by batch and read back memory-mapped, so no stage holds a Python list per document.
+batch by batch and read back memory-mapped, so no stage holds a Python list per document. `label` is a class
+index; multi-label: a 0/1 list over the labels; multi-task: a class index per task (`LabelSpec.targets`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import datasets
 
+from ..data.labels import SINGLE, LabelSpec
 from ..data.sources import LABEL, TEXT, LabelledData, load_data
 from ..text.corpus import DocIds
 from ..text.vocab import build_vocab, load_vocab, save_vocab, tokenize, write_ids
@@ -30,6 +32,11 @@ VERSION = 2
 class DataResult(StageResult):
     vocab_path: str = ""
     classes: list = field(default_factory=list)
+    labels: dict = field(default_factory=dict)  # LabelSpec.to_dict() unless single-label
+
+    @property
+    def label_spec(self) -> LabelSpec:
+        return LabelSpec.from_dict(self.labels, self.classes)
 
     def vocab(self) -> list[str]:
         return load_vocab(Path(self.vocab_path))
@@ -56,11 +63,11 @@ def run(ctx: Context, data: LabelledData | None = None) -> DataResult:
     if data is None:
         data = load_data(cfg, ctx.cache_dir)
     tok_settings = {"lang": cfg.lang, "min_freq": cfg.min_freq, "max_vocab": cfg.max_vocab}
-    stage = ctx.stage("data", VERSION, data.fingerprint(), tok_settings)
+    spec = data.spec
+    multi = [] if spec.mode == SINGLE else [spec.to_dict()]  # (single-label keys stay as they were)
+    stage = ctx.stage("data", VERSION, data.fingerprint(), tok_settings, *multi)
 
     def body() -> dict:
-        classes = data.classes
-        cls_index = {c: i for i, c in enumerate(classes)}
         tok = {}
         for name, texts in (("train", data.train[TEXT]), ("valid", data.valid[TEXT]),
                             ("test", None if data.test is None else data.test[TEXT]),
@@ -74,13 +81,14 @@ def run(ctx: Context, data: LabelledData | None = None) -> DataResult:
         n_tokens = {}
         for name, t in tok.items():
             df = getattr(data, name) if name != "unlabelled" else None
-            cols = None if df is None else {"text": df[TEXT].tolist(), "label": [cls_index[y] for y in df[LABEL]]}
+            cols = None if df is None else {"text": df[TEXT].tolist(), "label": spec.targets(df[LABEL])}
             write_ids(t, vocab, stage.path / f"{name}.arrow", cols)
             n_tokens[name] = t.n_tokens
         summary = data.summary()
         log.info(f"data: {summary['train']} train / {summary['valid']} valid / {summary['test']} test, "
                  f"{summary['unlabelled']} unlabelled; vocab {len(vocab)}; tokens {n_tokens}")
         return {"vocab_path": str(stage.path / "vocab.json"), "classes": summary["classes"],
+                **({"labels": multi[0]} if multi else {}),
                 "metrics": {**summary, "vocab_size": len(vocab), "tokens": n_tokens}}
 
     return run_cached(ctx, stage, DataResult, {"data": asdict(cfg)}, body)

@@ -1,6 +1,8 @@
 """Stage 4: evaluate the classifier on the test split (valid when there is none).
 
 Writes accuracy, macro-F1, the confusion matrix (JSON + PNG), a per-class report, and predictions.
+Multi-label: subset accuracy, micro/macro F1 and per-label precision/recall at the tuned thresholds.
+Multi-task: each task's metrics and confusion matrix (`confusion_matrix_<task>.png`).
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..data.labels import MULTI_LABEL, MULTI_TASK, SINGLE, LabelSpec
 from ..fileio import atomic_path, write_json
 from ..plots import plot_confusion
 from ..serving.ensemble import mean_proba
-from ..serving.predict import Predictor, add_proba_columns
+from ..serving.predict import Predictor, add_prediction_columns, add_proba_columns, decode
 from ..training import distributed
 from .classifier import ClassifierResult
 from .common import Context, StageResult, run_cached
@@ -45,6 +48,30 @@ def classification_metrics(y_true: list, y_pred: list, labels: list) -> dict:
     }
 
 
+def multilabel_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: list) -> dict:
+    """Subset accuracy, micro/macro F1 and per-label precision/recall/F1 of 0/1 matrices (texts x labels)."""
+    from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
+
+    p, r, f, n = precision_recall_fscore_support(y_true, y_pred, zero_division=0)
+    return {
+        "n": len(y_true),
+        "subset_accuracy": float(accuracy_score(y_true, y_pred)),
+        "micro_f1": float(f1_score(y_true, y_pred, average="micro", zero_division=0)),
+        "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
+        "labels": labels,
+        "per_label": {str(c): {"precision": float(p[j]), "recall": float(r[j]), "f1": float(f[j]),
+                               "support": int(n[j])} for j, c in enumerate(labels)},
+    }
+
+
+def multitask_metrics(y_true: np.ndarray, pred: pd.DataFrame, spec: LabelSpec) -> dict:
+    """`classification_metrics` per task (`tasks`), and their mean accuracy and macro-F1."""
+    tasks = {t: classification_metrics([classes[i] for i in y_true[:, k]], pred[t].tolist(), list(classes))
+             for k, (t, classes) in enumerate(spec.tasks)}
+    return {"n": len(y_true), "mean_accuracy": float(np.mean([m["accuracy"] for m in tasks.values()])),
+            "mean_macro_f1": float(np.mean([m["macro_f1"] for m in tasks.values()])), "tasks": tasks}
+
+
 def run(ctx: Context, data: DataResult, clfs: dict[str, ClassifierResult]) -> EvalResult:
     """Score each direction's classifier and, with several, their ensemble (mean of probabilities)."""
     split = "test" if data.split("test") is not None else "valid"
@@ -55,6 +82,8 @@ def run(ctx: Context, data: DataResult, clfs: dict[str, ClassifierResult]) -> Ev
         # exact fp32 also on GPU: the reported metrics do not depend on the device's autocast
         predictors = {d: Predictor.load(c.model_dir, ctx.device, precision="fp32") for d, c in clfs.items()}
         probas = {d: p.predict_proba(ds["text"], bs=ctx.cfg.classifier.bs) for d, p in predictors.items()}
+        if next(iter(predictors.values())).spec.mode != SINGLE:
+            return _evaluate_multi(ctx, split, ds, predictors, probas, Path(stage.path))
         labels = next(iter(predictors.values())).labels
         y_true = [labels[i] for i in ds["label"]]
         per_direction = {d: classification_metrics(y_true, [labels[i] for i in p.argmax(1)], labels)
@@ -80,3 +109,56 @@ def run(ctx: Context, data: DataResult, clfs: dict[str, ClassifierResult]) -> Ev
         return {"split": split, "metrics": {k: metrics[k] for k in keep if k in metrics}}
 
     return run_cached(ctx, stage, EvalResult, {"split": split, "directions": list(clfs)}, body)
+
+
+def _evaluate_multi(ctx: Context, split: str, ds, predictors: dict[str, Predictor], probas: dict[str, np.ndarray],
+                    out: Path) -> dict:
+    """Multi-label or multi-task: the metrics of the ensemble's mean probabilities (one direction: its own),
+    and of each direction; predictions.csv as `ulmfit-lab predict` writes it, plus the true labels."""
+    first = next(iter(predictors.values()))
+    spec, proba = first.spec, mean_proba(probas.values())
+    th = np.mean([p.thresholds for p in predictors.values()], axis=0)  # as EnsemblePredictor
+    y = np.asarray(list(ds["label"]))
+
+    def score(pr: np.ndarray, thresholds: np.ndarray) -> dict:
+        if spec.mode == MULTI_LABEL:
+            return multilabel_metrics(y, (pr >= thresholds[None, :]).astype(int), list(spec.classes))
+        return multitask_metrics(y, decode(spec, pr), spec)
+
+    metrics = score(proba, th)
+    head = ("subset_accuracy", "micro_f1", "macro_f1") if spec.mode == MULTI_LABEL else ("mean_accuracy",
+                                                                                         "mean_macro_f1")
+    if len(probas) > 1:
+        metrics["per_direction"] = {d: {k: score(pr, predictors[d].thresholds)[k] for k in head}
+                                    for d, pr in probas.items()}
+    if spec.mode == MULTI_LABEL:
+        metrics["thresholds"] = [float(t) for t in th]
+    write_json(out / "metrics.json", metrics)
+    preds = pd.DataFrame({"text": ds["text"]})
+    if spec.mode == MULTI_LABEL:
+        preds["label"] = [(spec.sep or "|").join(str(c) for c, on in zip(spec.classes, row) if on) for row in y]
+    else:
+        for k, (t, classes) in enumerate(spec.tasks):
+            preds[f"label_{t}"] = [classes[i] for i in y[:, k]]
+    add_prediction_columns(preds, first if len(predictors) == 1 else _Mean(spec, th, first.labels), proba)
+    with atomic_path(out / "predictions.csv") as tmp:
+        preds.to_csv(tmp, index=False)
+    if spec.mode == MULTI_TASK:
+        for t, m in metrics["tasks"].items():
+            plot_confusion(np.array(m["confusion_matrix"]), m["labels"], out / f"confusion_matrix_{t}.png")
+    shown = ", ".join(f"{k} {metrics[k]:.4f}" for k in head)
+    log.info(f"evaluate ({split}, n={metrics['n']}, {'+'.join(probas)}{' ensemble' if len(probas) > 1 else ''}, "
+             f"{spec.mode}): {shown}")
+    keep = (*head, "n", "labels", "thresholds", "per_direction")
+    summary = {k: metrics[k] for k in keep if k in metrics}
+    if spec.mode == MULTI_TASK:
+        summary["tasks"] = {t: {k: m[k] for k in ("accuracy", "macro_f1", "confusion_matrix", "labels")}
+                            for t, m in metrics["tasks"].items()}
+    return {"split": split, "metrics": summary}
+
+
+class _Mean:
+    """What `add_prediction_columns` reads of a predictor, for the ensemble's mean probabilities."""
+
+    def __init__(self, spec: LabelSpec, thresholds: np.ndarray, labels: list):
+        self.spec, self.thresholds, self.labels = spec, thresholds, labels

@@ -43,12 +43,13 @@ log = logging.getLogger(__name__)
 
 def make_learner(dls: DataLoaders, model: nn.Module, groups: Callable[[nn.Module], list], tc: TrainConfig,
                  run: RunConfig, device: torch.device, metrics: list, path: Path, lm: bool = False,
-                 lm_counts: np.ndarray | None = None) -> Learner:
+                 lm_counts: np.ndarray | None = None, loss_func: nn.Module | None = None) -> Learner:
     """A fastai Learner with Adam(betas), AR/TAR (passed explicitly: fastai #3605), clipping, AMP.
 
     `lm`: the model is a language model; on the CPU it then trains with the fused decoder + softmax
     (`fused.py`) unless `run.fused_softmax` is off. `lm_counts` (training-token count per vocab id): with
     `tc.softmax_samples` > 0 the LM trains with a sampled softmax drawn from them (`fused.SampledLMLoss`).
+    `loss_func`: the loss (default: cross-entropy), e.g. a multi-label or multi-task classifier's (`multi.py`).
     """
     cbs: list[Callback] = list(rnn_cbs(alpha=tc.alpha, beta=tc.beta)) + [TokenCounter()]
     if tc.clip:
@@ -61,7 +62,7 @@ def make_learner(dls: DataLoaders, model: nn.Module, groups: Callable[[nn.Module
     elif dtype is not None:
         raise ValueError("run.precision=fp16 needs a GPU; on CPU use bf16 or fp32")
     opt_func = partial(Adam, mom=tc.betas[0], sqr_mom=tc.betas[1], wd=tc.wd)
-    loss_func = CrossEntropyLossFlat()
+    loss_func = CrossEntropyLossFlat() if loss_func is None else loss_func
     n_draws = getattr(tc, "softmax_samples", 0) if lm_counts is not None else 0
     if n_draws and distributed.world() > 1:  # (the loss uses the decoder outside DDP's forward)
         if distributed.is_main():
@@ -84,12 +85,14 @@ def make_learner(dls: DataLoaders, model: nn.Module, groups: Callable[[nn.Module
 
 def fit_phases(learn: Learner, phases: list[Phase], tc: TrainConfig, stage: StageDir,
                extra_cbs: list[Callback] | None = None, extra_metrics: Callable[[], dict] | None = None,
-               checkpoint_s: float | None = None, deadline: float | None = None) -> None:
+               checkpoint_s: float | None = None, deadline: float | None = None,
+               phase_cbs: Callable[[int], list[Callback]] | None = None) -> None:
     """Run the phases, each one cycle of `tc.schedule` (STLR by default) over discriminative LRs, resuming
     from `last.pt` if present.
 
     `checkpoint_s`: also checkpoint every so many seconds inside an epoch (None: at epoch ends only).
     `deadline` (a `time.time()`): past it, checkpoint and raise `TrainingPaused`.
+    `phase_cbs`: phase index -> callbacks for that phase only (e.g. `multi.MaxLenSchedule`).
     """
     n_groups = len(learn.opt.param_lists)
     lrs = discriminative_lrs(tc.lr, n_groups, tc.lr_decay)
@@ -112,5 +115,6 @@ def fit_phases(learn: Learner, phases: list[Phase], tc: TrainConfig, stage: Stag
         sched = ParamScheduler({"lr": lr_schedule(tc.schedule, lrs, tc.cut_frac, tc.ratio)})
         epoch_log = EpochLog(stage, i, se, extra_metrics)
         ckpt = Checkpointer(stage, i, se, epoch_log, checkpoint_s, mid_epoch if i == start_phase else None, deadline)
-        learn.fit(ph.epochs, cbs=[sched, epoch_log, ckpt, *(extra_cbs or [])], start_epoch=se)
+        learn.fit(ph.epochs, cbs=[sched, epoch_log, ckpt, *(extra_cbs or []), *(phase_cbs(i) if phase_cbs else [])],
+                  start_epoch=se)
     distributed.verify_in_sync(learn.model, stage.path)

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from fastai.data.core import DataLoaders
 from fastai.text.data import LMDataLoader, LMTensorText, SortedDL, TensorText, pad_input_chunk
-from fastai.torch_core import TensorCategory, to_detach
+from fastai.torch_core import TensorCategory, TensorMultiCategory, to_detach
 from fastcore.basics import chunked
 
 from ..data.sources import DataError
@@ -55,17 +55,28 @@ class _LMDocs:
 
 
 class _LabelledDocs:
-    """Classifier items, made on demand: (`TensorText`, `TensorCategory`)."""
+    """Classifier items, made on demand: (`TensorText`, `TensorCategory`).
 
-    def __init__(self, docs: Sequence[np.ndarray], labels: Sequence[int] | None, backwards: bool):
+    `labels` as a 2-D array: a row per document, float 0/1 per label (multi-label: `TensorMultiCategory`) or
+    a class index per task (multi-task: a `TensorCategory` vector).
+    """
+
+    def __init__(self, docs: Sequence[np.ndarray], labels: Sequence[int] | np.ndarray | None, backwards: bool):
         self.docs, self.backwards = docs, backwards
-        self.labels = np.zeros(len(docs), dtype=np.int64) if labels is None else np.asarray(labels, dtype=np.int64)
+        if isinstance(labels, np.ndarray) and labels.ndim == 2:
+            self.labels = labels
+        else:
+            self.labels = np.zeros(len(docs), dtype=np.int64) if labels is None else np.asarray(labels, dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.docs)
 
     def __getitem__(self, i: int) -> tuple:
-        return TensorText(_tensor(self.docs[i], self.backwards)), TensorCategory(int(self.labels[i]))
+        x = TensorText(_tensor(self.docs[i], self.backwards))
+        if self.labels.ndim == 2:
+            y = torch.from_numpy(self.labels[i].copy())
+            return x, TensorMultiCategory(y) if y.is_floating_point() else TensorCategory(y)
+        return x, TensorCategory(int(self.labels[i]))
 
 
 class _Replayable:

@@ -1,0 +1,136 @@
+"""Multi-task classification: one tiny shared encoder learns two tasks at once (sentiment by its words, topic
+by its subject), one softmax per task on one output layer; a column per task through the API, the CLI
+(metrics and a confusion matrix per task), save/load and ONNX; weighted losses; clear errors for unknown
+tasks and a task with one class. And the progressive sequence length (`classifier.max_len_schedule`)."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import CONFIGS
+from torch.nn import functional as F
+
+from ulmfit_lab import ConfigError, SentimentClassifier, cli
+from ulmfit_lab.config import load_config
+from ulmfit_lab.data.sources import DataError, load_data
+from ulmfit_lab.serving.export import export_model
+from ulmfit_lab.toy import make_multitask
+from ulmfit_lab.training.multi import MaxLenSchedule, MultiTaskLoss
+
+TASKS = ["sentiment", "topic"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def fitted(cache_dir):
+    train = make_multitask(240, seed=0)
+    clf = SentimentClassifier("tiny", [f"run.cache_dir={cache_dir}"])
+    return clf.fit(train.text, train[TASKS])  # a label DataFrame names the tasks
+
+
+def test_learns_both_tasks(fitted):
+    test = make_multitask(80, seed=1)
+    pred = fitted.predict(test.text)
+    assert isinstance(pred, pd.DataFrame) and list(pred.columns) == TASKS and len(pred) == 80
+    for task in TASKS:
+        assert (pred[task].to_numpy() == test[task].to_numpy()).mean() >= 0.9, task
+    assert fitted.tasks_ == TASKS and [list(c) for c in fitted.classes_] == [["neg", "pos"], ["book", "film"]]
+    assert fitted.config.data.label_column == TASKS
+    assert fitted.score(test.text, test[TASKS]) == pytest.approx(
+        (pred.to_numpy() == test[TASKS].to_numpy()).all(axis=1).mean())
+
+
+def test_predict_shapes(fitted):
+    texts = make_multitask(10, seed=3).text.tolist()
+    proba = fitted.predict_proba(texts)
+    assert [p.shape for p in proba] == [(10, 2), (10, 2)]
+    for p in proba:  # a softmax per task
+        np.testing.assert_allclose(p.sum(1), 1, atol=1e-5)
+    one = fitted.predict(texts[0])
+    assert one == fitted.predict(texts).iloc[0].to_dict() and set(one) == set(TASKS)
+    assert [p.shape for p in fitted.predict_proba(texts[0])] == [(2,), (2,)]
+    assert [lab for lab, _ in fitted.predict_iter(iter(texts))] == fitted.predict(texts).to_dict("records")
+
+
+def test_save_load_and_onnx_export(fitted, tmp_path):
+    texts = make_multitask(20, seed=4).text.tolist()
+    saved = fitted.save(tmp_path / "model")
+    meta = json.loads((saved / "model.json").read_text())
+    assert meta["tasks"] == {"sentiment": ["neg", "pos"], "topic": ["book", "film"]} and meta["format_version"] == 2
+    back = SentimentClassifier.load(saved)
+    pd.testing.assert_frame_equal(back.predict(texts), fitted.predict(texts))
+    assert back.tasks_ == TASKS
+    pytest.importorskip("onnxruntime")
+    from ulmfit_lab.serving.onnx_export import OnnxPredictor
+
+    onnx = OnnxPredictor(export_model(saved, tmp_path / "onnx", onnx=True))
+    np.testing.assert_allclose(onnx.predict_proba(texts), np.hstack(fitted.predict_proba(texts)), atol=1e-4)
+    pd.testing.assert_frame_equal(onnx.predict(texts), fitted.predict(texts))
+
+
+def test_cli_run_reports_each_task_and_predicts_a_column_per_task(tmp_path, cache_dir, capsys):
+    make_multitask(200, seed=0).to_csv(tmp_path / "train.csv", index=False)
+    make_multitask(50, seed=1).to_csv(tmp_path / "test.csv", index=False)
+    run_dir = tmp_path / "run"
+    assert cli.main(["run", str(CONFIGS / "tiny.yaml"), f"data.train={tmp_path / 'train.csv'}",
+                     f"data.test={tmp_path / 'test.csv'}", "data.label_column=[sentiment, topic]",
+                     "classifier.task_weights={topic: 0.5}", "lm_finetune.enabled=false", f"run.dir={run_dir}",
+                     f"run.cache_dir={cache_dir}"]) == 0
+    assert "mean_accuracy" in capsys.readouterr().out
+    metrics = json.loads((run_dir / "evaluate" / "metrics.json").read_text())
+    assert set(metrics["tasks"]) == set(TASKS) and metrics["n"] == 50
+    for task in TASKS:
+        m = metrics["tasks"][task]
+        assert m["accuracy"] >= 0.85 and np.array(m["confusion_matrix"]).sum() == 50
+        assert (run_dir / "evaluate" / f"confusion_matrix_{task}.png").is_file()
+    pred = tmp_path / "pred.csv"
+    assert cli.main(["predict", str(run_dir), str(tmp_path / "test.csv"), "--output", str(pred), "--no-progress"]) == 0
+    df = pd.read_csv(pred)
+    assert {"prediction_sentiment", "prediction_topic", "proba_sentiment:pos", "proba_topic:book"} <= set(df.columns)
+    assert (df.prediction_topic == df.topic).mean() >= 0.85
+
+
+def test_task_weights_weight_each_tasks_cross_entropy():
+    logits, target = torch.randn(6, 5), torch.tensor([[0, 2]] * 3 + [[1, 0]] * 3)
+    loss = MultiTaskLoss([(0, 2), (2, 5)], [1.0, 0.25])(logits, target)
+    want = F.cross_entropy(logits[:, :2], target[:, 0]) + 0.25 * F.cross_entropy(logits[:, 2:], target[:, 1])
+    assert loss.item() == pytest.approx(want.item())
+
+
+def test_errors_name_the_task_and_what_to_do(tmp_path):
+    with pytest.raises(ConfigError, match=r"task_weights: unknown task\(s\) \['tpoic'\]; the tasks are"):
+        load_config("tiny", ["data.label_column=[sentiment, topic]", "classifier.task_weights={tpoic: 1}"])
+    with pytest.raises(ConfigError, match="task_weights: set for a single label column"):
+        load_config("tiny", ["classifier.task_weights={topic: 1}"])
+    cfg = load_config("tiny", ["data.label_column=[sentiment, topic]"]).data
+    with pytest.raises(DataError, match="task 'topic' has one class .'film'. in .* rows; each task needs at least two"):
+        load_data(cfg, tmp_path, train=make_multitask(40).assign(topic="film"))
+    with pytest.raises(DataError, match=r"column\(s\) \['topic'\] not found"):
+        load_data(cfg, tmp_path, train=make_multitask(40).drop(columns="topic"))
+    with pytest.raises(DataError, match=r"no column\(s\) \['topic'\] for the task"):
+        SentimentClassifier("tiny", ["data.label_column=[sentiment, topic]"]).fit(
+            ["a", "b"], pd.DataFrame({"sentiment": ["pos", "neg"], "other": ["x", "y"]}))
+
+
+def test_max_len_schedule_lengthens_bptt3c_over_the_epochs(tmp_path, cache_dir):
+    sched = MaxLenSchedule([100, 300, 700], total_epochs=6, offset=0, final=1400)
+    assert [sched.length_at(e) for e in range(6)] == [100, 100, 300, 300, 700, 700]
+    train = make_multitask(120, seed=0)
+    clf = SentimentClassifier("tiny", [f"run.cache_dir={cache_dir}", "lm_finetune.enabled=false",
+                                       "classifier.max_len_schedule=[16, 32]", "classifier.epochs=4"],
+                              run_dir=tmp_path / "run")
+    clf.fit(train.text, train.sentiment)
+    rows = [json.loads(x) for x in (tmp_path / "run" / "classifier" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["max_len"] for r in rows] == [16, 16, 32, 32]  # over the unfreezing phases
+    assert json.loads((clf.model_dir_ / "model.json").read_text())["max_len"] == 320  # predicts with max_len
+    with pytest.raises(ConfigError, match="max_len_schedule: expected 1 to classifier.epochs"):
+        load_config("tiny", ["classifier.max_len_schedule=[10, 20]", "classifier.epochs=1"])
