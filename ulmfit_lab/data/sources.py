@@ -80,18 +80,13 @@ def _read_folder_texts(folder: Path) -> list[str]:
     return [read_text_file(f) for f in sorted(folder.glob("*.txt"))]
 
 
-def extract_archive(path: Path, cache_dir: Path) -> Path:
-    """Unpack a .tar(.gz/.xz/.bz2) once into the cache and return the folder it holds."""
+def extracted_folder(path: Path, cache_dir: Path) -> Path:
+    """Unpack an archive (`fileio.is_archive`) once into the cache and return the folder it holds."""
     st = path.stat()
     tag = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:12]
     dest = fileio.extract_archive(path, cache_dir / "archives" / f"{path.name.split('.')[0]}-{tag}")
     entries = [p for p in dest.iterdir() if not p.name.startswith(".")]
     return entries[0] if len(entries) == 1 and entries[0].is_dir() else dest
-
-
-def _is_archive(path: Path) -> bool:
-    name = path.name.lower()
-    return path.is_file() and any(name.endswith(s) for s in (".tar", ".tar.gz", ".tgz", ".tar.xz", ".tar.bz2"))
 
 
 def read_source(spec: str, cfg: DataConfig, cache_dir: Path, text_column: str | None = None,
@@ -106,8 +101,8 @@ def read_source(spec: str, cfg: DataConfig, cache_dir: Path, text_column: str | 
     path = Path(spec).expanduser()
     if not path.exists():
         raise DataError(f"data not found: {path} (expected a file, a folder or an archive; check the path)")
-    if _is_archive(path):
-        path = extract_archive(path, cache_dir)
+    if fileio.is_archive(path):
+        path = extracted_folder(path, cache_dir)
     if path.is_dir():
         if (path / "train").is_dir():
             out: dict[str, pd.DataFrame | list[str]] = {}
@@ -123,7 +118,7 @@ def read_source(spec: str, cfg: DataConfig, cache_dir: Path, text_column: str | 
     if table_kind(path) is None:
         raise DataError(
             f"{path}: unknown file type {''.join(path.suffixes) or '(none)'}; expected .csv, .tsv, .jsonl, .json, "
-            ".parquet, .txt, a folder with one sub-folder per class, or a .tar.gz/.tar.xz of one"
+            ".parquet, .txt, a folder with one sub-folder per class, or a .tar.gz/.tar.xz/.zip of one"
         )
     return {"all": read_table(path, text_column=text_column or cfg.text_column, label_column=cfg.label_column)}
 
