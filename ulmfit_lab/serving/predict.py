@@ -25,15 +25,19 @@ from ..models.artifact import WEIGHTS, read_artifact, resolve_model_dir
 from ..models.awd_lstm import build_classifier
 from ..models.checkpoint import load_weights, model_config_from_meta
 from ..text.vocab import encode, fast_tokenizer, vocab_index
+from .base import CHUNK, BasePredictor, check_strings, text_chunks
 from .inference import FastClassifier, ensure_nonempty, prepare, run_batches
 
-CHUNK = 8192  # texts read, tokenized and sorted together; results come back chunk by chunk
+__all__ = ["CHUNK", "MIN_PARALLEL_CHARS", "Predictor", "add_proba_columns", "load_fastai_classifier", "text_chunks"]
 # less text than this (about a CPU-second of tokenizing) is tokenized in-process: workers would cost more
 MIN_PARALLEL_CHARS = 1_000_000
 
 
-class Predictor:
+class Predictor(BasePredictor):
     """A trained classifier with its vocab, tokenizer settings and label names.
+
+    `predict`, `predict_proba` and `iter_proba` come from `BasePredictor`; this class tokenizes (in worker
+    processes for large inputs) and runs the model (`iter_chunks`).
 
     Args:
         model: fastai's classifier (`build_classifier`) or a `FastClassifier`.
@@ -54,8 +58,8 @@ class Predictor:
         self.fast = (model if isinstance(model, FastClassifier) else FastClassifier.from_fastai(model)).eval()
         self.precision = resolve_precision(precision, self.device)
         self.model = prepare(self.fast, self.precision, self.device)
+        super().__init__(meta["labels"])
         self.vocab, self.meta = vocab, meta
-        self.labels: list = list(meta["labels"])
         self.bptt = int(meta["model"]["bptt"])
         self.backwards = bool(meta["model"].get("backwards", False))
         self.lang = meta.get("lang", "en")
@@ -103,19 +107,11 @@ class Predictor:
 
     # ------------------------------------------------------------ predictions
 
-    def iter_proba(self, texts: Iterable[str] | pd.Series, bs: int | None = None,
-                   chunk_size: int = CHUNK) -> Iterator[np.ndarray]:
-        """Probabilities chunk by chunk (each chunk's rows in input order): for inputs of any length.
-
-        Args:
-            texts: strings; a list, a pandas Series or any iterable (read `chunk_size` at a time).
-            bs: at most this many texts per batch (default: as many as `max_tokens` allows, up to 256).
-            chunk_size: texts read, tokenized and length-sorted together.
-        """
-        yield from self.iter_chunks(text_chunks(texts, chunk_size), bs)
-
     def iter_chunks(self, chunks: Iterable[list[str]], bs: int | None = None) -> Iterator[np.ndarray]:
-        """Probabilities for each list of texts in `chunks`, in order; one tokenizer pool serves them all."""
+        """Probabilities for each list of texts in `chunks`, in order; one tokenizer pool serves them all.
+
+        `bs`: at most this many texts per batch (default: as many as `max_tokens` allows, up to 256).
+        """
         ids_stream = self.iter_ids(chunks)
         try:
             for ids in ids_stream:
@@ -128,7 +124,7 @@ class Predictor:
         pool, seen = None, 0
         try:
             for chunk in chunks:
-                _check_strings(chunk, seen)
+                check_strings(chunk, seen)
                 if pool is None and self.num_workers > 1 and sum(map(len, chunk)) >= MIN_PARALLEL_CHARS:
                     pool = self._pool()
                 seen += len(chunk)
@@ -145,30 +141,11 @@ class Predictor:
             out[idx] = proba
         return out
 
-    def predict_proba(self, texts: Iterable[str] | pd.Series, bs: int | None = None) -> np.ndarray:
-        """Class probabilities, one row per text, in input order (columns follow `labels`)."""
-        parts = list(self.iter_proba(texts, bs))
-        return np.concatenate(parts) if parts else np.zeros((0, len(self.labels)), dtype=np.float32)
-
-    def predict(self, texts: Iterable[str] | pd.Series, bs: int | None = None) -> list:
-        """The most probable label for each text, in input order."""
-        proba = self.predict_proba(texts, bs)
-        return [self.labels[i] for i in proba.argmax(axis=1)]
-
 
 def add_proba_columns(df: pd.DataFrame, labels: list, proba: np.ndarray) -> None:
     """One `proba_<label>` column per class, in `labels` order: how prediction files and evaluation write them."""
     for j, lab in enumerate(labels):
         df[f"proba_{lab}"] = proba[:, j]
-
-
-def text_chunks(texts: Iterable[str] | pd.Series, chunk_size: int = CHUNK) -> Iterator[list[str]]:
-    """Lists of at most `chunk_size` texts, read lazily from any iterable."""
-    if isinstance(texts, str):
-        raise TypeError("predict expects a list of strings (or a pandas Series), not one string; "
-                        "wrap it: predict([text])")
-    it = iter(texts)
-    return iter(lambda: list(itertools.islice(it, chunk_size)), [])
 
 
 def load_fastai_classifier(folder: str | Path) -> tuple[nn.Module, list[str], dict]:
@@ -191,9 +168,3 @@ def _worker_init(lang: str, vocab: list[str]) -> None:
 
 def _worker_encode(texts: list[str]) -> list[np.ndarray]:
     return encode(*_WORKER, texts)
-
-
-def _check_strings(items: list, offset: int) -> None:
-    bad = [offset + i for i, t in enumerate(items) if not isinstance(t, str)]
-    if bad:
-        raise TypeError(f"predict expects strings; {len(bad)} item(s) are not (first positions: {bad[:5]})")
