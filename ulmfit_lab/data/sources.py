@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -277,6 +278,27 @@ def load_data(
     unlabelled: list[str] | None = None,
 ) -> LabelledData:
     """Read, check and split the labelled data described by `cfg` (or passed in as DataFrames)."""
+    parts, origin = _gather(cfg, cache_dir, {"train": train, "valid": valid, "test": test})
+
+    def where(split: str) -> str:
+        return f"{split} ({origin[split]})" if split in origin else split
+
+    if "train" not in parts:
+        raise DataError(
+            "no training data: set data.path (a file, a class-per-folder tree or an archive), "
+            "data.train, or pass a DataFrame to fit()"
+        )
+    tr, va, te = _split(parts, cfg, where)
+    _check_labels(tr, va, te, where)
+    warn_conflicting_labels({"train": tr, "valid": va, "test": te})  # here: its warning points at our caller
+    texts = _unlabelled_texts(cfg, cache_dir, list(unlabelled or []), parts.get("unlabelled", []))
+    return LabelledData(tr, va, te, texts)
+
+
+def _gather(cfg: DataConfig, cache_dir: Path, frames: dict[str, pd.DataFrame | None]
+            ) -> tuple[dict[str, pd.DataFrame | list[str]], dict[str, str]]:
+    """Every split as read (`data.path`, then `data.train/valid/test`, then DataFrames passed in, each
+    overriding the one before), and the file each came from (named in error messages)."""
     parts: dict[str, pd.DataFrame | list[str]] = {}
     origin: dict[str, str] = {}  # split -> the file it came from, named in error messages
     if cfg.path:
@@ -287,7 +309,7 @@ def load_data(
             src = read_source(spec, cfg, cache_dir)
             parts[split] = src.get(split, src.get("all"))
             origin[split] = spec
-    for split, df in (("train", train), ("valid", valid), ("test", test)):
+    for split, df in frames.items():
         if df is not None:
             parts[split] = df
             origin.pop(split, None)
@@ -295,16 +317,12 @@ def load_data(
         parts["train"] = parts.pop("all")
         if "all" in origin:
             origin["train"] = origin.pop("all")
+    return parts, origin
 
-    def where(split: str) -> str:
-        return f"{split} ({origin[split]})" if split in origin else split
 
-    if "train" not in parts:
-        raise DataError(
-            "no training data: set data.path (a file, a class-per-folder tree or an archive), "
-            "data.train, or pass a DataFrame to fit()"
-        )
-
+def _split(parts: dict, cfg: DataConfig, where: Callable[[str], str]
+           ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None]:
+    """Standardized train/valid/test: test and valid carved from train where not given, train and test sampled."""
     tr = standardize(parts["train"], cfg, where("train"))
     va = standardize(parts["valid"], cfg, where("valid")) if "valid" in parts else None
     te = standardize(parts["test"], cfg, where("test")) if "test" in parts else None
@@ -315,7 +333,11 @@ def load_data(
         tr, va = _carve(tr, cfg.valid_pct, cfg.seed)
     if te is not None:
         te = _sample(te, cfg.max_test, cfg.seed)
+    return tr, va, te
 
+
+def _check_labels(tr: pd.DataFrame, va: pd.DataFrame, te: pd.DataFrame | None, where: Callable[[str], str]) -> None:
+    """Two classes at least in train, no valid/test label unseen in train, a non-empty valid."""
     classes = set(tr[LABEL])
     if len(classes) < 2:
         raise DataError(
@@ -333,9 +355,11 @@ def load_data(
                 )
     if len(va) == 0:
         raise DataError("valid: empty; set data.valid_pct > 0 or give data.valid")
-    warn_conflicting_labels({"train": tr, "valid": va, "test": te})
 
-    texts = list(unlabelled or [])
+
+def _unlabelled_texts(cfg: DataConfig, cache_dir: Path, texts: list, from_source: list[str]) -> list[str]:
+    """The texts passed in (checked), then the data source's own unlabelled texts, then `data.unlabelled`'s;
+    at most `data.max_unlabelled` of them, a random sample."""
     bad = [i for i, t in enumerate(texts) if not is_text(t) or not t.strip()]
     if bad and not cfg.drop_invalid:
         raise DataError(f"unlabelled: {len(bad)} text(s) are missing, not strings, invalid Unicode or blank "
@@ -344,7 +368,7 @@ def load_data(
     if bad:
         dropped = set(bad)
         texts = [t for i, t in enumerate(texts) if i not in dropped]
-    texts += [t for t in parts.get("unlabelled", []) if isinstance(t, str) and t.strip()]
+    texts += [t for t in from_source if isinstance(t, str) and t.strip()]
     for spec in cfg.unlabelled:
         src = read_source(spec, cfg, cache_dir)
         for v in src.values():
@@ -355,7 +379,7 @@ def load_data(
     if cfg.max_unlabelled is not None and len(texts) > cfg.max_unlabelled:
         rng = np.random.default_rng(cfg.seed)
         texts = [texts[i] for i in np.sort(rng.choice(len(texts), cfg.max_unlabelled, replace=False))]
-    return LabelledData(tr, va, te, texts)
+    return texts
 
 
 CORPUS_SPLITS = ("all", "train", "valid", "test", "unlabelled")
