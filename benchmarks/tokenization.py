@@ -123,9 +123,9 @@ def find_docs(data: Path, cache: Path) -> dict:
     if (data / "imdb" / "aclImdb.tar.xz").is_file():
         data = data / "imdb" / "aclImdb.tar.xz"
     if data.is_file() and ".tar" in data.name:
-        from ulmfit_lab.data.sources import extract_archive
+        from ulmfit_lab.data.sources import extracted_folder
 
-        data = extract_archive(data, cache)
+        data = extracted_folder(data, cache)
     if data.is_file():
         return {"table": str(data)}
     if (data / "train").is_dir():

@@ -153,3 +153,44 @@ def test_old_flat_module_paths_still_import(recwarn):
     old = importlib.import_module("ulmfit_lab.onnx_export")  # README before the subpackages
     assert old is onnx_export and old.OnnxPredictor is onnx_export.OnnxPredictor
     assert any("moved to ulmfit_lab.serving.onnx_export" in str(w.message) for w in recwarn)
+
+
+# ---------------------------------------------------------------- function length
+
+MAX_FUNCTION_LINES = 80  # def line to last line, nested functions and methods alike
+ONE_PIECE = "# one piece:"  # a comment line in a longer function's body saying why it stays whole (a hot path)
+
+
+def long_functions(source: str, limit: int = MAX_FUNCTION_LINES) -> list[tuple[str, int, int]]:
+    """(name, first line, length) of each function in `source` longer than `limit` lines whose body holds
+    no comment line starting with `ONE_PIECE`."""
+    lines = source.splitlines()
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            n = node.end_lineno - node.lineno + 1
+            body = lines[node.lineno - 1:node.end_lineno]
+            if n > limit and not any(line.strip().startswith(ONE_PIECE) for line in body):
+                found.append((node.name, node.lineno, n))
+    return found
+
+
+def test_long_functions_are_found_unless_they_say_why():
+    def source(n_lines: int, comment: str = "") -> str:
+        body = [f"    x{i} = {i}" for i in range(n_lines - 2)]
+        return "\n".join(["def f():", *([f"    {comment}"] if comment else []), *body, "    return 0"])
+
+    assert long_functions(source(80)) == []
+    assert long_functions(source(81)) == [("f", 1, 81)]
+    assert long_functions(source(81, "# one piece: the inner loop of every batch")) == []
+    assert long_functions(source(81, "# one more piece")) == [("f", 1, 82)]
+    nested = "class A:\n    def m(self):\n        def g():\n" + "\n".join(f"            y = {i}" for i in range(90))
+    assert [name for name, _, _ in long_functions(nested)] == ["m", "g"]
+
+
+def test_no_function_over_80_lines():
+    long = [f"{path.relative_to(PACKAGE.parent)}:{line} {name}: {n} lines"
+            for path, _ in module_files().values()
+            for name, line, n in long_functions(path.read_text(encoding="utf-8"))]
+    assert not long, (f"functions over {MAX_FUNCTION_LINES} lines: split each into named steps, or say why it "
+                      f"stays whole in a comment line starting `{ONE_PIECE}` in its body:\n" + "\n".join(long))

@@ -1,6 +1,8 @@
 """Data sources and the checks that stop bad input before training."""
 
+import shutil
 import tarfile
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -54,6 +56,11 @@ def test_aclimdb_folder_and_archive(tmp_path, df):
         tar.add(root, arcname="aclImdb")
     data2 = load_data(DataConfig(path=str(archive), valid_pct=0.1), tmp_path / "cache")
     assert data2.fingerprint() == data.fingerprint()
+    # a .zip too, under an upper-case name: one rule (fileio.is_archive) for data and LMs alike
+    zipped = shutil.make_archive(str(tmp_path / "AclImdb"), "zip", tmp_path, "aclImdb")
+    upper = tmp_path / "ACLIMDB.ZIP"
+    Path(zipped).rename(upper)
+    assert load_data(DataConfig(path=str(upper), valid_pct=0.1), tmp_path / "cache").fingerprint() == data.fingerprint()
 
 
 def test_class_folders_without_splits(tmp_path, df):

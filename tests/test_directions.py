@@ -12,6 +12,7 @@ from synth import make_reviews
 from ulmfit_lab import SentimentClassifier, load_config
 from ulmfit_lab.config import ConfigError
 from ulmfit_lab.device import cpu_has_bf16
+from ulmfit_lab.models.artifact import WEIGHTS
 from ulmfit_lab.serving.ensemble import EnsemblePredictor, load_model
 from ulmfit_lab.serving.predict import Predictor
 from ulmfit_lab.training.loaders import lm_loaders
@@ -63,7 +64,7 @@ def test_ensemble_save_load_is_self_contained(bidirectional, tmp_path):
     clf, _ = bidirectional
     texts = make_reviews(16, seed=15).text.tolist()
     saved = clf.save(tmp_path / "model")
-    assert (saved / "fwd" / "model.safetensors").is_file() and (saved / "bwd" / "model.safetensors").is_file()
+    assert (saved / "fwd" / WEIGHTS).is_file() and (saved / "bwd" / WEIGHTS).is_file()
     moved = saved.rename(tmp_path / "elsewhere")
     np.testing.assert_allclose(load_model(moved).predict_proba(texts), clf.predict_proba(texts), atol=1e-6)
     assert SentimentClassifier.load(moved).predict(texts) == clf.predict(texts)

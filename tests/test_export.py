@@ -13,6 +13,7 @@ from conftest import ROOT, run_cli
 from synth import make_reviews
 
 from ulmfit_lab import CheckpointError
+from ulmfit_lab.models.artifact import WEIGHTS
 from ulmfit_lab.serving.export import export_model, load_torchscript
 from ulmfit_lab.serving.inference import collate
 from ulmfit_lab.serving.predict import Predictor
@@ -91,12 +92,12 @@ def _copy(src, tmp_path):
 
 def test_corrupt_weights_are_reported(exported, tmp_path):
     m = _copy(exported, tmp_path)
-    data = bytearray((m / "model.safetensors").read_bytes())
+    data = bytearray((m / WEIGHTS).read_bytes())
     data[-10] ^= 0xFF  # one flipped byte inside a tensor: the file still parses
-    (m / "model.safetensors").write_bytes(bytes(data))
+    (m / WEIGHTS).write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match="SHA-256 differs"):
         Predictor.load(m)
-    (m / "model.safetensors").write_bytes(bytes(data[:100]))  # truncated
+    (m / WEIGHTS).write_bytes(bytes(data[:100]))  # truncated
     meta = json.loads((m / "model.json").read_text())
     del meta["weights_sha256"]
     (m / "model.json").write_text(json.dumps(meta))

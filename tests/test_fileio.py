@@ -9,7 +9,7 @@ import zipfile
 import pytest
 
 from ulmfit_lab import fileio
-from ulmfit_lab.fileio import StorageError, atomic_folder, atomic_path, extract_archive, sha256_file
+from ulmfit_lab.fileio import StorageError, atomic_folder, atomic_path, extract_archive, is_archive, sha256_file
 
 
 def _tree(folder):
@@ -143,3 +143,15 @@ def test_extract_archive_once_and_whole(tmp_path, kind):
     extract_archive(archive, dest)  # done already: not extracted again
     assert (dest / "lm" / "model.json").read_text() == "edited"
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f"lm.{kind}", "out", "src"])
+
+
+def test_is_archive_names_what_extract_archive_unpacks(tmp_path):
+    # the union of what the data reader and the LM registry each accepted before they shared this test
+    for name in ("a.tar", "b.tar.gz", "c.tgz", "d.tar.xz", "e.tar.bz2", "f.zip", "G.TAR.GZ", "h.Zip"):
+        (tmp_path / name).write_bytes(b"")
+        assert is_archive(tmp_path / name), name
+    for name in ("a.csv", "b.gz", "c.tar.gz.txt", "d.xz"):
+        (tmp_path / name).write_bytes(b"")
+        assert not is_archive(tmp_path / name), name
+    (tmp_path / "folder.tar").mkdir()
+    assert not is_archive(tmp_path / "folder.tar") and not is_archive(tmp_path / "missing.zip")

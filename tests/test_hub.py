@@ -11,7 +11,7 @@ from synth import make_reviews
 from ulmfit_lab import load_config, run_pipeline
 from ulmfit_lab.data.sources import load_data
 from ulmfit_lab.models import hub
-from ulmfit_lab.models.artifact import CheckpointError
+from ulmfit_lab.models.artifact import WEIGHTS, CheckpointError
 from ulmfit_lab.models.checkpoint import load_lm_checkpoint
 
 
@@ -39,7 +39,7 @@ def registry(tmp_path, monkeypatch, pretrained_stage):
 def test_shipped_lm_is_fp16_with_checksum_and_card(registry, pretrained_stage):
     stage, res = pretrained_stage
     meta = json.loads((registry / "model.json").read_text())
-    assert meta["dtype"] == "float16" and meta["sha256"] == hub.sha256_file(registry / "model.safetensors")
+    assert meta["dtype"] == "float16" and meta["sha256"] == hub.sha256_file(registry / WEIGHTS)
     card = meta["card"]
     assert card["perplexity"] and all(v > 1 for v in card["perplexity"].values())
     assert card["training"]["epochs"] == 2 and card["params"] > 1000
@@ -68,9 +68,9 @@ def test_pipeline_finetunes_from_a_registry_name_offline(registry, tmp_path, cac
 def test_corrupt_shipped_weights_and_unknown_names_are_clear_errors(registry, tmp_path):
     with pytest.raises(CheckpointError, match="no pretrained LM named 'nope'.*tiny-fwd"):
         hub.resolve_lm("nope", tmp_path)
-    data = bytearray((registry / "model.safetensors").read_bytes())
+    data = bytearray((registry / WEIGHTS).read_bytes())
     data[-1] ^= 0xFF
-    (registry / "model.safetensors").write_bytes(bytes(data))
+    (registry / WEIGHTS).write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match="sha256"):
         hub.resolve_lm("tiny-fwd", tmp_path)
 

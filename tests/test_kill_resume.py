@@ -28,7 +28,7 @@ from conftest import CONFIGS, ROOT
 from synth import make_reviews
 
 from ulmfit_lab.config import load_config
-from ulmfit_lab.models.artifact import read_checkpoint_meta
+from ulmfit_lab.models.artifact import WEIGHTS, read_checkpoint_meta
 from ulmfit_lab.pipeline import run_pipeline
 from ulmfit_lab.training.rundir import MARKER
 
@@ -95,7 +95,7 @@ def _nothing_half_written(run: Path) -> None:
         assert info["key"] and "result" in info
     for meta in run.glob("*/model/model.json"):
         read_checkpoint_meta(meta.parent)
-        st.load_file(str(meta.parent / "model.safetensors"))
+        st.load_file(str(meta.parent / WEIGHTS))
 
 
 @pytest.mark.slow  # a long end-to-end run; `pytest -m slow` runs it (the default suite stays under 15 min)
@@ -129,7 +129,7 @@ def test_sigkill_in_every_stage_then_rerun_gives_the_uninterrupted_artifacts(set
         assert not (run / stage / "last.pt").exists()
     assert (run / "data" / "vocab.json").read_text() == (ref / "data" / "vocab.json").read_text()
     for name, folder in MODELS.items():
-        got, want = (st.load_file(str(d / folder / "model.safetensors")) for d in (run, ref))
+        got, want = (st.load_file(str(d / folder / WEIGHTS)) for d in (run, ref))
         assert got.keys() == want.keys()
         for k in want:
             torch.testing.assert_close(got[k], want[k], rtol=0, atol=0, msg=f"{name}: {k} differs")

@@ -32,7 +32,7 @@ from ulmfit_lab import cli
 from ulmfit_lab.config import ConfigError, DataConfig, ModelConfig, load_config
 from ulmfit_lab.data.sources import DataError, DataWarning, load_data
 from ulmfit_lab.fileio import StorageError
-from ulmfit_lab.models.artifact import CheckpointError
+from ulmfit_lab.models.artifact import WEIGHTS, CheckpointError
 from ulmfit_lab.models.awd_lstm import build_lm
 from ulmfit_lab.pipeline import run_pipeline
 from ulmfit_lab.serving.predict import Predictor
@@ -150,8 +150,8 @@ def _truncated_lm_folder(d):
     from ulmfit_lab.models.checkpoint import save_checkpoint
 
     save_checkpoint(build_lm(len(VOCAB), M), folder, VOCAB, {"kind": "lm", "model": dataclasses.asdict(M)})
-    data = (folder / "model.safetensors").read_bytes()
-    (folder / "model.safetensors").write_bytes(data[: len(data) // 3])
+    data = (folder / WEIGHTS).read_bytes()
+    (folder / WEIGHTS).write_bytes(data[: len(data) // 3])
     return _train(d) + ["lm_pretrain.source=pretrained", f"lm_pretrain.weights={folder}"]
 
 
@@ -404,7 +404,7 @@ def _copy(finished_run, tmp_path) -> tuple[Path, list[str]]:
 
 def test_corrupt_upstream_model_is_a_checkpoint_error(finished_run, tmp_path):
     d, args = _copy(finished_run, tmp_path)
-    weights = d / "lm_finetune" / "model" / "model.safetensors"
+    weights = d / "lm_finetune" / "model" / WEIGHTS
     weights.write_bytes(weights.read_bytes()[:100])
     with pytest.raises(CheckpointError, match=r"lm_finetune/model/model\.safetensors: cannot load weights.*"
                                               r"delete that stage's folder"):
@@ -416,7 +416,7 @@ def test_corrupt_predictor_folder_is_a_checkpoint_error(finished_run, tmp_path):
     d, _ = _copy(finished_run, tmp_path)
     folder = d / "classifier" / "model"
     assert Predictor.load(folder).predict(["a great film"])
-    (folder / "model.safetensors").write_bytes(b"\x00" * 64)
+    (folder / WEIGHTS).write_bytes(b"\x00" * 64)
     with pytest.raises(CheckpointError, match="cannot load weights"):
         Predictor.load(folder)
     (folder / "model.json").write_text("{ not json", encoding="utf-8")
@@ -426,7 +426,7 @@ def test_corrupt_predictor_folder_is_a_checkpoint_error(finished_run, tmp_path):
 
 def test_truncated_last_checkpoint_restarts_the_stage_cleanly(finished_run, tmp_path, caplog):
     d, args = _copy(finished_run, tmp_path)
-    want = st.load_file(str(d / "classifier" / "model" / "model.safetensors"))
+    want = st.load_file(str(d / "classifier" / "model" / WEIGHTS))
     marker = json.loads((d / "classifier" / MARKER).read_text())
     (d / "classifier" / MARKER).unlink()  # as if killed while writing last.pt, after some epochs
     torch.save({"key": marker["key"], "next": [1, 0], "model": {"w": torch.zeros(4096)}}, d / "classifier" / "last.pt")
@@ -436,7 +436,7 @@ def test_truncated_last_checkpoint_restarts_the_stage_cleanly(finished_run, tmp_
         res = run_pipeline(load_config(TINY, args), until="classifier")
     assert "ignoring unreadable checkpoint" in caplog.text
     assert not res.classifier.skipped and (d / "classifier" / MARKER).is_file()
-    got = st.load_file(str(d / "classifier" / "model" / "model.safetensors"))
+    got = st.load_file(str(d / "classifier" / "model" / WEIGHTS))
     for k in want:  # restarted from scratch: the same weights as the first, uninterrupted run
         torch.testing.assert_close(got[k], want[k], rtol=0, atol=0)
 
@@ -551,7 +551,7 @@ def test_file_size_limit_in_a_real_process(finished_run, tmp_path):
     d, args = _copy(finished_run, tmp_path)
     before = (_digest(d / "lm_finetune"), _digest(d / "classifier" / "model"))
     limit = 60_000  # the classifier's last.pt (weights + Adam state) is larger; logs and configs are smaller
-    assert (d / "classifier" / "model" / "model.safetensors").stat().st_size < limit
+    assert (d / "classifier" / "model" / WEIGHTS).stat().st_size < limit
     proc = subprocess.run([sys.executable, "-c", FSIZE_SCRIPT, str(limit), "train-classifier", TINY, *args,
                            "classifier.epochs=1"], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 2, proc.stderr[-3000:]

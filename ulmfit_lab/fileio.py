@@ -227,6 +227,16 @@ def _swap_in(tmp: Path, dest: Path, old: Path, replace: bool) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+# what `extract_archive` unpacks (tarfile reads the compression from the file itself)
+ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".tar.bz2", ".zip")
+
+
+def is_archive(path: str | Path) -> bool:
+    """A file whose name ends with one of `ARCHIVE_SUFFIXES`, in any case: what `extract_archive` unpacks."""
+    path = Path(path)
+    return path.name.lower().endswith(ARCHIVE_SUFFIXES) and path.is_file()
+
+
 def extract_archive(archive: str | Path, dest: str | Path) -> Path:
     """Unpack a .tar (also .gz/.tgz/.xz/.bz2) or .zip archive into the folder `dest`, once.
 

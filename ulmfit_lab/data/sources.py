@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -106,18 +107,13 @@ def _read_folder_texts(folder: Path) -> list[str]:
     return [read_text_file(f) for f in sorted(folder.glob("*.txt"))]
 
 
-def extract_archive(path: Path, cache_dir: Path) -> Path:
-    """Unpack a .tar(.gz/.xz/.bz2) once into the cache and return the folder it holds."""
+def extracted_folder(path: Path, cache_dir: Path) -> Path:
+    """Unpack an archive (`fileio.is_archive`) once into the cache and return the folder it holds."""
     st = path.stat()
     tag = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:12]
     dest = fileio.extract_archive(path, cache_dir / "archives" / f"{path.name.split('.')[0]}-{tag}")
     entries = [p for p in dest.iterdir() if not p.name.startswith(".")]
     return entries[0] if len(entries) == 1 and entries[0].is_dir() else dest
-
-
-def _is_archive(path: Path) -> bool:
-    name = path.name.lower()
-    return path.is_file() and any(name.endswith(s) for s in (".tar", ".tar.gz", ".tgz", ".tar.xz", ".tar.bz2"))
 
 
 def read_source(spec: str, cfg: DataConfig, cache_dir: Path, text_column: str | None = None,
@@ -132,8 +128,8 @@ def read_source(spec: str, cfg: DataConfig, cache_dir: Path, text_column: str | 
     path = Path(spec).expanduser()
     if not path.exists():
         raise DataError(f"data not found: {path} (expected a file, a folder or an archive; check the path)")
-    if _is_archive(path):
-        path = extract_archive(path, cache_dir)
+    if fileio.is_archive(path):
+        path = extracted_folder(path, cache_dir)
     if path.is_dir():
         if (path / "train").is_dir():
             out: dict[str, pd.DataFrame | list[str]] = {}
@@ -149,7 +145,7 @@ def read_source(spec: str, cfg: DataConfig, cache_dir: Path, text_column: str | 
     if table_kind(path) is None:
         raise DataError(
             f"{path}: unknown file type {''.join(path.suffixes) or '(none)'}; expected .csv, .tsv, .jsonl, .json, "
-            ".parquet, .txt, a folder with one sub-folder per class, or a .tar.gz/.tar.xz of one"
+            ".parquet, .txt, a folder with one sub-folder per class, or a .tar.gz/.tar.xz/.zip of one"
         )
     return {"all": read_table(path, text_column=text_column or cfg.text_column, label_column=cfg.label_column)}
 
@@ -336,6 +332,29 @@ def load_data(
     unlabelled: list[str] | None = None,
 ) -> LabelledData:
     """Read, check and split the labelled data described by `cfg` (or passed in as DataFrames)."""
+    parts, origin = _gather(cfg, cache_dir, {"train": train, "valid": valid, "test": test})
+
+    def where(split: str) -> str:
+        return f"{split} ({origin[split]})" if split in origin else split
+
+    if "train" not in parts:
+        raise DataError(
+            "no training data: set data.path (a file, a class-per-folder tree or an archive), "
+            "data.train, or pass a DataFrame to fit()"
+        )
+    tr, va, te = _split(parts, cfg, where)
+    mode = tr.attrs["label_mode"]  # the train split's mode holds for every split (list cells or not)
+    _check_labels(tr, va, te, mode, cfg, where)
+    warn_conflicting_labels({"train": tr, "valid": va, "test": te})  # here: its warning points at our caller
+    texts = _unlabelled_texts(cfg, cache_dir, list(unlabelled or []), parts.get("unlabelled", []))
+    tasks = label_columns(cfg) if mode == MULTI_TASK else []
+    return LabelledData(tr, va, te, texts, mode, tasks, cfg.label_sep)
+
+
+def _gather(cfg: DataConfig, cache_dir: Path, frames: dict[str, pd.DataFrame | None]
+            ) -> tuple[dict[str, pd.DataFrame | list[str]], dict[str, str]]:
+    """Every split as read (`data.path`, then `data.train/valid/test`, then DataFrames passed in, each
+    overriding the one before), and the file each came from (named in error messages)."""
     parts: dict[str, pd.DataFrame | list[str]] = {}
     origin: dict[str, str] = {}  # split -> the file it came from, named in error messages
     if cfg.path:
@@ -346,7 +365,7 @@ def load_data(
             src = read_source(spec, cfg, cache_dir)
             parts[split] = src.get(split, src.get("all"))
             origin[split] = spec
-    for split, df in (("train", train), ("valid", valid), ("test", test)):
+    for split, df in frames.items():
         if df is not None:
             parts[split] = df
             origin.pop(split, None)
@@ -354,16 +373,12 @@ def load_data(
         parts["train"] = parts.pop("all")
         if "all" in origin:
             origin["train"] = origin.pop("all")
+    return parts, origin
 
-    def where(split: str) -> str:
-        return f"{split} ({origin[split]})" if split in origin else split
 
-    if "train" not in parts:
-        raise DataError(
-            "no training data: set data.path (a file, a class-per-folder tree or an archive), "
-            "data.train, or pass a DataFrame to fit()"
-        )
-
+def _split(parts: dict, cfg: DataConfig, where: Callable[[str], str]
+           ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None]:
+    """Standardized train/valid/test: test and valid carved from train where not given, train and test sampled."""
     tr = standardize(parts["train"], cfg, where("train"))
     mode = tr.attrs["label_mode"]  # the train split's mode holds for every split (list cells or not)
     va = standardize(parts["valid"], cfg, where("valid"), mode=mode) if "valid" in parts else None
@@ -376,16 +391,23 @@ def load_data(
         tr, va = _carve(tr, cfg.valid_pct, cfg.seed, strat)
     if te is not None:
         te = _sample(te, cfg.max_test, cfg.seed, strat)
+    return tr, va, te
+
+
+def _check_labels(tr: pd.DataFrame, va: pd.DataFrame, te: pd.DataFrame | None, mode: str, cfg: DataConfig,
+                  where: Callable[[str], str]) -> None:
+    """The label checks of the data's mode, then a non-empty valid."""
     if mode == SINGLE:
         _check_single(tr, va, te, where)
     else:
         _check_multi(tr, va, te, mode, cfg, where)
-
     if len(va) == 0:
         raise DataError("valid: empty; set data.valid_pct > 0 or give data.valid")
-    warn_conflicting_labels({"train": tr, "valid": va, "test": te})
 
-    texts = list(unlabelled or [])
+
+def _unlabelled_texts(cfg: DataConfig, cache_dir: Path, texts: list, from_source: list[str]) -> list[str]:
+    """The texts passed in (checked), then the data source's own unlabelled texts, then `data.unlabelled`'s;
+    at most `data.max_unlabelled` of them, a random sample."""
     bad = [i for i, t in enumerate(texts) if not is_text(t) or not t.strip()]
     if bad and not cfg.drop_invalid:
         raise DataError(f"unlabelled: {len(bad)} text(s) are missing, not strings, invalid Unicode or blank "
@@ -394,7 +416,7 @@ def load_data(
     if bad:
         dropped = set(bad)
         texts = [t for i, t in enumerate(texts) if i not in dropped]
-    texts += [t for t in parts.get("unlabelled", []) if isinstance(t, str) and t.strip()]
+    texts += [t for t in from_source if isinstance(t, str) and t.strip()]
     for spec in cfg.unlabelled:
         src = read_source(spec, cfg, cache_dir)
         for v in src.values():
@@ -405,8 +427,7 @@ def load_data(
     if cfg.max_unlabelled is not None and len(texts) > cfg.max_unlabelled:
         rng = np.random.default_rng(cfg.seed)
         texts = [texts[i] for i in np.sort(rng.choice(len(texts), cfg.max_unlabelled, replace=False))]
-    tasks = label_columns(cfg) if mode == MULTI_TASK else []
-    return LabelledData(tr, va, te, texts, mode, tasks, cfg.label_sep)
+    return texts
 
 
 def _check_single(tr: pd.DataFrame, va: pd.DataFrame, te: pd.DataFrame | None, where) -> None:

@@ -286,76 +286,111 @@ def data_report(source: str | Path | Config, overrides: Sequence[str] = (), out_
     splits = _splits(data)
     labelled = [s for s in splits if s != "unlabelled"]
     out = Path(out_dir) if out_dir else Path(cfg.run.dir) / "report"
-    findings: list[Finding] = []
-    flagged: list[dict] = []
-    details: dict[str, Any] = {}
+    # the checks, in the order of the page: each adds its finding, its flagged rows and its details
+    checks = _Checks(splits)
+    balance = _check_balance(checks, data, labelled)
+    groups = _check_exact(checks)
+    _check_near(checks, groups, cfg.data.seed)
+    lengths, oov = _lengths_and_oov(cfg, splits, labelled, cache, lm, checks.findings, checks.details)
+    _check_label_issues(checks, max_label_rows, cfg.data.seed)
+    _check_empty_and_language(checks, cfg.data.lang)
 
-    def flag(split: str, row: int, issue: str, detail: str = "", group: int | None = None,
+    rows = pd.DataFrame(checks.flagged, columns=["split", "row", "issue", "label", "group", "score", "detail", "text"])
+    summary = {"source": str(source) if not isinstance(source, Config) else cfg.data.path, **data.summary(),
+               "classes": [str(c) for c in data.classes], "balance": balance, "max_len": cfg.classifier.max_len,
+               "lengths": lengths, "oov": oov, "n_warnings": sum(f.severity == "warning" for f in checks.findings)}
+    report = DataReport(summary, checks.findings, rows, checks.details)
+    report.files = _write(report, out, plots, splits, cfg)
+    return report
+
+
+class _Checks:
+    """What every check reads (each text once, with the split and row it came from) and what they add up:
+    findings, flagged rows and details, in the order the checks run."""
+
+    def __init__(self, splits: dict[str, pd.DataFrame]):
+        self.splits = splits
+        self.refs = [(s, i) for s, df in splits.items() for i in range(len(df))]
+        self.texts = [splits[s][TEXT].iloc[i] for s, i in self.refs]
+        self.labels = [splits[s][LABEL].iloc[i] for s, i in self.refs]
+        self.findings: list[Finding] = []
+        self.flagged: list[dict] = []
+        self.details: dict[str, Any] = {}
+
+    def flag(self, split: str, row: int, issue: str, detail: str = "", group: int | None = None,
              score: float | None = None) -> None:
-        df = splits[split]
-        flagged.append({"split": split, "row": int(row), "issue": issue, "label": df[LABEL].iloc[row],
-                        "group": group, "score": score, "detail": detail, "text": df[TEXT].iloc[row]})
+        df = self.splits[split]
+        self.flagged.append({"split": split, "row": int(row), "issue": issue, "label": df[LABEL].iloc[row],
+                             "group": group, "score": score, "detail": detail, "text": df[TEXT].iloc[row]})
 
-    # every text once, with where it came from
-    refs = [(s, i) for s, df in splits.items() for i in range(len(df))]
-    texts = [splits[s][TEXT].iloc[i] for s, i in refs]
-    labels = [splits[s][LABEL].iloc[i] for s, i in refs]
-    keys = [normalize(t) for t in texts]
+    def ref(self, m: int) -> list:
+        return [self.refs[m][0], self.refs[m][1]]
 
-    # --- class balance
-    balance = {s: {str(k): int(v) for k, v in splits[s][LABEL].value_counts().sort_index().items()} for s in labelled}
+
+def _check_balance(c: _Checks, data: LabelledData, labelled: list[str]) -> dict[str, dict[str, int]]:
+    """The class counts of each labelled split; a warning for a small class in train or in valid."""
+    balance = {s: {str(k): int(v) for k, v in c.splits[s][LABEL].value_counts().sort_index().items()}
+               for s in labelled}
     tr = data.train[LABEL].value_counts()
     ratio = float(tr.min() / tr.max())
     small_valid = {k: v for k, v in balance["valid"].items() if v < MIN_PER_CLASS}
     msg = (f"train: {', '.join(f'{k} {v}' for k, v in balance['train'].items())}; smallest/largest class "
            f"{ratio:.2f}")
     if ratio < IMBALANCE:
-        findings.append(Finding("class_balance", "warning", int(tr.min()), msg + f" (< {IMBALANCE})",
-                                "judge by macro-F1 rather than accuracy, label more of the small class(es) "
-                                f"({', '.join(map(str, tr[tr < IMBALANCE * tr.max()].index))}), or oversample them"))
+        c.findings.append(Finding("class_balance", "warning", int(tr.min()), msg + f" (< {IMBALANCE})",
+                                  "judge by macro-F1 rather than accuracy, label more of the small class(es) "
+                                  f"({', '.join(map(str, tr[tr < IMBALANCE * tr.max()].index))}), or oversample "
+                                  "them"))
     elif small_valid:
-        findings.append(Finding("class_balance", "warning", len(small_valid), msg + f"; valid has fewer than "
-                                f"{MIN_PER_CLASS} rows of {sorted(small_valid)}",
-                                "raise data.valid_pct or give a larger data.valid: validation accuracy moves in "
-                                "steps of several points with so few rows"))
+        c.findings.append(Finding("class_balance", "warning", len(small_valid), msg + f"; valid has fewer than "
+                                  f"{MIN_PER_CLASS} rows of {sorted(small_valid)}",
+                                  "raise data.valid_pct or give a larger data.valid: validation accuracy moves in "
+                                  "steps of several points with so few rows"))
     else:
-        findings.append(Finding("class_balance", "ok", 0, msg))
+        c.findings.append(Finding("class_balance", "ok", 0, msg))
+    return balance
 
-    # --- exact duplicates, conflicting labels and exact leakage
+
+def _exact_groups(c: _Checks) -> tuple[dict[str, list[int]], list[list[int]], list[list[int]], list[list[int]]]:
+    """Texts grouped by their normalized form, and of those groups: copies within a split with the same label,
+    the same text with different labels, and texts in valid/test and another split."""
     groups: dict[str, list[int]] = defaultdict(list)
-    for k, key in enumerate(keys):
+    for k, key in enumerate(normalize(t) for t in c.texts):
         if key:
             groups[key].append(k)
     dup_groups, conflict_groups, leak_groups = [], [], []
     for members in groups.values():
         if len(members) < 2:
             continue
-        lab_members = [m for m in members if refs[m][0] != "unlabelled"]
+        lab_members = [m for m in members if c.refs[m][0] != "unlabelled"]
         by_split: dict[str, list[int]] = defaultdict(list)
         for m in members:
-            by_split[refs[m][0]].append(m)
+            by_split[c.refs[m][0]].append(m)
         for s, ms in by_split.items():
             if s == "unlabelled" or len(ms) < 2:
                 continue
             by_label: dict[Any, list[int]] = defaultdict(list)
             for m in ms:
-                by_label[labels[m]].append(m)
+                by_label[c.labels[m]].append(m)
             for same in by_label.values():
                 if len(same) > 1:
                     dup_groups.append(same)
-        if len({labels[m] for m in lab_members}) > 1:
+        if len({c.labels[m] for m in lab_members}) > 1:
             conflict_groups.append(lab_members)
         if len(by_split) > 1 and any(s in by_split for s in ("valid", "test")):
             leak_groups.append(members)
+    return groups, dup_groups, conflict_groups, leak_groups
 
-    def ref(m: int) -> list:
-        return [refs[m][0], refs[m][1]]
 
+def _check_exact(c: _Checks) -> dict[str, list[int]]:
+    """Exact duplicates, conflicting labels and exact leakage; returns the groups of equal normalized texts."""
+    groups, dup_groups, conflict_groups, leak_groups = _exact_groups(c)
+    refs, labels = c.refs, c.labels
     for g, members in enumerate(dup_groups):
         for m in members[1:]:
-            flag(*refs[m], "exact_duplicate", f"same text as {refs[members[0]][0]} row {refs[members[0]][1]}", g)
+            c.flag(*refs[m], "exact_duplicate", f"same text as {refs[members[0]][0]} row {refs[members[0]][1]}", g)
     n_dup_rows = sum(len(m) - 1 for m in dup_groups)
-    findings.append(Finding(
+    c.findings.append(Finding(
         "exact_duplicates", "warning" if dup_groups else "ok", n_dup_rows,
         f"{n_dup_rows} row(s) repeat another row of the same split and label ({len(dup_groups)} group(s))",
         "drop the copies (keep one per group): they weigh those texts more in training and in the metrics"
@@ -363,8 +398,8 @@ def data_report(source: str | Path | Config, overrides: Sequence[str] = (), out_
     for g, members in enumerate(conflict_groups):
         labs = sorted({str(labels[m]) for m in members})
         for m in members:
-            flag(*refs[m], "conflicting_labels", f"the same text is labelled {labs}", g)
-    findings.append(Finding(
+            c.flag(*refs[m], "conflicting_labels", f"the same text is labelled {labs}", g)
+    c.findings.append(Finding(
         "conflicting_labels", "warning" if conflict_groups else "ok", len(conflict_groups),
         f"{len(conflict_groups)} text(s) occur with different labels "
         f"({sum(len(m) for m in conflict_groups)} rows)",
@@ -375,19 +410,28 @@ def data_report(source: str | Path | Config, overrides: Sequence[str] = (), out_
         split_set = {refs[m][0] for m in members}
         for m in members:
             if refs[m][0] != "train":  # the valid/test (or unlabelled) copy is the one to remove
-                flag(*refs[m], "exact_leakage", f"also in {sorted(split_set - {refs[m][0]})}", g)
+                c.flag(*refs[m], "exact_leakage", f"also in {sorted(split_set - {refs[m][0]})}", g)
                 leak_rows += refs[m][0] in ("valid", "test")
-    findings.append(Finding(
+    c.findings.append(Finding(
         "exact_leakage", "warning" if leak_groups else "ok", leak_rows,
         f"{leak_rows} valid/test row(s) have the same text as a row of another split ({len(leak_groups)} text(s))",
         "remove them from valid/test (or from train): a model scores them by memory, so the metrics overstate "
         "accuracy on new text; valid/test texts among the unlabelled ones leak into LM fine-tuning"
         if leak_groups else ""))
+    c.details.update({
+        "exact_duplicate_groups": [[c.ref(m) for m in g] for g in dup_groups],
+        "conflicting_label_groups": [[c.ref(m) for m in g] for g in conflict_groups],
+        "exact_leakage_groups": [[c.ref(m) for m in g] for g in leak_groups],
+    })
+    return groups
 
-    # --- near duplicates and near leakage
+
+def _check_near(c: _Checks, groups: dict[str, list[int]], seed: int) -> None:
+    """Near duplicates within a split and near leakage across splits (MinHash + LSH, then exact Jaccard)."""
+    refs, labels = c.refs, c.labels
     uniq = list(groups)  # one representative per normalized text; exact copies are counted above
     rep_rows = [groups[k] for k in uniq]
-    near = near_duplicate_pairs(uniq, seed=cfg.data.seed)
+    near = near_duplicate_pairs(uniq, seed=seed)
     near_dup, near_leak = [], []
     for i, j, jac in near:
         for a in rep_rows[i]:
@@ -398,64 +442,63 @@ def data_report(source: str | Path | Config, overrides: Sequence[str] = (), out_
                 elif sa != sb and ({sa, sb} & {"valid", "test"}):
                     near_leak.append((a, b, jac))
     for g, (a, b, jac) in enumerate(near_dup):
-        flag(*refs[b], "near_duplicate", f"Jaccard {jac:.2f} with {refs[a][0]} row {refs[a][1]}"
-             + ("" if labels[a] == labels[b] else f" (labelled {labels[a]!r} there)"), g, jac)
-    findings.append(Finding(
+        c.flag(*refs[b], "near_duplicate", f"Jaccard {jac:.2f} with {refs[a][0]} row {refs[a][1]}"
+               + ("" if labels[a] == labels[b] else f" (labelled {labels[a]!r} there)"), g, jac)
+    c.findings.append(Finding(
         "near_duplicates", "warning" if near_dup else "ok", len(near_dup),
         f"{len(near_dup)} pair(s) of rows in the same split are near-duplicates (word-bigram Jaccard >= "
         f"{NEAR_JACCARD}, not identical)",
         "look at the pairs in report_rows.csv; drop one of each if they are the same text edited" if near_dup else ""))
     for g, (a, b, jac) in enumerate(near_leak):
         ra, rb = (a, b) if refs[b][0] in ("valid", "test") and refs[a][0] != "test" else (b, a)
-        flag(*refs[rb], "near_leakage", f"Jaccard {jac:.2f} with {refs[ra][0]} row {refs[ra][1]}", g, jac)
-    findings.append(Finding(
+        c.flag(*refs[rb], "near_leakage", f"Jaccard {jac:.2f} with {refs[ra][0]} row {refs[ra][1]}", g, jac)
+    c.findings.append(Finding(
         "near_leakage", "warning" if near_leak else "ok", len(near_leak),
         f"{len(near_leak)} pair(s) of near-duplicate texts across splits involve valid/test",
         "remove the valid/test side of each pair (or split by source, e.g. by product or author, so that "
         "versions of one text stay in one split)" if near_leak else ""))
-    details.update({
-        "exact_duplicate_groups": [[ref(m) for m in g] for g in dup_groups],
-        "conflicting_label_groups": [[ref(m) for m in g] for g in conflict_groups],
-        "exact_leakage_groups": [[ref(m) for m in g] for g in leak_groups],
-        "near_duplicate_pairs": [[ref(a), ref(b), jac] for a, b, jac in near_dup],
-        "near_leakage_pairs": [[ref(a), ref(b), jac] for a, b, jac in near_leak],
+    c.details.update({
+        "near_duplicate_pairs": [[c.ref(a), c.ref(b), jac] for a, b, jac in near_dup],
+        "near_leakage_pairs": [[c.ref(a), c.ref(b), jac] for a, b, jac in near_leak],
     })
 
-    # --- token lengths against classifier.max_len, OOV against the LM's vocab
-    lengths, oov = _lengths_and_oov(cfg, splits, labelled, cache, lm, findings, details)
 
-    # --- likely mislabelled rows
+def _check_label_issues(c: _Checks, max_label_rows: int, seed: int) -> None:
+    """Likely mislabelled rows: cleanlab on cross-validated TF-IDF probabilities, on a sample if there are many."""
+    refs, labels = c.refs, c.labels
     lab_idx = [k for k, (s, _) in enumerate(refs) if s != "unlabelled"]
-    rng = np.random.default_rng(cfg.data.seed)
+    rng = np.random.default_rng(seed)
     if len(lab_idx) > max_label_rows:
         lab_idx = sorted(rng.choice(lab_idx, max_label_rows, replace=False).tolist())
-    issues, proba, classes = label_issue_scores([texts[k] for k in lab_idx], [labels[k] for k in lab_idx],
-                                                seed=cfg.data.seed)
+    issues, proba, classes = label_issue_scores([c.texts[k] for k in lab_idx], [labels[k] for k in lab_idx],
+                                                seed=seed)
     for rank, i in enumerate(issues):
         k = lab_idx[i]
-        flag(*refs[k], "label_issue", f"given {labels[k]!r}, the cross-validated model says "
-             f"{classes[int(proba[i].argmax())]!r} (p={proba[i].max():.2f})", rank,
-             float(proba[i][classes.index(labels[k])]))
+        c.flag(*refs[k], "label_issue", f"given {labels[k]!r}, the cross-validated model says "
+               f"{classes[int(proba[i].argmax())]!r} (p={proba[i].max():.2f})", rank,
+               float(proba[i][classes.index(labels[k])]))
     share = len(issues) / max(len(lab_idx), 1)
-    findings.append(Finding(
+    c.findings.append(Finding(
         "label_issues", "warning" if share > LABEL_ISSUE_WARN else ("info" if len(issues) else "ok"), len(issues),
         f"{len(issues)} of {len(lab_idx)} labelled rows ({100 * share:.1f}%) look mislabelled (cleanlab "
         "find_label_issues on 5-fold TF-IDF + logistic regression probabilities)"
         + (f"; checked a random sample of {max_label_rows}" if len(lab_idx) == max_label_rows else ""),
         "review the listed rows, most likely first (score = the model's probability of the given label), and fix "
         "the wrong ones; TF-IDF misses sarcasm and negation, so not every listed row is wrong" if len(issues) else ""))
-    details["label_issues"] = [ref(lab_idx[i]) for i in issues]
+    c.details["label_issues"] = [c.ref(lab_idx[i]) for i in issues]
 
-    # --- empty-looking and non-English texts
+
+def _check_empty_and_language(c: _Checks, lang: str) -> None:
+    """Texts with no letters or digits (or placeholders), and texts in another language than `data.lang`."""
+    refs, texts = c.refs, c.texts
     empty = [k for k in range(len(refs)) if looks_empty(texts[k])]
     for k in empty:
-        flag(*refs[k], "empty_looking", "no letters or digits, or a placeholder")
-    findings.append(Finding(
+        c.flag(*refs[k], "empty_looking", "no letters or digits, or a placeholder")
+    c.findings.append(Finding(
         "empty_looking", "warning" if empty else "ok", len(empty),
         f"{len(empty)} text(s) have no letters or digits (once HTML tags are removed) or are placeholders such "
         "as 'N/A'", "drop them, or find out why the text is missing (a broken export?)" if empty else ""))
     stop = _stop_words()
-    lang = cfg.data.lang
     foreign = []
     if lang in stop:
         skip = set(empty)
@@ -465,24 +508,16 @@ def data_report(source: str | Path | Config, overrides: Sequence[str] = (), out_
             guess, s = guess_language(texts[k], stop, lang)
             if guess is not None and guess != lang and (guess == "non-latin" or s >= 0.15):
                 foreign.append(k)
-                flag(*refs[k], "other_language", f"looks like {guess} (stop-word share {s:.2f})", score=s)
-        findings.append(Finding(
+                c.flag(*refs[k], "other_language", f"looks like {guess} (stop-word share {s:.2f})", score=s)
+        c.findings.append(Finding(
             "other_language", "warning" if foreign else "ok", len(foreign),
             f"{len(foreign)} text(s) look like another language than data.lang={lang!r}",
             "drop or translate them: the LM and its vocab read them as unknown words" if foreign else ""))
     else:
-        findings.append(Finding("other_language", "info", 0, f"data.lang={lang!r}: no stop-word list to check "
-                                "the language with; skipped"))
-    details["empty_looking"] = [ref(k) for k in empty]
-    details["other_language"] = [ref(k) for k in foreign]
-
-    rows = pd.DataFrame(flagged, columns=["split", "row", "issue", "label", "group", "score", "detail", "text"])
-    summary = {"source": str(source) if not isinstance(source, Config) else cfg.data.path, **data.summary(),
-               "classes": [str(c) for c in data.classes], "balance": balance, "max_len": cfg.classifier.max_len,
-               "lengths": lengths, "oov": oov, "n_warnings": sum(f.severity == "warning" for f in findings)}
-    report = DataReport(summary, findings, rows, details)
-    report.files = _write(report, out, plots, splits, cfg)
-    return report
+        c.findings.append(Finding("other_language", "info", 0, f"data.lang={lang!r}: no stop-word list to check "
+                                  "the language with; skipped"))
+    c.details["empty_looking"] = [c.ref(k) for k in empty]
+    c.details["other_language"] = [c.ref(k) for k in foreign]
 
 
 def _lengths_and_oov(cfg: Config, splits: dict[str, pd.DataFrame], labelled: list[str], cache: Path,

@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import torch
 from torch import nn
 
 from ..config import Config
@@ -36,9 +34,8 @@ from ..models.hub import available
 from ..pipeline import run_pipeline
 from ..stages.common import default_cache_dir
 from ..stages.data import DataResult
-from ..stages.lm import LMResult
+from ..stages.lm import LMResult, lm_perplexity
 from ..text.vocab import SPECIAL_TOKENS, UNK, tokenize
-from ..training.loaders import lm_loaders
 from .common import existing_files, finished_result, one_direction
 
 log = logging.getLogger(__name__)
@@ -102,22 +99,6 @@ class Advice:
     overrides: list[str]
     measurements: Measurements
     files: dict[str, str] = field(default_factory=dict)
-
-
-def lm_perplexity(model: nn.Module, docs: list[np.ndarray], bs: int, bptt: int, backwards: bool,
-                  device: torch.device) -> float:
-    """exp(mean token cross-entropy) of an LM over `docs` read as one stream, as its validation reads it."""
-    dl = lm_loaders(docs, docs, bs, bptt, backwards, device)[1]
-    model.to(device).eval()
-    model.reset()
-    total, n = 0.0, 0
-    with torch.inference_mode():
-        for x, y in dl:
-            logits = model(x)[0]
-            total += float(nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1),
-                                                       reduction="sum"))
-            n += y.numel()
-    return math.exp(total / max(n, 1))
 
 
 def load_lm(lm: LMResult, cfg: Config) -> tuple[nn.Module, list[str]]:

@@ -5,7 +5,7 @@
   checked against the sha256 recorded in its `model.json`; no network needed;
 - a local LM folder (written by `ulmfit-lab lm`) or a fastai `.pth` (with `lm_pretrain.vocab`);
 - an http(s)/file URL, downloaded once into the cache; `lm_pretrain.sha256` pins its content, and a
-  `.tar.gz`/`.tgz`/`.zip` is unpacked (an LM folder inside);
+  `.tar.gz`/`.tgz`/`.tar.xz`/`.tar.bz2`/`.tar`/`.zip` is unpacked (an LM folder inside);
 - `wt103-fwd` / `wt103-bwd` (`wt103`: the model's direction): fastai's published WikiText-103 AWD-LSTMs
   (`URLs.WT103_FWD` / `URLs.WT103_BWD`), the paper's LM, fetched once by fastai's own `untar_data` into fastai's
   cache (`~/.fastai/models/wt103-fwd`, or under `$FASTAI_HOME`), as `language_model_learner(pretrained=True)`
@@ -33,6 +33,7 @@ from ..fileio import (
     atomic_path,
     extract_archive,
     fastai_untar,
+    is_archive,
     sha256_file,
     write_json,
     write_text,
@@ -81,18 +82,14 @@ def fetch(spec: str, cache_dir: Path, sha256: str | None = None) -> Path:
             verify(tmp, sha256, f"download of {spec}")
     else:
         verify(dest, sha256, f"cached download of {spec}")
-    return _unpack(dest) if _archive(dest) else dest
-
-
-def _archive(path: Path) -> bool:
-    return path.name.endswith((".tar.gz", ".tgz", ".tar", ".zip"))
+    return _unpack(dest) if is_archive(dest) else dest
 
 
 def _unpack(path: Path) -> Path:
     out = extract_archive(path, path.with_name(path.name + ".d"))
     found = [p.parent for p in out.rglob(WEIGHTS)]
     if len(found) != 1:
-        raise CheckpointError(f"{path}: expected one LM folder (model.safetensors + model.json + vocab.json) "
+        raise CheckpointError(f"{path}: expected one LM folder ({WEIGHTS} + {META} + {VOCAB}) "
                               f"inside the archive, found {len(found)}")
     return found[0]
 
@@ -209,7 +206,7 @@ def fastai_lm_files(folder: Path) -> tuple[Path, Path]:
     found = {ext: sorted(Path(folder).glob(f"*.{ext}")) for ext in ("pth", "pkl")}
     if [len(v) for v in found.values()] != [1, 1]:
         raise CheckpointError(
-            f"{folder}: expected an LM folder (model.safetensors, written by `ulmfit-lab lm`) or fastai's layout "
+            f"{folder}: expected an LM folder ({WEIGHTS}, written by `ulmfit-lab lm`) or fastai's layout "
             f"(one .pth and one itos .pkl), found {len(found['pth'])} .pth and {len(found['pkl'])} .pkl; give "
             "lm_pretrain.weights=FILE.pth with lm_pretrain.vocab=FILE.pkl")
     return found["pth"][0], found["pkl"][0]

@@ -14,17 +14,18 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 
 from ..models.artifact import ENSEMBLE_FILE, CheckpointError, member_dirs, resolve_model_dir
-from .predict import CHUNK, Predictor, decode, text_chunks
+from .base import BasePredictor
+from .predict import Predictor
 
 
-class EnsemblePredictor:
+class EnsemblePredictor(BasePredictor):
     """Several classifiers over the same labels; `predict_proba` averages their probabilities.
 
-    The same streaming interface as `Predictor` (`predict`, `predict_proba`, `iter_proba`, `iter_chunks`).
+    The same streaming interface as `Predictor` (`predict`, `predict_proba`, `iter_proba` from `BasePredictor`;
+    `iter_chunks` here).
     """
 
     def __init__(self, members: dict[str, Predictor]):
@@ -32,13 +33,13 @@ class EnsemblePredictor:
         first = next(iter(labels.values()))
         if any(lab != first for lab in labels.values()):
             raise CheckpointError(f"ensemble members disagree on the labels: {labels}; train them on the same data")
-        self.members, self.labels = members, list(first)
-        # multi-label: the mean of the members' thresholds, as the probabilities are their mean
-        self.spec = next(iter(members.values())).spec
+        super().__init__(first, next(iter(members.values())).spec,
+                         # multi-label: the mean of the members' thresholds, as the probabilities are their mean
+                         np.mean([p.thresholds for p in members.values()], axis=0))
         if any(p.spec != self.spec for p in members.values()):
             raise CheckpointError(f"ensemble members disagree on the label mode: "
                                   f"{ {n: p.spec.mode for n, p in members.items()} }; train them on the same data")
-        self.thresholds = np.mean([p.thresholds for p in members.values()], axis=0)
+        self.members = members
         # members that tokenize alike (same spaCy language and vocab) get their token ids from one encoder
         groups: dict[tuple, list[Predictor]] = {}
         for p in members.values():
@@ -48,11 +49,6 @@ class EnsemblePredictor:
     @property
     def precision(self) -> str:
         return next(iter(self.members.values())).precision
-
-    def iter_proba(self, texts: Iterable[str] | pd.Series, bs: int | None = None,
-                   chunk_size: int = CHUNK) -> Iterator[np.ndarray]:
-        """Mean probabilities chunk by chunk, each chunk's rows in input order (see `Predictor.iter_proba`)."""
-        yield from self.iter_chunks(text_chunks(texts, chunk_size), bs)
 
     def iter_chunks(self, chunks: Iterable[list[str]], bs: int | None = None) -> Iterator[np.ndarray]:
         """Mean probabilities for each list of texts in `chunks`, in order."""
@@ -65,13 +61,6 @@ class EnsemblePredictor:
         finally:
             for s in id_streams:
                 s.close()  # ends the tokenizer pools
-
-    def predict_proba(self, texts: Iterable[str] | pd.Series, bs: int | None = None) -> np.ndarray:
-        parts = list(self.iter_proba(texts, bs))
-        return np.concatenate(parts) if parts else np.zeros((0, len(self.labels)), dtype=np.float32)
-
-    def predict(self, texts: Iterable[str] | pd.Series, bs: int | None = None) -> list | pd.DataFrame:
-        return decode(self.spec, self.predict_proba(texts, bs), self.thresholds)
 
 
 def mean_proba(probas: Iterable[np.ndarray]) -> np.ndarray:

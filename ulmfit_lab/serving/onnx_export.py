@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -31,8 +31,8 @@ from torch import Tensor, nn
 
 from ..data.labels import MULTI_LABEL, LabelSpec
 from ..models.artifact import META, VOCAB, CheckpointError, label_spec, thresholds
+from .base import BasePredictor, check_strings
 from .inference import FastClassifier, activate, collate, ensure_nonempty, plan_batches
-from .predict import decode
 
 ONNX = "model.onnx"
 OPSET = 17
@@ -82,11 +82,12 @@ def export_onnx(fast: FastClassifier, path: str | Path, spec: LabelSpec | None =
     return path
 
 
-class OnnxPredictor:
+class OnnxPredictor(BasePredictor):
     """An exported folder's `model.onnx` on onnxruntime: texts in, probabilities out, in input order.
 
     Tokenizes as the torch `Predictor` does (fastai's rules + spaCy, the folder's vocab), batches by the
-    same token budget, and runs the graph on padded batches.
+    same token budget, and runs the graph on padded batches. `predict`, `predict_proba` and `iter_proba`
+    (chunk by chunk, for inputs of any length) come from `BasePredictor`, as for the torch predictors.
 
     Args:
         folder: an exported classifier folder with `model.onnx` (`ulmfit-lab export MODEL OUT --onnx`).
@@ -107,30 +108,26 @@ class OnnxPredictor:
             raise CheckpointError(f"{folder}: no {ONNX}; export it with `ulmfit-lab export MODEL OUT --onnx`")
         self.meta = json.loads((folder / META).read_text(encoding="utf-8"))
         vocab = json.loads((folder / VOCAB).read_text(encoding="utf-8"))
-        self.labels: list = list(self.meta["labels"])
-        self.spec, self.thresholds = label_spec(self.meta), np.asarray(thresholds(self.meta))
+        super().__init__(self.meta["labels"], label_spec(self.meta), thresholds(self.meta))
         self.backwards = bool(self.meta["model"].get("backwards", False))
         self.max_tokens = max_tokens
         self.session = ort.InferenceSession(str(folder / ONNX), providers=list(providers or ["CPUExecutionProvider"]))
         self._tok = fast_tokenizer(self.meta.get("lang", "en"))
         self._o2i = vocab_index(vocab)
 
-    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        """Class probabilities, one row per text, in input order (columns follow `labels`)."""
+    def iter_chunks(self, chunks: Iterable[list[str]], bs: int | None = None) -> Iterator[np.ndarray]:
+        """Probabilities for each list of texts in `chunks`, in order; `bs`: at most this many texts per batch
+        (default 256, fewer where `max_tokens` says so)."""
         from ..text.vocab import encode
 
-        if isinstance(texts, str):
-            raise TypeError("predict_proba expects a list of strings, not one string; wrap it: [text]")
-        ids = ensure_nonempty(encode(self._tok, self._o2i, list(texts)))
-        out = np.zeros((len(ids), len(self.labels)), dtype=np.float32)
-        if not ids:
-            return out
-        # the graph runs every row to the batch's longest text: budget the whole padded batch (no segments)
-        for idx in plan_batches(np.array([len(x) for x in ids]), self.max_tokens, seg_len=2**31):
-            x, lens = collate(ids, idx, self.backwards)
-            out[idx] = self.session.run(["probabilities"], {"ids": x.numpy(), "lengths": lens.numpy()})[0]
-        return out
-
-    def predict(self, texts: Sequence[str]):
-        """The most probable label for each text, in input order (other label modes: see `predict.decode`)."""
-        return decode(self.spec, self.predict_proba(texts), self.thresholds)
+        seen = 0
+        for chunk in chunks:
+            check_strings(chunk, seen)
+            seen += len(chunk)
+            ids = ensure_nonempty(encode(self._tok, self._o2i, chunk))
+            out = np.zeros((len(ids), len(self.labels)), dtype=np.float32)
+            # the graph runs every row to the batch's longest text: budget the whole padded batch (no segments)
+            for idx in plan_batches(np.array([len(x) for x in ids]), self.max_tokens, bs or 256, seg_len=2**31):
+                x, lens = collate(ids, idx, self.backwards)
+                out[idx] = self.session.run(["probabilities"], {"ids": x.numpy(), "lengths": lens.numpy()})[0]
+            yield out

@@ -24,21 +24,26 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ..data.labels import DEFAULT_SEP, MULTI_LABEL, MULTI_TASK, LabelSpec
+from ..data.labels import DEFAULT_SEP, MULTI_LABEL, MULTI_TASK
 from ..device import Precision, resolve_precision
 from ..models.artifact import WEIGHTS, label_spec, read_artifact, resolve_model_dir, thresholds
 from ..models.awd_lstm import build_classifier
 from ..models.checkpoint import load_weights, model_config_from_meta
 from ..text.vocab import encode, fast_tokenizer, vocab_index
+from .base import CHUNK, BasePredictor, check_strings, decode, text_chunks
 from .inference import FastClassifier, activate, ensure_nonempty, prepare, run_batches
 
-CHUNK = 8192  # texts read, tokenized and sorted together; results come back chunk by chunk
+__all__ = ["CHUNK", "MIN_PARALLEL_CHARS", "Predictor", "add_prediction_columns", "add_proba_columns", "decode",
+           "decode_rows", "load_fastai_classifier", "text_chunks"]
 # less text than this (about a CPU-second of tokenizing) is tokenized in-process: workers would cost more
 MIN_PARALLEL_CHARS = 1_000_000
 
 
-class Predictor:
+class Predictor(BasePredictor):
     """A trained classifier with its vocab, tokenizer settings and label names.
+
+    `predict`, `predict_proba` and `iter_proba` come from `BasePredictor`; this class tokenizes (in worker
+    processes for large inputs) and runs the model (`iter_chunks`).
 
     Args:
         model: fastai's classifier (`build_classifier`) or a `FastClassifier`.
@@ -59,10 +64,8 @@ class Predictor:
         self.fast = (model if isinstance(model, FastClassifier) else FastClassifier.from_fastai(model)).eval()
         self.precision = resolve_precision(precision, self.device)
         self.model = prepare(self.fast, self.precision, self.device)
+        super().__init__(meta["labels"], label_spec(meta), thresholds(meta))  # multi-task labels: `task:class`
         self.vocab, self.meta = vocab, meta
-        self.labels: list = list(meta["labels"])  # one per output (multi-task: `task:class`)
-        self.spec: LabelSpec = label_spec(meta)
-        self.thresholds = np.asarray(thresholds(meta), dtype=np.float32)  # multi-label: one per label
         self.bptt = int(meta["model"]["bptt"])
         self.backwards = bool(meta["model"].get("backwards", False))
         self.lang = meta.get("lang", "en")
@@ -110,19 +113,11 @@ class Predictor:
 
     # ------------------------------------------------------------ predictions
 
-    def iter_proba(self, texts: Iterable[str] | pd.Series, bs: int | None = None,
-                   chunk_size: int = CHUNK) -> Iterator[np.ndarray]:
-        """Probabilities chunk by chunk (each chunk's rows in input order): for inputs of any length.
-
-        Args:
-            texts: strings; a list, a pandas Series or any iterable (read `chunk_size` at a time).
-            bs: at most this many texts per batch (default: as many as `max_tokens` allows, up to 256).
-            chunk_size: texts read, tokenized and length-sorted together.
-        """
-        yield from self.iter_chunks(text_chunks(texts, chunk_size), bs)
-
     def iter_chunks(self, chunks: Iterable[list[str]], bs: int | None = None) -> Iterator[np.ndarray]:
-        """Probabilities for each list of texts in `chunks`, in order; one tokenizer pool serves them all."""
+        """Probabilities for each list of texts in `chunks`, in order; one tokenizer pool serves them all.
+
+        `bs`: at most this many texts per batch (default: as many as `max_tokens` allows, up to 256).
+        """
         ids_stream = self.iter_ids(chunks)
         try:
             for ids in ids_stream:
@@ -135,7 +130,7 @@ class Predictor:
         pool, seen = None, 0
         try:
             for chunk in chunks:
-                _check_strings(chunk, seen)
+                check_strings(chunk, seen)
                 if pool is None and self.num_workers > 1 and sum(map(len, chunk)) >= MIN_PARALLEL_CHARS:
                     pool = self._pool()
                 seen += len(chunk)
@@ -152,34 +147,6 @@ class Predictor:
                                       self.max_tokens, bs or 256, act):
             out[idx] = proba
         return out
-
-    def predict_proba(self, texts: Iterable[str] | pd.Series, bs: int | None = None) -> np.ndarray:
-        """Class probabilities, one row per text, in input order (columns follow `labels`; multi-label: each
-        label's own probability; multi-task: each task's probabilities side by side)."""
-        parts = list(self.iter_proba(texts, bs))
-        return np.concatenate(parts) if parts else np.zeros((0, len(self.labels)), dtype=np.float32)
-
-    def predict(self, texts: Iterable[str] | pd.Series, bs: int | None = None) -> list | pd.DataFrame:
-        """The most probable label for each text, in input order (multi-label: a list of labels per text;
-        multi-task: a DataFrame with a column per task; see `decode`)."""
-        return decode(self.spec, self.predict_proba(texts, bs), self.thresholds)
-
-
-# ---------------------------------------------------------------- predictions of every label mode
-
-
-def decode(spec: LabelSpec, proba: np.ndarray, thresholds: np.ndarray | None = None) -> list | pd.DataFrame:
-    """Predictions from probabilities: the most probable label per row (single-label); the labels at or above
-    their `thresholds` (multi-label: a list per row); the most probable class of each task (multi-task: a
-    DataFrame with a column per task)."""
-    if spec.mode == MULTI_LABEL:
-        on = proba >= (0.5 if thresholds is None else np.asarray(thresholds))[None, :]
-        return [[c for c, hit in zip(spec.classes, row) if hit] for row in on]
-    if spec.mode == MULTI_TASK:
-        return pd.DataFrame({t: [classes[i] for i in proba[:, a:b].argmax(axis=1)]
-                             for (t, classes), (a, b) in zip(spec.tasks, spec.bounds())})
-    return [spec.classes[i] for i in proba.argmax(axis=1)]
-
 
 def decode_rows(predictor, proba: np.ndarray) -> list:
     """One prediction per row of `proba`: a label; multi-label: a list of labels; multi-task: a dict task -> label."""
@@ -207,15 +174,6 @@ def add_proba_columns(df: pd.DataFrame, labels: list, proba: np.ndarray) -> None
         df[f"proba_{lab}"] = proba[:, j]
 
 
-def text_chunks(texts: Iterable[str] | pd.Series, chunk_size: int = CHUNK) -> Iterator[list[str]]:
-    """Lists of at most `chunk_size` texts, read lazily from any iterable."""
-    if isinstance(texts, str):
-        raise TypeError("predict expects a list of strings (or a pandas Series), not one string; "
-                        "wrap it: predict([text])")
-    it = iter(texts)
-    return iter(lambda: list(itertools.islice(it, chunk_size)), [])
-
-
 def load_fastai_classifier(folder: str | Path) -> tuple[nn.Module, list[str], dict]:
     """(fastai's classifier model with the folder's weights, vocab, meta) from a checked model folder."""
     folder = resolve_model_dir(folder)
@@ -236,9 +194,3 @@ def _worker_init(lang: str, vocab: list[str]) -> None:
 
 def _worker_encode(texts: list[str]) -> list[np.ndarray]:
     return encode(*_WORKER, texts)
-
-
-def _check_strings(items: list, offset: int) -> None:
-    bad = [offset + i for i, t in enumerate(items) if not isinstance(t, str)]
-    if bad:
-        raise TypeError(f"predict expects strings; {len(bad)} item(s) are not (first positions: {bad[:5]})")

@@ -329,13 +329,10 @@ def create_app(model: str | Path, precision: str = "auto", limits: ServeLimits |
         limits: request limits and batching; default `ServeLimits()`.
         device: default CUDA when available, else CPU.
     """
-    from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse
-    from pydantic import BaseModel, Field
+    from fastapi import FastAPI
 
     from ..models.artifact import resolve_model_dir
     from .ensemble import load_model
-    from .predict import decode_rows
 
     limits = limits or ServeLimits()
     folder = resolve_model_dir(model)
@@ -344,6 +341,27 @@ def create_app(model: str | Path, precision: str = "auto", limits: ServeLimits |
     predictor.predict_proba(["warm up"])  # spaCy and the kernels set up now, not in the first request
     labels = list(predictor.labels)
     card, vers = model_card(folder, predictor), versions()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        app.state.batcher = MicroBatcher(predictor.predict_proba, limits.max_wait_ms, limits.max_batch_tokens,
+                                         limits.max_queued_texts).start()
+        try:
+            yield
+        finally:  # uvicorn has let the requests in flight finish by now
+            await asyncio.to_thread(app.state.batcher.close)
+
+    app = FastAPI(title="ulmfit-lab classifier", version=vers["ulmfit_lab"], lifespan=lifespan,
+                  description=f"{card['summary']}. Labels: {labels}. POST texts to /predict.")
+    _add_predict_route(app, predictor, labels, limits)
+    _add_info_routes(app, {"labels": labels, "precision": predictor.precision, "device": str(_device(predictor)),
+                           "model_dir": str(folder), "card": card, "versions": vers, "limits": asdict(limits)})
+    return app
+
+
+def _schemas(limits: ServeLimits) -> tuple[type, type, type]:
+    """The pydantic models of /predict's request, its answer and an error, for the OpenAPI page."""
+    from pydantic import BaseModel, Field
 
     class PredictRequest(BaseModel):
         texts: list[str] = Field(description=f"the texts to classify (at most {limits.max_texts}, each at most "
@@ -362,21 +380,24 @@ def create_app(model: str | Path, precision: str = "auto", limits: ServeLimits |
     class ErrorResponse(BaseModel):
         error: ErrorBody
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI):
-        app.state.batcher = MicroBatcher(predictor.predict_proba, limits.max_wait_ms, limits.max_batch_tokens,
-                                         limits.max_queued_texts).start()
-        try:
-            yield
-        finally:  # uvicorn has let the requests in flight finish by now
-            await asyncio.to_thread(app.state.batcher.close)
+    return PredictRequest, PredictResponse, ErrorResponse
 
-    app = FastAPI(title="ulmfit-lab classifier", version=vers["ulmfit_lab"], lifespan=lifespan,
-                  description=f"{card['summary']}. Labels: {labels}. POST texts to /predict.")
 
-    def error(status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:
-        return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+def _error(status: int, code: str, message: str, headers: dict | None = None):
+    """The JSON answer to a request that cannot be served: `{"error": {"code", "message"}}`."""
+    from fastapi.responses import JSONResponse
 
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+
+
+def _add_predict_route(app, predictor, labels: list, limits: ServeLimits) -> None:
+    """POST /predict: the body read and checked here, the texts run by the app's batcher."""
+    from fastapi import Request
+    from fastapi.responses import JSONResponse
+
+    from .predict import decode_rows  # a label, a list of labels (multi-label) or one per task
+
+    PredictRequest, PredictResponse, ErrorResponse = _schemas(limits)
     errors = {s: {"model": ErrorResponse, "description": d} for s, d in [
         (400, "malformed JSON or not UTF-8"), (413, "a limit exceeded: body size, texts, characters per text"),
         (422, "well-formed JSON of the wrong shape or types"), (503, "queue full or shutting down: retry later")]}
@@ -398,16 +419,22 @@ def create_app(model: str | Path, precision: str = "auto", limits: ServeLimits |
                 return JSONResponse({"labels": [], "probabilities": [], "classes": labels})
             fut = request.app.state.batcher.submit(texts)
         except RequestError as e:
-            return error(e.status, e.code, e.message)
+            return _error(e.status, e.code, e.message)
         except ServerBusy as e:
-            return error(503, "busy", str(e), {"Retry-After": "1"})
+            return _error(503, "busy", str(e), {"Retry-After": "1"})
         try:
             proba = await asyncio.wrap_future(fut)
         except Exception as e:  # the model failed on this batch: say so, and keep serving
-            return error(500, "prediction_failed", f"prediction failed ({type(e).__name__}: {e}); the server is "
-                         "still running; report this with the texts that caused it")
+            return _error(500, "prediction_failed", f"prediction failed ({type(e).__name__}: {e}); the server is "
+                          "still running; report this with the texts that caused it")
         return JSONResponse({"labels": decode_rows(predictor, proba), "probabilities": proba.tolist(),
                              "classes": labels})
+
+
+def _add_info_routes(app, info: dict[str, Any]) -> None:
+    """GET /health (the batcher's state and counters) and GET /metadata (`info`, fixed when the app starts)."""
+    from fastapi import Request
+    from fastapi.responses import JSONResponse
 
     @app.get("/health")
     async def health(request: Request):
@@ -419,10 +446,7 @@ def create_app(model: str | Path, precision: str = "auto", limits: ServeLimits |
     @app.get("/metadata")
     async def metadata():
         """Labels, model card, versions, precision, device, limits."""
-        return {"labels": labels, "precision": predictor.precision, "device": str(_device(predictor)),
-                "model_dir": str(folder), "card": card, "versions": vers, "limits": asdict(limits)}
-
-    return app
+        return info
 
 
 def _device(predictor) -> Any:

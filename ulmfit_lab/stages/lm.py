@@ -9,12 +9,15 @@ file is an error, never a warning.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import datasets
 import numpy as np
+import torch
 from fastai.metrics import Perplexity, accuracy
+from torch import nn
 
 from ..config import key_dict
 from ..data.sources import read_corpus
@@ -134,7 +137,8 @@ def run(ctx: Context) -> LMResult:
         out = stage.path / "model"
         if distributed.is_main():
             save_checkpoint(learn.model, out, vocab, lm_meta(m, {"direction": "bwd" if m.backwards else "fwd"}))
-        ppl = {k: lm_perplexity(learn, ids, lp.bs, m) for k, ids in valid_sets.items()}
+        ppl = {k: lm_perplexity(learn.model, ids, lp.bs, m.bptt, m.backwards, ctx.device)
+               for k, ids in valid_sets.items()}
         log.info("lm: perplexity " + ", ".join(f"{k}: {v:.1f}" for k, v in ppl.items()))
         valid_loss = float(learn.validate()[0])
         return {"kind": "package", "weights": str(out), "vocab": str(out / VOCAB),
@@ -145,7 +149,22 @@ def run(ctx: Context) -> LMResult:
     return run_cached(ctx, stage, LMResult, {"lm_pretrain": asdict(lp), "model": asdict(m)}, body)
 
 
-def lm_perplexity(learn, ids: list[np.ndarray], bs: int, m) -> float:
-    """Perplexity of the learner's LM on `ids`, read as one stream the way validation reads it."""
-    dl = lm_loaders(ids, ids, bs, m.bptt, m.backwards, learn.dls.device)[1]
-    return float(np.exp(float(learn.validate(dl=dl)[0])))
+def lm_perplexity(model: nn.Module, docs: list[np.ndarray], bs: int, bptt: int, backwards: bool,
+                  device: torch.device) -> float:
+    """exp(mean token cross-entropy) of an LM over `docs` read as one stream, as its validation reads it.
+
+    The one definition: the `lm` stage's per-source perplexities and `lab.advise`'s target perplexity. In a
+    distributed run each rank reads its streams of the batch and the sums are added up over the ranks.
+    """
+    dl = lm_loaders(docs, docs, bs, bptt, backwards, device)[1]
+    model.to(device).eval()
+    model.reset()
+    total, n = 0.0, 0
+    with torch.inference_mode():
+        for x, y in dl:
+            logits = model(x)[0]
+            total += float(nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1),
+                                                       reduction="sum"))
+            n += y.numel()
+    total, n = distributed.all_sum([total, n])
+    return math.exp(total / max(n, 1))
