@@ -15,6 +15,18 @@ CONFIGS = ROOT / "configs"
 SHARED = ROOT.parent / "shared" / "data"
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Torch on one thread for a module's tests (`pytestmark = pytest.mark.usefixtures("one_thread")`): models of a
+    few thousand parameters gain nothing from a second thread, which only contends for the shared CPU."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("cache")

@@ -4,7 +4,6 @@ owning its model, save/load restoring the model's own config, and scikit-learn's
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from conftest import CONFIGS
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
@@ -20,13 +19,7 @@ from ulmfit_lab.data.sources import DataError
 FLIP = {"pos": "neg", "neg": "pos"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # models of a few thousand parameters: a second thread only contends for the shared CPU
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.one_thread
 
 
 @pytest.fixture(scope="module")

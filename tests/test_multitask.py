@@ -22,12 +22,7 @@ from ulmfit_lab.training.multi import MaxLenSchedule, MultiTaskLoss
 TASKS = ["sentiment", "topic"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.one_thread
 
 
 @pytest.fixture(scope="module")
