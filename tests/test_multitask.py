@@ -129,3 +129,37 @@ def test_max_len_schedule_lengthens_bptt3c_over_the_epochs(tmp_path, cache_dir):
     assert json.loads((clf.model_dir_ / "model.json").read_text())["max_len"] == 320  # predicts with max_len
     with pytest.raises(ConfigError, match="max_len_schedule: expected 1 to classifier.epochs"):
         load_config("tiny", ["classifier.max_len_schedule=[10, 20]", "classifier.epochs=1"])
+
+
+def test_max_len_schedule_trains_on_the_pooled_chunks_only():
+    """A block shorter than `max_len` feeds the encoder only the chunks BPT3C pools (cut at a chunk boundary);
+    the last block and validation read whole texts."""
+    from fastai.callback.core import Callback
+    from fastai.callback.rnn import RNNCallback
+    from fastai.data.core import DataLoaders
+    from fastai.data.load import DataLoader
+    from fastai.learner import Learner
+    from fastai.losses import CrossEntropyLossFlat
+
+    from ulmfit_lab.config import ModelConfig
+    from ulmfit_lab.models.awd_lstm import build_classifier
+
+    torch.manual_seed(0)
+    ds = list(zip(torch.randint(2, 50, (16, 305)), torch.randint(0, 2, (16,))))
+    dls = DataLoaders(DataLoader(ds, bs=8), DataLoader(ds, bs=8))
+    model = build_classifier(60, 2, ModelConfig(emb_sz=8, n_hid=8, n_layers=1, bptt=10), 0.1, [4], max_len=200)
+    seen = []
+
+    class Widths(Callback):
+        order = 10  # after MaxLenSchedule
+
+        def before_batch(self):
+            seen.append((self.epoch, self.training, self.xb[0].shape[1]))
+
+    learn = Learner(dls, model, loss_func=CrossEntropyLossFlat(),
+                    cbs=[RNNCallback(), MaxLenSchedule([42, 200], total_epochs=2, offset=0, final=200), Widths()])
+    learn.fit(2)
+    # BPT3C pools the chunks starting at i with 305 - i <= 42: from 270 on, 35 tokens
+    assert {w for e, t, w in seen if t and e == 0} == {35}
+    assert {w for e, t, w in seen if t and e == 1} == {305}  # the last block: whole texts, as predictions
+    assert {w for e, t, w in seen if not t} == {305}  # validation: whole texts

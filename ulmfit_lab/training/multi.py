@@ -91,8 +91,16 @@ class MaxLenSchedule(Callback):
     """Progressive sequence length: the encoder's BPT3C `max_len` per block of epochs.
 
     The run's epochs (over every unfreezing phase) fall into `len(schedule)` near-equal consecutive blocks;
-    block k reads at most `schedule[k]` tokens of each text (its last ones, as BPT3C does). `offset`: the
-    epochs of earlier phases. After training the model reads `final` tokens again (`classifier.max_len`).
+    block k trains on at most `schedule[k]` tokens of each text (its last ones, whose outputs BPT3C pools).
+    `offset`: the epochs of earlier phases. After training the model reads `final` tokens again
+    (`classifier.max_len`).
+
+    Why the inputs are cut too: fastai's `SentenceEncoder` runs the LSTM over every chunk of a text and only
+    drops the outputs before the last `max_len` tokens, so a shorter `max_len` alone saves only part of the
+    backward pass. A block shorter than `final` therefore trains on the chunks BPT3C keeps (cut at a chunk
+    boundary, so the chunks stay aligned and its pad-row bookkeeping holds): the LSTM starts there from a zero
+    state instead of the state the earlier text left, and forward and backward both shrink. Validation reads
+    whole texts.
     """
 
     order = 5
@@ -105,6 +113,14 @@ class MaxLenSchedule(Callback):
 
     def before_epoch(self):
         unwrap(self.model)[0].max_len = self.length_at(self.offset + self.epoch)
+
+    def before_batch(self):
+        enc = unwrap(self.model)[0]
+        x = self.xb[0]
+        if not self.training or enc.max_len >= self.final or x.shape[1] <= enc.max_len:
+            return
+        start = -(-(x.shape[1] - enc.max_len) // enc.bptt) * enc.bptt  # the first chunk whose outputs are pooled
+        self.learn.xb = (x[:, start:], *self.xb[1:])
 
     def after_fit(self):
         unwrap(self.model)[0].max_len = self.final
