@@ -192,7 +192,7 @@ def test_dataframe_fit_and_series_predict(tmp_path, cache_dir):
 def test_keyword_hyper_parameters_and_config_resolution(tmp_path):
     clf = SentimentClassifier(epochs=3, lr=0.02, bs=8, max_len=100, seed=5, pretrained=False)
     cfg = clf.config  # the shipped quickstart, found through the package, with the keywords on top
-    assert (cfg.model.emb_sz, cfg.classifier.epochs, cfg.classifier.lr, cfg.classifier.bs) == (128, 3, 0.02, 8)
+    assert (cfg.model.emb_sz, cfg.classifier.epochs, cfg.classifier.lr, cfg.classifier.bs) == (256, 3, 0.02, 8)
     assert (cfg.classifier.max_len, cfg.run.seed, cfg.data.seed, cfg.lm_pretrain.source) == (100, 5, 5, "none")
     lm = tmp_path / "lm"
     assert SentimentClassifier(pretrained=lm).config.lm_pretrain.weights == str(lm)

@@ -127,8 +127,10 @@ def test_max_len_schedule_lengthens_bptt3c_over_the_epochs(tmp_path, cache_dir):
     rows = [json.loads(x) for x in (tmp_path / "run" / "classifier" / "metrics.jsonl").read_text().splitlines()]
     assert [r["max_len"] for r in rows] == [16, 16, 32, 32]  # over the unfreezing phases
     assert json.loads((clf.model_dir_ / "model.json").read_text())["max_len"] == 320  # predicts with max_len
-    with pytest.raises(ConfigError, match="max_len_schedule: expected 1 to classifier.epochs"):
-        load_config("tiny", ["classifier.max_len_schedule=[10, 20]", "classifier.epochs=1"])
+    with pytest.raises(ConfigError, match="max_len_schedule: expected one or more lengths > 0"):
+        load_config("tiny", ["classifier.max_len_schedule=[10, 0]"])
+    short = MaxLenSchedule([140, 280, 700], total_epochs=2, offset=0, final=700)  # fewer epochs than lengths
+    assert [short.length_at(e) for e in range(2)] == [280, 700]
 
 
 def test_max_len_schedule_trains_on_the_pooled_chunks_only():

@@ -65,9 +65,10 @@ def test_readme_quickstart_runs_from_the_installed_wheel(wheel_venv, tmp_path):
     assert "SentimentClassifier" in code
     checks = CHECKS + """
 assert pathlib.Path("my_model", "config.yaml").is_file() and not pathlib.Path("runs").exists()
-assert clf.config.model.emb_sz == 128  # the shipped quickstart recipe, found in the installed package
-assert clf.predict(["a great film", "dull and far too long"]) == ["pos", "neg"]
-assert clf.predict("a wonderful film") == "pos"
+assert clf.config.model.emb_sz == 256  # the shipped quickstart recipe, found in the installed package
+assert clf.config.lm_pretrain.weights == "reviews-fwd"  # ... from the LM shipped in the wheel
+assert clf.predict(["The plot was lovely.", "The plot was dull and far too long."]) == ["pos", "neg"]
+assert clf.predict("The acting was wonderful.") == "pos"
 print("QUICKSTART OK")
 """
     proc = run_in(wheel_venv, code + checks, tmp_path)

@@ -90,7 +90,8 @@ def tune_thresholds(proba: np.ndarray, y: np.ndarray, grid: np.ndarray | None = 
 class MaxLenSchedule(Callback):
     """Progressive sequence length: the encoder's BPT3C `max_len` per block of epochs.
 
-    The run's epochs (over every unfreezing phase) fall into `len(schedule)` near-equal consecutive blocks;
+    The run's epochs (over every unfreezing phase) fall into `len(schedule)` near-equal consecutive blocks
+    (a schedule longer than the epochs keeps its last lengths);
     block k trains on at most `schedule[k]` tokens of each text (its last ones, whose outputs BPT3C pools).
     `offset`: the epochs of earlier phases. After training the model reads `final` tokens again
     (`classifier.max_len`).
@@ -106,7 +107,9 @@ class MaxLenSchedule(Callback):
     order = 5
 
     def __init__(self, schedule: Sequence[int], total_epochs: int, offset: int, final: int):
-        self.schedule, self.total, self.offset, self.final = list(schedule), total_epochs, offset, final
+        # more lengths than epochs (e.g. `epochs=2` over the quickstart's three): the last ones, longest last
+        self.schedule = list(schedule)[-max(1, total_epochs):]
+        self.total, self.offset, self.final = total_epochs, offset, final
 
     def length_at(self, epoch: int) -> int:
         return self.schedule[min(len(self.schedule) - 1, epoch * len(self.schedule) // self.total)]
