@@ -210,7 +210,8 @@ class SentimentClassifier(ClassifierMixin, BaseEstimator):
                 text column) with `labels`.
             labels: one label per text, when `texts` holds no label column; a list of labels per text trains a
                 multi-label classifier; a DataFrame with a column per task (or a 2-D array, its columns named
-                by `data.label_column`) a multi-task one.
+                by `data.label_column`) a multi-task one; there a missing cell (NaN, None, "") means the text
+                is not labelled for that task.
             valid: optional validation DataFrame; otherwise `data.valid_pct` of the training rows.
             test: optional test DataFrame, evaluated after training (`result.evaluate.metrics`).
             unlabelled: extra texts used only for LM fine-tuning.
