@@ -6,46 +6,78 @@ sequence length (`classifier.max_len_schedule`).
 - multi-task: one output layer holds every task's logits side by side (the head's hidden layers are shared,
   like the encoder); `MultiTaskLoss` is the weighted sum of a cross-entropy per task's slice. One output
   layer keeps the model folder, the fast path, TorchScript and ONNX as they are: only the activation
-  (a softmax per slice) knows about tasks.
+  (a softmax per slice) knows about tasks. A row not labelled for a task (target `IGNORE`) counts in
+  neither that task's loss nor its accuracy.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from fastai.callback.core import Callback
+from fastai.learner import Metric
 from fastai.losses import BCEWithLogitsLossFlat
 from fastai.metrics import accuracy, accuracy_multi
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ..data.labels import MULTI_LABEL, MULTI_TASK, LabelSpec
+from ..data.labels import IGNORE, MULTI_LABEL, MULTI_TASK, LabelSpec
 from .distributed import unwrap
 
 
 class MultiTaskLoss(nn.Module):
-    """Weighted sum over tasks of the cross-entropy of each task's logits (`bounds`) against its class index."""
+    """Weighted sum over tasks of the cross-entropy of each task's logits (`bounds`) against its class index.
+
+    Each task's cross-entropy is the mean over the rows labelled for it (target `IGNORE`: not labelled); a
+    batch without such a row adds 0 for that task (not NaN, PyTorch's mean over no rows).
+    """
 
     def __init__(self, bounds: Sequence[tuple[int, int]], weights: Sequence[float]):
         super().__init__()
         self.bounds, self.weights = list(bounds), [float(w) for w in weights]
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        return sum(w * F.cross_entropy(logits[:, a:b].float(), target[:, i].long())
-                   for i, ((a, b), w) in enumerate(zip(self.bounds, self.weights)))
+        total = logits.new_zeros((), dtype=torch.float32)
+        for i, ((a, b), w) in enumerate(zip(self.bounds, self.weights)):
+            t = target[:, i].long()
+            ce = F.cross_entropy(logits[:, a:b].float(), t, ignore_index=IGNORE, reduction="sum")
+            total = total + w * ce / (t != IGNORE).sum().clamp(min=1)
+        return total
 
     def activation(self, logits: Tensor) -> Tensor:  # fastai's get_preds: probabilities, a softmax per task
         return torch.cat([torch.softmax(logits[:, a:b], dim=-1) for a, b in self.bounds], dim=1)
 
 
-def task_accuracy(bounds: Sequence[tuple[int, int]]) -> Callable[[Tensor, Tensor], Tensor]:
-    """A fastai metric: the mean over tasks of each task's accuracy."""
-    def task_accuracy(inp: Tensor, targ: Tensor) -> Tensor:
-        accs = [(inp[:, a:b].argmax(-1) == targ[:, i]).float().mean() for i, (a, b) in enumerate(bounds)]
-        return torch.stack(accs).mean()
-    return task_accuracy
+class TaskAccuracy(Metric):
+    """A fastai metric: the mean over tasks of each task's accuracy over the rows labelled for it.
+
+    Counted over the whole validation set, not averaged per batch: a batch may hold no row labelled for
+    a task. A task with no labelled row at all is left out of the mean.
+    """
+
+    def __init__(self, bounds: Sequence[tuple[int, int]]):
+        self.bounds = list(bounds)
+
+    def reset(self):
+        self.right, self.seen = torch.zeros(len(self.bounds)), torch.zeros(len(self.bounds))
+
+    def accumulate(self, learn):
+        pred, targ = learn.pred.detach(), learn.y.detach()
+        for i, (a, b) in enumerate(self.bounds):
+            labelled = targ[:, i] != IGNORE
+            self.right[i] += (pred[labelled, a:b].argmax(-1) == targ[labelled, i]).sum().cpu()
+            self.seen[i] += labelled.sum().cpu()
+
+    @property
+    def value(self):
+        seen = self.seen > 0
+        return (self.right[seen] / self.seen[seen]).mean() if seen.any() else None
+
+    @property
+    def name(self) -> str:
+        return "task_accuracy"
 
 
 def loss_and_metrics(spec: LabelSpec, task_weights: dict[str, float] | None = None) -> tuple[nn.Module | None, list]:
@@ -54,7 +86,7 @@ def loss_and_metrics(spec: LabelSpec, task_weights: dict[str, float] | None = No
         return BCEWithLogitsLossFlat(), [accuracy_multi]
     if spec.mode == MULTI_TASK:
         weights = [(task_weights or {}).get(t, 1.0) for t in spec.task_names]
-        return MultiTaskLoss(spec.bounds(), weights), [task_accuracy(spec.bounds())]
+        return MultiTaskLoss(spec.bounds(), weights), [TaskAccuracy(spec.bounds())]
     return None, [accuracy]
 
 
