@@ -27,8 +27,8 @@ import yaml
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import NotFittedError
 
-from .config import Config, ConfigError, from_dict, load_config
-from .data.labels import MULTI_LABEL, MULTI_TASK, is_missing, label_columns
+from .config import Config, ConfigError, from_dict, label_columns, load_config
+from .data.labels import MULTI_LABEL, MULTI_TASK, is_missing
 from .data.sources import LABEL, TEXT, DataError, LabelledData, load_data
 from .device import Precision
 from .logs import console

@@ -102,6 +102,12 @@ class DataConfig:
     seed: Int = 42
 
 
+def label_columns(d: DataConfig) -> list[str]:
+    """The configured label column(s), as a list (several: multi-task)."""
+    lc = d.label_column
+    return [lc] if isinstance(lc, str) else list(lc)
+
+
 @with_config(_SCHEMA)
 @dataclass(frozen=True)
 class ModelConfig:
@@ -512,7 +518,7 @@ def _check_values(cfg: Config) -> list[str]:
 
 def _check_labels(d: DataConfig) -> list[str]:
     """Label columns: at least one, no repeats; a separator for one (multi-label) column only."""
-    cols = [d.label_column] if isinstance(d.label_column, str) else d.label_column
+    cols = label_columns(d)
     if not cols or len(set(cols)) != len(cols) or d.text_column in cols:
         return [f"data.label_column: expected one column name or a list of distinct ones (one per task), none of "
                 f"them data.text_column; found {d.label_column!r}"]
@@ -529,7 +535,7 @@ def _check_task_weights(cfg: Config) -> list[str]:
     w, cols = cfg.classifier.task_weights, cfg.data.label_column
     if w is None:
         return []
-    tasks = [] if isinstance(cols, str) else cols
+    tasks = label_columns(cfg.data)
     if len(tasks) < 2:
         return [f"classifier.task_weights: set for a single label column ({cols!r}); weights are for several "
                 "tasks (data.label_column=[a, b]): drop them"]

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..config import DataConfig
+from ..config import DataConfig, label_columns
 from .tables import DataError
 
 SINGLE, MULTI_LABEL, MULTI_TASK = "single", "multi_label", "multi_task"
@@ -125,12 +125,6 @@ class LabelSpec:
 
 
 # ---------------------------------------------------------------- from the data config and the data
-
-
-def label_columns(cfg: DataConfig) -> list[str]:
-    """The configured label column(s), as a list."""
-    lc = cfg.label_column
-    return [lc] if isinstance(lc, str) else list(lc)
 
 
 def is_multi_task(cfg: DataConfig) -> bool:

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .. import fileio
-from ..config import DataConfig
+from ..config import DataConfig, label_columns
 from .labels import (
     MULTI_LABEL,
     MULTI_TASK,
@@ -25,7 +25,6 @@ from .labels import (
     LabelSpec,
     check_spec,
     is_missing,
-    label_columns,
     labelled_rows,
     mode_of,
     parse_label_sets,

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..data.labels import IGNORE, MULTI_LABEL, MULTI_TASK, SINGLE, LabelSpec
+from ..data.labels import DEFAULT_SEP, IGNORE, MULTI_LABEL, MULTI_TASK, SINGLE, LabelSpec
 from ..fileio import atomic_path, write_json
 from ..plots import plot_confusion
 from ..serving.ensemble import mean_proba
@@ -146,7 +146,7 @@ def _evaluate_multi(ctx: Context, split: str, ds, predictors: dict[str, Predicto
     write_json(out / "metrics.json", metrics)
     preds = pd.DataFrame({"text": ds["text"]})
     if spec.mode == MULTI_LABEL:
-        preds["label"] = [(spec.sep or "|").join(str(c) for c, on in zip(spec.classes, row) if on) for row in y]
+        preds["label"] = [(spec.sep or DEFAULT_SEP).join(str(c) for c, on in zip(spec.classes, row) if on) for row in y]
     else:
         for k, (t, classes) in enumerate(spec.tasks):
             preds[f"label_{t}"] = [None if i == IGNORE else classes[i] for i in y[:, k]]  # (not labelled)
