@@ -36,7 +36,7 @@ from ulmfit_lab import SentimentClassifier, __version__, load_config
 from ulmfit_lab.stages.evaluate import multilabel_metrics
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quickstart import ROOT, machine  # noqa: E402
+from quickstart import ROOT, epoch_seconds, machine  # noqa: E402
 
 TOPICS = ["World", "Sports", "Business", "Sci/Tech"]  # AG News classes 1-4 (label 0-3 in the parquet files)
 
@@ -105,13 +105,9 @@ def ulmfit(args, train: pd.DataFrame, test: pd.DataFrame) -> tuple[dict, np.ndar
     clf = SentimentClassifier(cfg, run_dir=run_dir).fit(train.text.tolist(), train.labels.tolist())
     wall = time.time() - t0
     pred = binarize(clf.predict(test.text.tolist()))
-
-    def epochs(stage: str) -> float:
-        rows = [json.loads(x) for x in (run_dir / stage / "metrics.jsonl").read_text().splitlines() if x.strip()]
-        return round(sum(r["seconds"] for r in rows), 1)
-
-    info = {"seconds": round(wall, 1), "lm_finetune_seconds": epochs("lm_finetune"),
-            "classifier_seconds": epochs("classifier"), "thresholds": clf.result.classifier.metrics.get("thresholds"),
+    info = {"seconds": round(wall, 1), "lm_finetune_seconds": epoch_seconds(run_dir, "lm_finetune"),
+            "classifier_seconds": epoch_seconds(run_dir, "classifier"),
+            "thresholds": clf.result.classifier.metrics.get("thresholds"),
             "valid": {k: v for k, v in clf.result.classifier.metrics.items() if k != "thresholds"}}
     return info, pred
 

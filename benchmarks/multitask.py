@@ -41,7 +41,7 @@ from ulmfit_lab.data.labels import is_missing
 from ulmfit_lab.data.sources import load_data
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quickstart import ROOT, machine  # noqa: E402
+from quickstart import ROOT, epoch_seconds, machine  # noqa: E402
 
 TASKS = "airline_sentiment,negativereason"
 
@@ -70,12 +70,6 @@ def load_split(path: Path, tasks: list[str], n_train: int, valid_pct: float, see
     for t in tasks:
         known &= valid[t].map(lambda v, t=t: is_missing(v) or v in seen[t]).to_numpy(dtype=bool)
     return (train.reset_index(drop=True), valid[known].reset_index(drop=True), test.reset_index(drop=True))
-
-
-def epoch_seconds(run_dir: Path, stage: str) -> float:
-    """The training time of a stage: the sum of its epochs' seconds (validation included)."""
-    rows = [json.loads(x) for x in (run_dir / stage / "metrics.jsonl").read_text().splitlines() if x.strip()]
-    return round(sum(r["seconds"] for r in rows), 1)
 
 
 def task_scores(y_true: pd.Series, y_pred: list) -> dict:
