@@ -20,6 +20,8 @@ from synth import make_reviews, review
 
 TINY_MODEL = ["model.emb_sz=16", "model.n_hid=24", "model.n_layers=2", "model.bptt=16", "data.min_freq=1",
               "data.max_vocab=2000", "run.device=cpu"]
+# the scripts that default to configs/quickstart.yaml: no pretrained LM (the shipped one has its own sizes)
+NO_LM = ["lm_pretrain.source=none"]
 
 
 def _fake_shared(root):
@@ -122,7 +124,7 @@ def test_embedded_lm_benchmark_compares_with_tfidf(shared, tmp_path, cache_dir):
 @pytest.mark.slow  # a long end-to-end run; `pytest -m slow` runs it (the default suite stays under 15 min)
 def test_multitask_benchmark_compares_one_model_with_one_per_task(shared, tmp_path, cache_dir):
     out = tmp_path / "multitask.json"
-    tiny = [*TINY_MODEL, "lm_finetune.epochs=1", "lm_finetune.bs=8", "classifier.epochs=1", "classifier.bs=16",
+    tiny = [*TINY_MODEL, *NO_LM, "lm_finetune.epochs=1", "lm_finetune.bs=8", "classifier.epochs=1", "classifier.bs=16",
             "classifier.head=[16]", f"run.cache_dir={cache_dir}"]
     _bench("multitask.py", "--data", str(shared / "twitter_us_airline" / "Tweets.csv"), "--n-train", "60",
            "--run-root", str(tmp_path / "runs"), "--out", str(out), *tiny)
@@ -148,7 +150,7 @@ def test_multitask_benchmark_compares_one_model_with_one_per_task(shared, tmp_pa
 @pytest.mark.slow  # a long end-to-end run; `pytest -m slow` runs it (the default suite stays under 15 min)
 def test_multilabel_benchmark_builds_pairs_and_compares_with_tfidf(shared, tmp_path, cache_dir):
     out = tmp_path / "multilabel.json"
-    tiny = [*TINY_MODEL, "lm_finetune.epochs=1", "lm_finetune.bs=8", "classifier.epochs=2", "classifier.bs=16",
+    tiny = [*TINY_MODEL, *NO_LM, "lm_finetune.epochs=1", "lm_finetune.bs=8", "classifier.epochs=2", "classifier.bs=16",
             "classifier.head=[16]", f"run.cache_dir={cache_dir}"]
     _bench("multilabel.py", "--data", str(shared / "ag_news"), "--n-train", "50", "--n-test", "40",
            "--run-dir", str(tmp_path / "run"), "--out", str(out), *tiny)
