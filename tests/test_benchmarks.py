@@ -243,3 +243,20 @@ def test_active_learning_benchmark_runs_both_arms_and_the_final_finetune(shared,
 @pytest.mark.slow
 def test_active_learning_benchmark_on_both_datasets_and_seeds(shared, tmp_path, cache_dir, tiny_run):
     _active_learning(shared, tmp_path, cache_dir, tiny_run, "cr,imdb", "0,1")
+
+
+@pytest.mark.slow  # a long end-to-end run; `pytest -m slow` runs it (the default suite stays under 15 min)
+def test_lm_vocab_benchmark_scores_both_vocabs_on_train_reviews_outside_the_run(shared, tmp_path, cache_dir,
+                                                                                tiny_run):
+    out, lm = tmp_path / "lm_vocab.json", tiny_run["dir"] / "lm_finetune" / "model"
+    # min_freq 100: the 60 texts alone give (almost) only the special tokens; the LM adds its words
+    tiny = [*TINY_MODEL, "data.min_freq=100", "data.max_train=60", "lm_pretrain.source=pretrained",
+            f"lm_pretrain.weights={lm}", "lm_finetune.bs=8", "classifier.epochs=2", "classifier.bs=16",
+            "classifier.head=[16]", "classifier.max_len_schedule=null", f"run.cache_dir={cache_dir}"]
+    _bench("lm_vocab.py", "--data", str(shared / "imdb" / "aclImdb.tar.xz"), "--run-dir", str(tmp_path / "runs"),
+           "--n-dev", "40", "--out", str(out), *tiny)
+    arms = json.loads(out.read_text())["arms"]
+    own, union = arms["own"], arms["union"]
+    assert own["vocab_from_lm"] == 0 and union["vocab_from_lm"] > 0
+    assert union["vocab_size"] > own["vocab_size"] and union["dev_unknown_rate"] < own["dev_unknown_rate"]
+    assert own["n_dev"] == union["n_dev"] == 40 and all(0 <= a["dev_accuracy"] <= 1 for a in arms.values())

@@ -99,6 +99,10 @@ class DataConfig:
     lang: Str = "en"
     min_freq: Int = 3
     max_vocab: Int = 60000
+    # with a pretrained LM (lm_pretrain.source=pretrained): after the words of the texts, the LM's words they lack
+    # (up to max_vocab in all), so a word the labels rarely show keeps its pretrained embedding instead of xxunk.
+    # Off by default: on the quickstart it scored lower on held-out reviews (benchmarks/README.md, "Vocabulary")
+    lm_vocab: Bool = False
     seed: Int = 42
 
 
