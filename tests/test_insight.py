@@ -226,6 +226,34 @@ def test_select_prefers_uncertain_texts_spread_over_clusters():
     assert not set(select(feats, 5, proba, seed=0, exclude=done).tolist()) & set(picks.tolist())
 
 
+def test_lm_features_are_every_layers_mean_over_the_real_tokens(tiny_run):
+    """Against fastai's own forward, one text at a time (no padding): eval mode, padding not counted, all layers."""
+    from ulmfit_lab.insight.suggest import lm_features
+    from ulmfit_lab.models.checkpoint import load_lm_checkpoint
+    from ulmfit_lab.text.vocab import encode, fast_tokenizer, vocab_index
+
+    folder = tiny_run["dir"] / "lm_finetune" / "model"
+    texts = ["a great film , loved it", "terrible acting . " * 30, "ok"]  # batched together, so padded
+    feats = lm_features(folder, texts)
+    model, vocab, _ = load_lm_checkpoint(folder)
+    enc = model[0].eval()
+    widths = [enc.encoder.embedding_dim] + [r.module.hidden_size for r in enc.rnns]
+    assert feats.shape == (3, sum(widths))
+    outs: list = []
+    enc.encoder_dp.register_forward_hook(lambda m, i, o: outs.append(o))
+    for r in enc.rnns:
+        r.register_forward_hook(lambda m, i, o: outs.append(o[0]))
+    for k, ids in enumerate(encode(fast_tokenizer("en"), vocab_index(vocab), texts)):
+        outs.clear()
+        enc.reset()
+        with torch.no_grad():
+            enc(torch.as_tensor(ids)[None])
+        np.testing.assert_allclose(feats[k], torch.cat([o[0].mean(0) for o in outs]).numpy(), rtol=1e-4, atol=1e-5)
+    assert lm_features(folder, texts, layers="top").shape == (3, 3 * widths[-1])
+    with pytest.raises(ValueError, match="expected 'all' or 'top'"):
+        lm_features(folder, texts, layers="middle")
+
+
 def test_suggest_writes_a_csv_ready_to_label(tiny_run, tmp_path, capsys):
     pool = make_reviews(120, seed=9).drop(columns="label")
     pool = pd.concat([pool, pool.head(10)], ignore_index=True)  # repeats are suggested once at most
