@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..data.labels import IGNORE, MULTI_LABEL, MULTI_TASK, LabelSpec
+from ..models.awd_lstm import activate
 from .distributed import unwrap
 
 
@@ -47,7 +48,7 @@ class MultiTaskLoss(nn.Module):
         return total
 
     def activation(self, logits: Tensor) -> Tensor:  # fastai's get_preds: probabilities, a softmax per task
-        return torch.cat([torch.softmax(logits[:, a:b], dim=-1) for a, b in self.bounds], dim=1)
+        return activate(logits, bounds=self.bounds)
 
 
 class TaskAccuracy(Metric):
