@@ -215,6 +215,7 @@ def label_issue_scores(texts: Sequence[str], labels: Sequence, seed: int = 0, fo
 def _stop_words() -> dict[str, frozenset[str]]:
     """spaCy's stop-word lists, read from their `stop_words.py` files alone: importing `spacy.lang.fr.stop_words`
     would run `spacy.lang.fr` first, whose tokenizer exceptions compile for ~9 s on a laptop CPU."""
+    import importlib
     import importlib.util
 
     spacy = importlib.util.find_spec("spacy")  # finds the package without importing it
@@ -228,8 +229,11 @@ def _stop_words() -> dict[str, frozenset[str]]:
             module = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(module)  # a plain module: `STOP_WORDS = set(...)`, no imports
             out[lang] = frozenset(module.STOP_WORDS)
-        except (OSError, AttributeError):
-            continue
+        except (OSError, AttributeError, ImportError, SyntaxError):  # a spaCy whose file is no longer plain
+            try:
+                out[lang] = frozenset(importlib.import_module(f"spacy.lang.{lang}.stop_words").STOP_WORDS)
+            except (ImportError, AttributeError):
+                continue
     return out
 
 
