@@ -10,10 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import CONFIGS
+from conftest import CONFIGS, call_cli
 from synth import make_reviews
 
-from ulmfit_lab.cli import main
 from ulmfit_lab.insight import data_report, interpret, near_duplicate_pairs, select, suggest
 from ulmfit_lab.insight.interpret import _logits_from_embeddings, attribute, integrated_gradients
 from ulmfit_lab.insight.planted import plant_problems, random_reviews, score_report
@@ -102,28 +101,18 @@ def test_near_duplicate_pairs_are_exact_jaccard_and_complete():
     assert all(abs(found[k] - truth[k]) < 1e-3 for k in found)
 
 
-def _cli(capsys, *args: str) -> tuple[int, str, str]:
-    """`ulmfit-lab ARGS` in this process (the console script calls the same `main`): exit code, stdout, stderr."""
-    try:
-        code = main(list(args))
-    except SystemExit as e:  # argparse: --help (0) and bad options (2)
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
 def test_report_cli_help_and_one_line_errors(tmp_path, cache_dir, capsys):
     make_reviews(60, seed=4).to_csv(tmp_path / "d.csv", index=False)
-    code, out, err = _cli(capsys, "report", str(tmp_path / "d.csv"), f"run.cache_dir={cache_dir}", "--out",
+    code, out, err = call_cli(capsys, "report", str(tmp_path / "d.csv"), f"run.cache_dir={cache_dir}", "--out",
                           str(tmp_path / "r"))
     assert code == 0 and json.loads(out)["files"]["html"] == str(tmp_path / "r" / "report.html")
-    code, out, err = _cli(capsys, "report", str(tmp_path / "missing.csv"))
+    code, out, err = call_cli(capsys, "report", str(tmp_path / "missing.csv"))
     assert code == 2 and err.startswith("ulmfit-lab: error:") and err.count("\n") == 1
     (tmp_path / "bad.csv").write_text("text,label\n\"unclosed,pos\n")
-    code, out, err = _cli(capsys, "report", str(tmp_path / "bad.csv"))
+    code, out, err = call_cli(capsys, "report", str(tmp_path / "bad.csv"))
     assert code == 2 and err.startswith("ulmfit-lab: error:") and err.count("\n") == 1
     for cmd in ("report", "interpret", "suggest"):
-        code, out, _ = _cli(capsys, cmd, "--help")
+        code, out, _ = call_cli(capsys, cmd, "--help")
         assert code == 0 and out.startswith(f"usage: ulmfit-lab {cmd}")
 
 
@@ -197,12 +186,12 @@ def test_interpret_page_renders_in_headless_chromium(interpreted, tmp_path):
 
 
 def test_interpret_errors(tmp_path, tiny_run, capsys):
-    code, _, err = _cli(capsys, "interpret", str(tmp_path))
+    code, _, err = call_cli(capsys, "interpret", str(tmp_path))
     assert code == 2 and err.startswith("ulmfit-lab: error:") and err.count("\n") == 1
-    code, _, err = _cli(capsys, "interpret", str(tiny_run["dir"]), "--n-attr", "-1")
+    code, _, err = call_cli(capsys, "interpret", str(tiny_run["dir"]), "--n-attr", "-1")
     assert code == 2 and "expected an integer >= 0" in err
     pd.DataFrame({"text": ["a fine film"], "label": ["meh"]}).to_csv(tmp_path / "d.csv", index=False)
-    code, _, err = _cli(capsys, "interpret", str(tiny_run["dir"]), "--data", str(tmp_path / "d.csv"))
+    code, _, err = call_cli(capsys, "interpret", str(tiny_run["dir"]), "--data", str(tmp_path / "d.csv"))
     assert code == 2 and "not classes of the model" in err and err.count("\n") == 1
 
 
@@ -260,7 +249,7 @@ def test_suggest_writes_a_csv_ready_to_label(tiny_run, tmp_path, capsys):
     pool["id"] = np.arange(len(pool))
     pool.to_csv(tmp_path / "pool.csv", index=False)
     pool.head(30).to_csv(tmp_path / "done.csv", index=False)
-    code, _, _ = _cli(capsys, "suggest", str(tiny_run["dir"]), str(tmp_path / "pool.csv"), "--n", "12", "--exclude",
+    code, _, _ = call_cli(capsys, "suggest", str(tiny_run["dir"]), str(tmp_path / "pool.csv"), "--n", "12", "--exclude",
                       str(tmp_path / "done.csv"), "-o", str(tmp_path / "next.csv"))
     assert code == 0
     out = pd.read_csv(tmp_path / "next.csv", keep_default_na=False)
@@ -273,10 +262,10 @@ def test_suggest_writes_a_csv_ready_to_label(tiny_run, tmp_path, capsys):
     assert len(lm.table) == 8 and "uncertainty" not in lm.table and lm.table["text"].is_unique
 
 def test_suggest_one_line_errors(tiny_run, tmp_path, capsys):
-    code, _, err = _cli(capsys, "suggest", str(tiny_run["dir"]), str(tmp_path / "nope.csv"))
+    code, _, err = call_cli(capsys, "suggest", str(tiny_run["dir"]), str(tmp_path / "nope.csv"))
     assert code == 2 and err.startswith("ulmfit-lab: error:") and err.count("\n") == 1
-    code, _, err = _cli(capsys, "suggest", str(tmp_path / "no_model"), str(tmp_path / "nope.csv"))
+    code, _, err = call_cli(capsys, "suggest", str(tmp_path / "no_model"), str(tmp_path / "nope.csv"))
     assert code == 2 and "model not found" in err and err.count("\n") == 1
     pd.DataFrame({"body": ["x"]}).to_csv(tmp_path / "p.csv", index=False)
-    code, _, err = _cli(capsys, "suggest", str(tiny_run["dir"]), str(tmp_path / "p.csv"))
+    code, _, err = call_cli(capsys, "suggest", str(tiny_run["dir"]), str(tmp_path / "p.csv"))
     assert code == 2 and "--text-column" in err and err.count("\n") == 1
