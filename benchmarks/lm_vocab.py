@@ -28,6 +28,7 @@ from ulmfit_lab.fileio import write_json
 from ulmfit_lab.logs import show_progress
 from ulmfit_lab.serving.predict import Predictor
 from ulmfit_lab.stages.common import default_cache_dir
+from ulmfit_lab.text.vocab import UNK
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quickstart import ROOT, epoch_seconds, machine  # noqa: E402
@@ -71,7 +72,7 @@ def main() -> None:
             "setting": setting, "dev_accuracy": float((pred == dev.label.values).mean()), "n_dev": len(dev),
             "valid_accuracy": res.classifier.metrics.get("valid_accuracy"),
             "vocab_size": res.data.metrics["vocab_size"], "vocab_from_lm": res.data.metrics.get("vocab_from_lm", 0),
-            "dev_unknown_rate": float(sum(int((x == 0).sum()) for x in ids) / n_tok),
+            "dev_unknown_rate": float(sum(int((x == UNK).sum()) for x in ids) / n_tok),
             "lm_finetune_seconds": epoch_seconds(run_dir, "lm_finetune"),
             "classifier_seconds": epoch_seconds(run_dir, "classifier"),
             "skipped_stages": res.skipped(), "seconds_this_call": round(time.time() - t0, 1)}

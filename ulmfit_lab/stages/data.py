@@ -11,7 +11,6 @@ index; multi-label: a 0/1 list over the labels; multi-task: a class index per ta
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,7 +19,7 @@ import datasets
 
 from ..data.labels import SINGLE, LabelSpec
 from ..data.sources import LABEL, TEXT, LabelledData, load_data
-from ..text.corpus import DocIds
+from ..text.corpus import DocIds, texts_hash
 from ..text.vocab import build_vocab, extend_vocab, load_vocab, save_vocab, tokenize, write_ids
 from ..training import distributed
 from .common import Context, StageResult, run_cached
@@ -74,7 +73,7 @@ def run(ctx: Context, data: LabelledData | None = None, lm_vocab: list[str] | No
     tok_settings = {"lang": cfg.lang, "min_freq": cfg.min_freq, "max_vocab": cfg.max_vocab}
     spec = data.spec
     multi = [] if spec.mode == SINGLE else [spec.to_dict()]  # (single-label keys stay as they were)
-    extra = [{"lm_vocab": hashlib.sha256("\n".join(lm_vocab).encode()).hexdigest()}] if lm_vocab else []
+    extra = [{"lm_vocab": texts_hash(lm_vocab)}] if lm_vocab else []
     stage = ctx.stage("data", VERSION, data.fingerprint(), tok_settings, *multi, *extra)
 
     def body() -> dict:
