@@ -124,12 +124,13 @@ def main() -> None:
             t0 = time.time()
             clf = SentimentClassifier(cfg, run_dir=run_dir).fit(train, test=test)  # reads run_dir's files below
             ev = clf.result.evaluate.metrics
-            rows = [json.loads(x) for x in (run_dir / "lm_finetune" / "metrics.jsonl").read_text().splitlines()]
+            lm_ft = run_dir / "lm_finetune" / "metrics.jsonl"  # absent with lm_finetune.enabled=false
+            rows = [json.loads(x) for x in lm_ft.read_text().splitlines()] if lm_ft.exists() else []
             cell[variant] = {"accuracy": ev["accuracy"], "macro_f1": ev["macro_f1"],
                              "seconds": round(time.time() - t0, 1),
                              "lm_valid_perplexity": rows[-1].get("perplexity") if rows else None,
-                             "lm_valid_perplexity_before": clf.result.lm_finetune.metrics.get(
-                                 "valid_perplexity_before")}
+                             "lm_valid_perplexity_before": (clf.result.lm_finetune.metrics.get(
+                                 "valid_perplexity_before") if clf.result.lm_finetune else None)}
             print(f"[bench] {ds} {variant}: {ev['accuracy']:.4f} in {cell[variant]['seconds'] / 60:.1f} min "
                   f"(tfidf {cell['tfidf']['accuracy']:.4f})", flush=True)
             out_path.parent.mkdir(parents=True, exist_ok=True)

@@ -260,3 +260,11 @@ def test_lm_vocab_benchmark_scores_both_vocabs_on_train_reviews_outside_the_run(
     assert own["vocab_from_lm"] == 0 and union["vocab_from_lm"] > 0
     assert union["vocab_size"] > own["vocab_size"] and union["dev_unknown_rate"] < own["dev_unknown_rate"]
     assert own["n_dev"] == union["n_dev"] == 40 and all(0 <= a["dev_accuracy"] <= 1 for a in arms.values())
+    # the same finished runs scored by quickstart_dev.py as given folders: the same dev set, the same figures
+    again = tmp_path / "dev.json"
+    _bench("quickstart_dev.py", "--data", str(shared / "imdb" / "aclImdb.tar.xz"), "--n-dev", "40",
+           "--run", f"a={tmp_path / 'runs' / 'own'}", "--run", f"b={tmp_path / 'runs' / 'union'}", "--out", str(again))
+    scored = json.loads(again.read_text())["arms"]
+    assert [scored[k]["dev_accuracy"] for k in "ab"] == [own["dev_accuracy"], union["dev_accuracy"]]
+    assert scored["b"]["dev_unknown_rate"] == union["dev_unknown_rate"]
+

@@ -32,7 +32,8 @@ def pretrained_stage(tmp_path_factory):
 def registry(tmp_path, monkeypatch, pretrained_stage):
     stage, _ = pretrained_stage
     monkeypatch.setattr(hub, "SHIPPED", tmp_path / "pretrained")
-    hub.ship_lm(stage / "model", tmp_path / "pretrained" / "tiny-fwd", hub.card_from_stage(stage))
+    card = hub.card_from_stage(stage, tokens_before=1_000_000, notes=("seconds include pauses",))
+    hub.ship_lm(stage / "model", tmp_path / "pretrained" / "tiny-fwd", card)
     return tmp_path / "pretrained" / "tiny-fwd"
 
 
@@ -43,7 +44,11 @@ def test_shipped_lm_is_fp16_with_checksum_and_card(registry, pretrained_stage):
     card = meta["card"]
     assert card["perplexity"] and all(v > 1 for v in card["perplexity"].values())
     assert card["training"]["epochs"] == 2 and card["params"] > 1000
-    assert "Perplexity" in (registry / "README.md").read_text()
+    # tokens seen: the init's plus this stage's two epochs over its training tokens, in the card's title too
+    assert card["tokens_seen"] == 1_000_000 + 2 * res.lm.metrics["train_tokens"]
+    readme = (registry / "README.md").read_text()
+    assert "Perplexity" in readme and f"({card['tokens_seen'] / 1e6:.1f}M tokens seen)" in readme.splitlines()[0]
+    assert "- seconds include pauses" in readme
     # fp16 weights load back within fp16 rounding of the trained ones
     shipped, vocab, _ = load_lm_checkpoint(registry)
     trained, vocab2, _ = load_lm_checkpoint(stage / "model")

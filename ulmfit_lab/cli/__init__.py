@@ -58,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("stage", help="the lm stage folder of a finished run, e.g. runs/pretrain_reviews_fwd/lm")
     sp.add_argument("--name", required=True, help="registry name, e.g. reviews-fwd")
     sp.add_argument("--dest", default=None, help="parent folder (default: the package's pretrained/ folder)")
+    sp.add_argument("--tokens-before", type=int, default=0, metavar="N",
+                    help="tokens the LM had seen before this stage (when it started from lm_pretrain.init): the "
+                    "card then reports the tokens seen over all training")
+    sp.add_argument("--note", action="append", default=[], help="a line for the card's Notes (repeatable)")
     dp = sub.add_parser("demo", help="The quickstart end to end on IMDb (fetched through fastai without --data).",
                         description="Run a config (default: the shipped quickstart) on IMDb into runs/demo. "
                         "Without --data, IMDb is downloaded and cached by fastai's untar_data(URLs.IMDB) "
@@ -196,7 +200,8 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
             stage = Path(args.stage)
             if not (stage / "DONE.json").is_file():
                 raise CheckpointError(f"{stage}: not a finished lm stage (no DONE.json); run `ulmfit-lab lm` first")
-            out = ship_lm(stage / "model", Path(args.dest or SHIPPED) / args.name, card_from_stage(stage))
+            card = card_from_stage(stage, args.tokens_before, tuple(args.note))
+            out = ship_lm(stage / "model", Path(args.dest or SHIPPED) / args.name, card)
             print(f"wrote {out} ({(out / WEIGHTS).stat().st_size / 1e6:.1f} MB)")
             return 0
         from ..pipeline import run_pipeline

@@ -239,7 +239,8 @@ def ship_lm(src: Path, dest: Path, card: dict[str, Any]) -> Path:
 def render_card(name: str, meta: dict[str, Any]) -> str:
     c = meta.get("card", {})
     m = meta.get("model", {})
-    lines = [f"# {name}: AWD-LSTM language model ({'backward' if m.get('backwards') else 'forward'})", ""]
+    seen = f" ({c['tokens_seen'] / 1e6:.1f}M tokens seen)" if c.get("tokens_seen") else ""
+    lines = [f"# {name}{seen}: AWD-LSTM language model ({'backward' if m.get('backwards') else 'forward'})", ""]
     lines += [f"- Architecture: fastai AWD-LSTM, emb {m.get('emb_sz')}, {m.get('n_layers')} layers of "
               f"{m.get('n_hid')}, bptt {m.get('bptt')}, tied embedding/decoder; {c.get('params', '?'):,} parameters; "
               f"weights stored as fp16 safetensors (sha256 `{meta.get('sha256')}`)."]
@@ -263,8 +264,15 @@ LICENSES = {
 }
 
 
-def card_from_stage(stage_dir: Path) -> dict[str, Any]:
-    """A model card's facts, read from a finished `lm` stage folder of a run directory."""
+def card_from_stage(stage_dir: Path, tokens_before: int = 0, notes: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A model card's facts, read from a finished `lm` stage folder of a run directory.
+
+    Args:
+        stage_dir: the `lm` stage folder (RUN_DIR/lm).
+        tokens_before: tokens the LM had already seen when this stage started from it (`lm_pretrain.init`):
+            a campaign of passes ships the tokens seen over all of them, which no single stage knows.
+        notes: free lines for the card's Notes section (e.g. that the stage's seconds include pauses).
+    """
     import yaml
 
     stage_dir = Path(stage_dir)
@@ -276,16 +284,24 @@ def card_from_stage(stage_dir: Path) -> dict[str, Any]:
     command = cmd_file.read_text(encoding="utf-8").strip() if cmd_file.exists() else ""
     corpus = cfg["lm_pretrain"]["corpus"] + cfg["lm_pretrain"].get("eval_corpus", [])
     m = done["metrics"]
-    return {
+    tokens_seen = int(tokens_before) + int(m.get("train_tokens") or 0) * len(rows)
+    card = {
         "params": m.get("params", 0),
+        "tokens_seen": tokens_seen,
         "data": {"corpus (trained on, minus held-out docs)": cfg["lm_pretrain"]["corpus"],
                  "held-out share per source": cfg["lm_pretrain"]["valid_pct"],
                  "extra evaluation": cfg["lm_pretrain"].get("eval_corpus", []),
                  "training tokens per epoch": m.get("train_tokens"), "vocab size": m.get("vocab_size")},
         "licenses": [text for key, text in LICENSES.items() if any(key in c.lower() for c in corpus)],
         "command": command,
-        "training": {"epochs": len(rows), "seconds": round(sum(r.get("seconds", 0) for r in rows)),
+        "training": {"tokens seen (all training, init included)": f"{tokens_seen:,}",
+                     "started from": cfg["lm_pretrain"].get("init") or "random weights",
+                     "tokens before this stage": f"{int(tokens_before):,}",
+                     "epochs": len(rows), "seconds": round(sum(r.get("seconds", 0) for r in rows)),
                      "tokens/s per epoch": [r.get("train_tokens_per_s") for r in rows],
                      "device": m.get("device", "?"), "config": cfg},
         "perplexity": {k: round(v, 2) for k, v in m.get("perplexity", {}).items()},
     }
+    if notes:
+        card["notes"] = list(notes)
+    return card
