@@ -107,18 +107,27 @@ def test_imdb_gpu_benchmark_runs_the_recipe_and_times_stock_fastai(shared, tmp_p
 
 
 @pytest.mark.slow  # a long end-to-end run; `pytest -m slow` runs it (the default suite stays under 15 min)
-def test_embedded_lm_benchmark_compares_with_tfidf(shared, tmp_path, cache_dir):
+def test_embedded_lm_benchmark_compares_with_tfidf(shared, tmp_path, cache_dir, tiny_run):
     out = tmp_path / "embedded.json"
     tiny = [*TINY_MODEL, "lm_finetune.epochs=1", "lm_finetune.bs=8", "classifier.epochs=2", "classifier.bs=16",
-            "classifier.head=[16]", f"run.cache_dir={cache_dir}"]
+            "classifier.head=[16]", "classifier.max_len_schedule=null", f"run.cache_dir={cache_dir}"]
     _bench("embedded_lm.py", "--shared", str(shared), "--out", str(out), "--datasets", "cr,twitter",
-           "--variants", "scratch", "--n-train", "80", "--run-root", str(tmp_path / "runs"), *tiny)
+           "--variants", "scratch,embedded", "--lm", str(tiny_run["dir"] / "lm_finetune" / "model"),
+           "--n-train", "80", "--run-root", str(tmp_path / "runs"), *tiny)
     cells = json.loads(out.read_text())["results"]
     assert cells["cr"]["n_train"] == 80 and cells["cr"]["n_test"] == 40
     assert cells["twitter"]["classes"] == ["neg", "neutral", "pos"]
     for cell in cells.values():
         assert 0.0 <= cell["tfidf"]["accuracy"] <= 1.0 and 0.0 <= cell["scratch"]["accuracy"] <= 1.0
-        assert cell["scratch"]["lm_valid_perplexity"] > 1
+        assert cell["scratch"]["lm_valid_perplexity"] > 1 and 0.0 <= cell["embedded"]["accuracy"] <= 1.0
+    # the transfer curve gathers it: scratch at 0 tokens, the embedded LM at the tokens given, TF-IDF as a line
+    _bench("transfer_curve.py", "--point", f"5000={out}", "--scratch", str(out), "--out", str(tmp_path / "curve"))
+    curve = json.loads((tmp_path / "curve.json").read_text())["curve"]
+    for ds, cell in cells.items():
+        assert [(p["tokens"], p["accuracy"]) for p in curve[ds]["points"]] == [
+            (0, cell["scratch"]["accuracy"]), (5000, cell["embedded"]["accuracy"])]
+        assert curve[ds]["tfidf"] == cell["tfidf"]["accuracy"]
+    assert (tmp_path / "curve.png").stat().st_size > 10_000
 
 
 @pytest.mark.slow  # a long end-to-end run; `pytest -m slow` runs it (the default suite stays under 15 min)
