@@ -224,8 +224,21 @@ class Level:
                 "latency_ms": {q: round(float(np.percentile(lat, p)), 1)
                                for q, p in (("p50", 50), ("p95", 95), ("p99", 99), ("max", 100))},
                 "bad_by_status": self.bad_by_status, "problems": self.problems,
-                "server_batching": {k: after[k] - before.get(k, 0) for k in ("requests", "texts", "batches")}
-                | {"largest_batch_texts": after["largest_batch_texts"], "errors": after["errors"]}}
+                "server_batching": self.batching(before, after, wall)}
+
+    def batching(self, before: dict, after: dict, wall: float) -> dict:
+        """The server's counters over the level: batches (segments, with continuous batching), the share of
+        the wall time the model ran (`model_busy`), and with continuous batching the documents running per LSTM
+        step and the share of token slots that were padding."""
+        d = {k: after[k] - before.get(k, 0) for k in ("requests", "texts", "batches", "model_seconds", "steps",
+                                                       "document_steps") if k in after}
+        out = {k: d[k] for k in ("requests", "texts", "batches")}
+        out |= {"largest_batch_texts": after["largest_batch_texts"], "errors": after["errors"],
+                "model_busy": round(d["model_seconds"] / wall, 3)}
+        if d.get("steps"):
+            out["documents_per_step"] = round(d["document_steps"] / d["steps"], 1)
+            out["padding"] = round(1 - self.c["tokens"] / d["document_steps"], 3)
+        return out
 
 
 def plot(out: dict, path: Path) -> None:
