@@ -7,7 +7,8 @@ fixed test set scores every step. Each seed runs two arms from nothing labelled 
              labelled yet), then each next batch by `ulmfit_lab.insight.select` (margin uncertainty of the
              current model, uncertainty-weighted k-means over the encoder features).
 Between rounds the model is refitted cheaply: a logistic regression (standardised features, C=`C`) on the frozen
-encoder's features ([last, max, mean] of the pretrained LM's top layer, computed once for pool and test).
+encoder's features (`lm_features`: the mean of every layer of the pretrained LM, embedding and each LSTM; with
+--layers top the old [last, max, mean] of its top layer; computed once for pool and test).
 Test accuracy is recorded at every budget for both arms. With --finetune, the texts each arm labelled at the
 last budget then train the full ULMFiT classifier once (the config's recipe; `data.valid_pct` of them
 validate), tested on the same test set.
@@ -62,6 +63,18 @@ def load_dataset(name: str, shared: Path, pool: int, n_test: int, cache: Path, s
         return (df.iloc[idx[n_test:n_test + pool]].reset_index(drop=True),
                 df.iloc[idx[:n_test]].reset_index(drop=True))
     raise SystemExit(f"unknown dataset {name!r}: expected imdb or cr")
+
+
+def token_stats(lm: Path, texts: list[str], max_len: int) -> dict:
+    """What the LM reads of the pool: tokens per text, the share of unknown tokens (xxunk: a wrong vocab would
+    show here) and of texts longer than `max_len` (only their last `max_len` tokens are pooled)."""
+    from ulmfit_lab.models.artifact import read_checkpoint_meta
+    from ulmfit_lab.text.vocab import UNK, encode, fast_tokenizer, vocab_index
+
+    ids = encode(fast_tokenizer("en"), vocab_index(read_checkpoint_meta(lm)[1]), texts)
+    lens = np.array([len(x) for x in ids])
+    return {"mean": round(float(lens.mean()), 1), "unknown_share": round(float((np.concatenate(ids) == UNK).mean()), 4),
+            "over_max_len_share": round(float((lens > max_len).mean()), 4)}
 
 
 def refit(x: np.ndarray, y: np.ndarray, classes: list) -> object:
@@ -156,6 +169,7 @@ def plot(results: dict, path: Path) -> None:
                             yerr=[np.std(accs)], marker="*", ms=12, color=color, ls="none",
                             label=f"{arm}: full ULMFiT fine-tune at {b[-1]}")
         ax.set_xscale("log")
+        ax.minorticks_off()  # only the budgets as ticks
         ax.set_xticks(b, [str(x) for x in b])
         ax.set_xlabel("labelled texts")
         ax.set_ylabel("test accuracy")
@@ -180,6 +194,8 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--pool", type=int, default=5000, help="pool texts per dataset (at most)")
     ap.add_argument("--n-test", type=int, default=2000, help="test texts per dataset (at most; CR: a third)")
+    ap.add_argument("--layers", choices=("all", "top"), default="all", help="LM features: mean of every layer "
+                    "(the library's default) or [last, max, mean] of the top layer")
     ap.add_argument("--finetune", action="store_true", help="train the full classifier on each arm's last budget")
     ap.add_argument("--min-steps", type=int, default=200, help="fine-tuning: at least this many optimizer steps "
                     "(smaller batches, more epochs for a small N; 0: the config's as is)")
@@ -206,8 +222,8 @@ def main() -> None:
         if budgets[-1] > len(pool):
             raise SystemExit(f"{name}: budget {budgets[-1]} exceeds the pool of {len(pool)} texts")
         print(f"[active] {name}: pool {len(pool)}, test {len(test)}; encoding with {lm}", flush=True)
-        feats = lm_features(lm, pool[TEXT].tolist(), max_len=cfg.classifier.max_len)
-        test_x = lm_features(lm, test[TEXT].tolist(), max_len=cfg.classifier.max_len)
+        feats = lm_features(lm, pool[TEXT].tolist(), max_len=cfg.classifier.max_len, layers=args.layers)
+        test_x = lm_features(lm, test[TEXT].tolist(), max_len=cfg.classifier.max_len, layers=args.layers)
         t_feat = time.time() - t0
         y, test_y = pool[LABEL].astype(str).to_numpy(), test[LABEL].astype(str).to_numpy()
         per_seed = {}
@@ -218,7 +234,8 @@ def main() -> None:
         t_sim = time.time() - t0 - t_feat
         r = {"pool": len(pool), "n_test": len(test), "classes": sorted(set(y.tolist())),
              "test_majority": float(pd.Series(test_y).value_counts(normalize=True).iloc[0]),
-             "feature_dim": int(feats.shape[1]), "per_seed": {str(s): {a: {"accuracy": v[a]["accuracy"]}
+             "feature_dim": int(feats.shape[1]), "tokens": token_stats(lm, pool[TEXT].tolist(), cfg.classifier.max_len),
+             "per_seed": {str(s): {a: {"accuracy": v[a]["accuracy"]}
                                                                       for a in v} for s, v in per_seed.items()},
              "summary": summarize(per_seed, budgets), "seconds": {"features": round(t_feat, 1),
                                                                   "simulation": round(t_sim, 1)}}
@@ -238,8 +255,9 @@ def main() -> None:
         write_json(json_path, {
             "what": "simulated labelling: suggested (uncertainty + diversity) vs random texts, accuracy per budget",
             "method": {"refit": f"StandardScaler + LogisticRegression(C={C}) on frozen LM features", "lm": str(lm),
-                       "features": "[last, max, mean] pooling of the LM's top LSTM layer over the last "
-                                   f"{cfg.classifier.max_len} tokens",
+                       "features": ("mean of every layer (embedding and each LSTM)" if args.layers == "all" else
+                                    "[last, max, mean] pooling of the LM's top LSTM layer")
+                                   + f" over the last {cfg.classifier.max_len} tokens",
                        "select": "first budget: k-means centres; then margin uncertainty, top 10n, "
                                  "uncertainty-weighted k-means, nearest to centre",
                        "finetune": "the config's classifier on the last budget's texts" if args.finetune else None},

@@ -225,7 +225,8 @@ def main() -> None:
                              lambda d=d: train_ours(cfg, n_vocab, train, valid_ids, d, precision)))
         for name, d, fn in runs:
             seconds, learn = fn()
-            ppl = lm_perplexity(learn, valid, cfg.lm_pretrain.bs, cfg.model)
+            ppl = lm_perplexity(learn.model, valid, cfg.lm_pretrain.bs, cfg.model.bptt, cfg.model.backwards,
+                                learn.dls.device)
             row = {"trainer": name, "softmax_samples": d, "seconds": round(seconds, 1),
                    "tokens_per_s": round(n_train / seconds, 1), "held_out_perplexity": round(ppl, 2)}
             out["train"]["rows"].append(row)

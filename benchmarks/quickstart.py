@@ -34,6 +34,12 @@ def machine() -> dict:
             "python": platform.python_version(), "torch": torch.__version__, "fastai": fastai.__version__}
 
 
+def epoch_seconds(run_dir: Path, stage: str) -> float:
+    """The training time of a stage: the sum of its epochs' seconds in `metrics.jsonl` (validation included)."""
+    rows = [json.loads(x) for x in (Path(run_dir) / stage / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    return round(sum(r["seconds"] for r in rows), 1)
+
+
 def main() -> None:
     show_progress()  # the library's [ulmfit-lab] progress lines, as the command line prints them
     ap = argparse.ArgumentParser(description=__doc__)

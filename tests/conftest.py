@@ -60,6 +60,33 @@ def tiny_run(tmp_path_factory, tiny_csvs, cache_dir) -> dict:
     return {"dir": run_dir, "args": args, "first": first}
 
 
+def call_cli(capsys, *args: str) -> tuple[int, str, str]:
+    """`ulmfit-lab ARGS` in this process: exit code, stdout, stderr. The command line's own `main`, without the ~10 s
+    a fresh interpreter spends importing torch and fastai; the tests that need a real process use `run_cli`."""
+    from ulmfit_lab.cli import main
+
+    capsys.readouterr()  # only this command's output
+    try:
+        code = main(list(args))
+    except SystemExit as e:  # argparse: --help (0) and bad options (2)
+        code = e.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def copy_run(src: Path, dst: Path) -> Path:
+    """A copy of a finished run directory; its markers' absolute artifact paths are moved to the copy, so that
+    a test can rerun stages there without touching a run other tests share."""
+    import shutil
+
+    from ulmfit_lab.training.rundir import MARKER
+
+    shutil.copytree(src, dst)
+    for marker in dst.glob(f"*/{MARKER}"):
+        marker.write_text(marker.read_text(encoding="utf-8").replace(str(src), str(dst)), encoding="utf-8")
+    return dst
+
+
 def randomize_(model):
     """Random weights large enough to matter, and random BatchNorm statistics (in place; returns the model)."""
     import torch

@@ -4,7 +4,7 @@ owning its model, save/load restoring the model's own config, and scikit-learn's
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import CONFIGS
+from conftest import CONFIGS, copy_run
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import GridSearchCV, cross_val_score, cross_validate
@@ -125,10 +125,11 @@ def test_load_restores_labels_and_tokenizer_settings(tmp_path, cache_dir):
     assert clf.score(texts, (make_reviews(20, seed=32).label == "pos").astype(int)) >= 0.8
 
 
-def test_each_classifier_owns_its_model(cache_dir, tmp_path):
+def test_each_classifier_owns_its_model(fitted, cache_dir, tmp_path):
     # the scenario of issue 19, at its worst: two classifiers, one config, other labels, the very same run
-    # directory; before, `a.save` wrote b's weights
-    train, shared = make_reviews(240, seed=10), tmp_path / "shared"
+    # directory; before, `a.save` wrote b's weights. The folder starts as a copy of `fitted`'s run (the same
+    # config and data as `a`), so `a` finds its stages done and only `b` trains.
+    train, shared = make_reviews(240, seed=10), copy_run(fitted[0].run_dir_, tmp_path / "shared")
     a = SentimentClassifier("tiny", [f"run.cache_dir={cache_dir}"], run_dir=shared).fit(train.text, train.label)
     b = SentimentClassifier("tiny", [f"run.cache_dir={cache_dir}"], run_dir=shared).fit(train.text,
                                                                                           train.label.map(FLIP))
@@ -192,7 +193,7 @@ def test_dataframe_fit_and_series_predict(tmp_path, cache_dir):
 def test_keyword_hyper_parameters_and_config_resolution(tmp_path):
     clf = SentimentClassifier(epochs=3, lr=0.02, bs=8, max_len=100, seed=5, pretrained=False)
     cfg = clf.config  # the shipped quickstart, found through the package, with the keywords on top
-    assert (cfg.model.emb_sz, cfg.classifier.epochs, cfg.classifier.lr, cfg.classifier.bs) == (128, 3, 0.02, 8)
+    assert (cfg.model.emb_sz, cfg.classifier.epochs, cfg.classifier.lr, cfg.classifier.bs) == (256, 3, 0.02, 8)
     assert (cfg.classifier.max_len, cfg.run.seed, cfg.data.seed, cfg.lm_pretrain.source) == (100, 5, 5, "none")
     lm = tmp_path / "lm"
     assert SentimentClassifier(pretrained=lm).config.lm_pretrain.weights == str(lm)

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tarfile
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import ROOT
@@ -19,6 +20,8 @@ from synth import make_reviews, review
 
 TINY_MODEL = ["model.emb_sz=16", "model.n_hid=24", "model.n_layers=2", "model.bptt=16", "data.min_freq=1",
               "data.max_vocab=2000", "run.device=cpu"]
+# the scripts that default to configs/quickstart.yaml: no pretrained LM (the shipped one has its own sizes)
+NO_LM = ["lm_pretrain.source=none"]
 
 
 def _fake_shared(root):
@@ -47,6 +50,18 @@ def _fake_shared(root):
     (root / "twitter_us_airline").mkdir()
     tweets = make_reviews(90, seed=3).rename(columns={"label": "airline_sentiment"})
     tweets.loc[::3, "airline_sentiment"] = "neutral"
+    neg = tweets.airline_sentiment == "neg"  # a complaint's reason, for negative tweets only (a partial label)
+    tweets["negativereason"] = np.where(neg, np.where(tweets.index % 2 == 0, "Late Flight", "Lost Luggage"), None)
+    ag = root / "ag_news" / "hf_subset_project-chimera"  # AG News: 2 x 60 official-train articles, 80 test ones
+    ag.mkdir(parents=True)
+    words = [["minister", "election", "war"], ["match", "goal", "coach"], ["shares", "profit", "bank"],
+             ["software", "space", "chip"]]
+    for split in ("train", "validation"):
+        labels = [i % 4 for i in range(60)]
+        pd.DataFrame({"text": [f"{rng.choice(words[y])} news {rng.choice(words[y])} today" for y in labels],
+                      "label": labels, "label_text": ""}).to_parquet(ag / f"{split}.parquet")
+    pd.DataFrame([(y % 4 + 1, f"{rng.choice(words[y % 4])} report", f"{rng.choice(words[y % 4])}\\ again")
+                  for y in range(80)]).to_csv(root / "ag_news" / "test.csv", header=False, index=False)
     tweets.to_csv(root / "twitter_us_airline" / "Tweets.csv", index=False)
     return root
 
@@ -104,6 +119,51 @@ def test_embedded_lm_benchmark_compares_with_tfidf(shared, tmp_path, cache_dir):
     for cell in cells.values():
         assert 0.0 <= cell["tfidf"]["accuracy"] <= 1.0 and 0.0 <= cell["scratch"]["accuracy"] <= 1.0
         assert cell["scratch"]["lm_valid_perplexity"] > 1
+
+
+@pytest.mark.slow  # a long end-to-end run; `pytest -m slow` runs it (the default suite stays under 15 min)
+def test_multitask_benchmark_compares_one_model_with_one_per_task(shared, tmp_path, cache_dir):
+    out = tmp_path / "multitask.json"
+    tiny = [*TINY_MODEL, *NO_LM, "lm_finetune.epochs=1", "lm_finetune.bs=8", "classifier.epochs=1", "classifier.bs=16",
+            "classifier.head=[16]", f"run.cache_dir={cache_dir}"]
+    _bench("multitask.py", "--data", str(shared / "twitter_us_airline" / "Tweets.csv"), "--n-train", "60",
+           "--run-root", str(tmp_path / "runs"), "--out", str(out), *tiny)
+    res = json.loads(out.read_text())
+    runs, fig, counts = res["runs"], res["figures"], res["counts"]
+    assert set(runs) == {"multi_task", "airline_sentiment", "negativereason"} and counts["test"]["rows"] == 30
+    assert runs["negativereason"]["n_train"] == counts["train"]["negativereason"] < counts["train"]["rows"]
+    for task in ("airline_sentiment", "negativereason"):  # each scored on the test rows labelled for it
+        for run in ("multi_task", task):
+            s = runs[run]["scores"][task]
+            assert s["n"] == counts["test"][task] and 0 <= s["accuracy"] <= 1 and 0 <= s["macro_f1"] <= 1
+    single = runs["airline_sentiment"]["train_seconds"] + runs["negativereason"]["train_seconds"]
+    assert fig["time_ratio"] == pytest.approx(runs["multi_task"]["train_seconds"] / single, abs=1e-3)
+    lm = fig["lm_finetune_seconds"]
+    assert lm > 0 and fig["time_ratio_with_shared_lm"] == pytest.approx(
+        (lm + runs["multi_task"]["train_seconds"]) / (lm + single), abs=1e-3)
+    for run in runs:  # the LM is fine-tuned once; the classifiers start from it, not fine-tuning it again
+        summary = json.loads((tmp_path / "runs" / run / "lm_finetune" / "summary.json").read_text())
+        assert "valid_perplexity" not in summary and res["lm_finetune"]["valid_perplexity"] > 1
+    assert res["machine"]["torch"] and res["command"]
+
+
+@pytest.mark.slow  # a long end-to-end run; `pytest -m slow` runs it (the default suite stays under 15 min)
+def test_multilabel_benchmark_builds_pairs_and_compares_with_tfidf(shared, tmp_path, cache_dir):
+    out = tmp_path / "multilabel.json"
+    tiny = [*TINY_MODEL, *NO_LM, "lm_finetune.epochs=1", "lm_finetune.bs=8", "classifier.epochs=2", "classifier.bs=16",
+            "classifier.head=[16]", f"run.cache_dir={cache_dir}"]
+    _bench("multilabel.py", "--data", str(shared / "ag_news"), "--n-train", "50", "--n-test", "40",
+           "--run-dir", str(tmp_path / "run"), "--out", str(out), *tiny)
+    res = json.loads(out.read_text())
+    counts = res["counts"]
+    assert counts["train"]["examples"] == 50 and counts["test"]["examples"] == 40
+    assert 0 < counts["train"]["two_labels"] < 50  # one or two labels per text
+    assert sum(counts["test"]["per_label"].values()) == 40 + counts["test"]["two_labels"]
+    for side in ("ulmfit", "tfidf_ovr_lr"):
+        r = res["results"][side]
+        assert r["n"] == 40 and r["seconds"] > 0 and set(r["per_label"]) == {"World", "Sports", "Business", "Sci/Tech"}
+        assert all(0 <= r[k] <= 1 for k in ("micro_f1", "macro_f1", "subset_accuracy"))
+    assert res["results"]["tfidf_ovr_lr"]["micro_f1"] > 0.8  # the fake topics are one word apart: easy
 
 
 @pytest.mark.slow  # a long end-to-end run; `pytest -m slow` runs it (the default suite stays under 15 min)
@@ -183,3 +243,20 @@ def test_active_learning_benchmark_runs_both_arms_and_the_final_finetune(shared,
 @pytest.mark.slow
 def test_active_learning_benchmark_on_both_datasets_and_seeds(shared, tmp_path, cache_dir, tiny_run):
     _active_learning(shared, tmp_path, cache_dir, tiny_run, "cr,imdb", "0,1")
+
+
+@pytest.mark.slow  # a long end-to-end run; `pytest -m slow` runs it (the default suite stays under 15 min)
+def test_lm_vocab_benchmark_scores_both_vocabs_on_train_reviews_outside_the_run(shared, tmp_path, cache_dir,
+                                                                                tiny_run):
+    out, lm = tmp_path / "lm_vocab.json", tiny_run["dir"] / "lm_finetune" / "model"
+    # min_freq 100: the 60 texts alone give (almost) only the special tokens; the LM adds its words
+    tiny = [*TINY_MODEL, "data.min_freq=100", "data.max_train=60", "lm_pretrain.source=pretrained",
+            f"lm_pretrain.weights={lm}", "lm_finetune.bs=8", "classifier.epochs=2", "classifier.bs=16",
+            "classifier.head=[16]", "classifier.max_len_schedule=null", f"run.cache_dir={cache_dir}"]
+    _bench("lm_vocab.py", "--data", str(shared / "imdb" / "aclImdb.tar.xz"), "--run-dir", str(tmp_path / "runs"),
+           "--n-dev", "40", "--out", str(out), *tiny)
+    arms = json.loads(out.read_text())["arms"]
+    own, union = arms["own"], arms["union"]
+    assert own["vocab_from_lm"] == 0 and union["vocab_from_lm"] > 0
+    assert union["vocab_size"] > own["vocab_size"] and union["dev_unknown_rate"] < own["dev_unknown_rate"]
+    assert own["n_dev"] == union["n_dev"] == 40 and all(0 <= a["dev_accuracy"] <= 1 for a in arms.values())

@@ -10,10 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import CONFIGS
+from conftest import CONFIGS, call_cli
 from synth import make_reviews
 
-from ulmfit_lab.cli import main
 from ulmfit_lab.insight import data_report, interpret, near_duplicate_pairs, select, suggest
 from ulmfit_lab.insight.interpret import _logits_from_embeddings, attribute, integrated_gradients
 from ulmfit_lab.insight.planted import plant_problems, random_reviews, score_report
@@ -102,28 +101,18 @@ def test_near_duplicate_pairs_are_exact_jaccard_and_complete():
     assert all(abs(found[k] - truth[k]) < 1e-3 for k in found)
 
 
-def _cli(capsys, *args: str) -> tuple[int, str, str]:
-    """`ulmfit-lab ARGS` in this process (the console script calls the same `main`): exit code, stdout, stderr."""
-    try:
-        code = main(list(args))
-    except SystemExit as e:  # argparse: --help (0) and bad options (2)
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
 def test_report_cli_help_and_one_line_errors(tmp_path, cache_dir, capsys):
     make_reviews(60, seed=4).to_csv(tmp_path / "d.csv", index=False)
-    code, out, err = _cli(capsys, "report", str(tmp_path / "d.csv"), f"run.cache_dir={cache_dir}", "--out",
+    code, out, err = call_cli(capsys, "report", str(tmp_path / "d.csv"), f"run.cache_dir={cache_dir}", "--out",
                           str(tmp_path / "r"))
     assert code == 0 and json.loads(out)["files"]["html"] == str(tmp_path / "r" / "report.html")
-    code, out, err = _cli(capsys, "report", str(tmp_path / "missing.csv"))
+    code, out, err = call_cli(capsys, "report", str(tmp_path / "missing.csv"))
     assert code == 2 and err.startswith("ulmfit-lab: error:") and err.count("\n") == 1
     (tmp_path / "bad.csv").write_text("text,label\n\"unclosed,pos\n")
-    code, out, err = _cli(capsys, "report", str(tmp_path / "bad.csv"))
+    code, out, err = call_cli(capsys, "report", str(tmp_path / "bad.csv"))
     assert code == 2 and err.startswith("ulmfit-lab: error:") and err.count("\n") == 1
     for cmd in ("report", "interpret", "suggest"):
-        code, out, _ = _cli(capsys, cmd, "--help")
+        code, out, _ = call_cli(capsys, cmd, "--help")
         assert code == 0 and out.startswith(f"usage: ulmfit-lab {cmd}")
 
 
@@ -197,12 +186,12 @@ def test_interpret_page_renders_in_headless_chromium(interpreted, tmp_path):
 
 
 def test_interpret_errors(tmp_path, tiny_run, capsys):
-    code, _, err = _cli(capsys, "interpret", str(tmp_path))
+    code, _, err = call_cli(capsys, "interpret", str(tmp_path))
     assert code == 2 and err.startswith("ulmfit-lab: error:") and err.count("\n") == 1
-    code, _, err = _cli(capsys, "interpret", str(tiny_run["dir"]), "--n-attr", "-1")
+    code, _, err = call_cli(capsys, "interpret", str(tiny_run["dir"]), "--n-attr", "-1")
     assert code == 2 and "expected an integer >= 0" in err
     pd.DataFrame({"text": ["a fine film"], "label": ["meh"]}).to_csv(tmp_path / "d.csv", index=False)
-    code, _, err = _cli(capsys, "interpret", str(tiny_run["dir"]), "--data", str(tmp_path / "d.csv"))
+    code, _, err = call_cli(capsys, "interpret", str(tiny_run["dir"]), "--data", str(tmp_path / "d.csv"))
     assert code == 2 and "not classes of the model" in err and err.count("\n") == 1
 
 
@@ -226,13 +215,41 @@ def test_select_prefers_uncertain_texts_spread_over_clusters():
     assert not set(select(feats, 5, proba, seed=0, exclude=done).tolist()) & set(picks.tolist())
 
 
+def test_lm_features_are_every_layers_mean_over_the_real_tokens(tiny_run):
+    """Against fastai's own forward, one text at a time (no padding): eval mode, padding not counted, all layers."""
+    from ulmfit_lab.insight.suggest import lm_features
+    from ulmfit_lab.models.checkpoint import load_lm_checkpoint
+    from ulmfit_lab.text.vocab import encode, fast_tokenizer, vocab_index
+
+    folder = tiny_run["dir"] / "lm_finetune" / "model"
+    texts = ["a great film , loved it", "terrible acting . " * 30, "ok"]  # batched together, so padded
+    feats = lm_features(folder, texts)
+    model, vocab, _ = load_lm_checkpoint(folder)
+    enc = model[0].eval()
+    widths = [enc.encoder.embedding_dim] + [r.module.hidden_size for r in enc.rnns]
+    assert feats.shape == (3, sum(widths))
+    outs: list = []
+    enc.encoder_dp.register_forward_hook(lambda m, i, o: outs.append(o))
+    for r in enc.rnns:
+        r.register_forward_hook(lambda m, i, o: outs.append(o[0]))
+    for k, ids in enumerate(encode(fast_tokenizer("en"), vocab_index(vocab), texts)):
+        outs.clear()
+        enc.reset()
+        with torch.no_grad():
+            enc(torch.as_tensor(ids)[None])
+        np.testing.assert_allclose(feats[k], torch.cat([o[0].mean(0) for o in outs]).numpy(), rtol=1e-4, atol=1e-5)
+    assert lm_features(folder, texts, layers="top").shape == (3, 3 * widths[-1])
+    with pytest.raises(ValueError, match="expected 'all' or 'top'"):
+        lm_features(folder, texts, layers="middle")
+
+
 def test_suggest_writes_a_csv_ready_to_label(tiny_run, tmp_path, capsys):
     pool = make_reviews(120, seed=9).drop(columns="label")
     pool = pd.concat([pool, pool.head(10)], ignore_index=True)  # repeats are suggested once at most
     pool["id"] = np.arange(len(pool))
     pool.to_csv(tmp_path / "pool.csv", index=False)
     pool.head(30).to_csv(tmp_path / "done.csv", index=False)
-    code, _, _ = _cli(capsys, "suggest", str(tiny_run["dir"]), str(tmp_path / "pool.csv"), "--n", "12", "--exclude",
+    code, _, _ = call_cli(capsys, "suggest", str(tiny_run["dir"]), str(tmp_path / "pool.csv"), "--n", "12", "--exclude",
                       str(tmp_path / "done.csv"), "-o", str(tmp_path / "next.csv"))
     assert code == 0
     out = pd.read_csv(tmp_path / "next.csv", keep_default_na=False)
@@ -245,10 +262,10 @@ def test_suggest_writes_a_csv_ready_to_label(tiny_run, tmp_path, capsys):
     assert len(lm.table) == 8 and "uncertainty" not in lm.table and lm.table["text"].is_unique
 
 def test_suggest_one_line_errors(tiny_run, tmp_path, capsys):
-    code, _, err = _cli(capsys, "suggest", str(tiny_run["dir"]), str(tmp_path / "nope.csv"))
+    code, _, err = call_cli(capsys, "suggest", str(tiny_run["dir"]), str(tmp_path / "nope.csv"))
     assert code == 2 and err.startswith("ulmfit-lab: error:") and err.count("\n") == 1
-    code, _, err = _cli(capsys, "suggest", str(tmp_path / "no_model"), str(tmp_path / "nope.csv"))
+    code, _, err = call_cli(capsys, "suggest", str(tmp_path / "no_model"), str(tmp_path / "nope.csv"))
     assert code == 2 and "model not found" in err and err.count("\n") == 1
     pd.DataFrame({"body": ["x"]}).to_csv(tmp_path / "p.csv", index=False)
-    code, _, err = _cli(capsys, "suggest", str(tiny_run["dir"]), str(tmp_path / "p.csv"))
+    code, _, err = call_cli(capsys, "suggest", str(tiny_run["dir"]), str(tmp_path / "p.csv"))
     assert code == 2 and "--text-column" in err and err.count("\n") == 1

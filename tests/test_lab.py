@@ -117,9 +117,14 @@ def test_advise_similar_small_data_gets_classifier_only(lab):
     assert "classifier_only" in (lab["dir"] / "run" / "advise" / "advice.md").read_text()
 
 
+def _wiki_cfg(lab):
+    """The lab's config with an LM pretrained on the wiki-like corpus instead (run dir `run_wiki`)."""
+    return load_config(CONFIGS / "tiny.yaml", lab["base"] + [f"lm_pretrain.corpus=[{lab['dir'] / 'wiki_corpus.csv'}]",
+                                                             f"run.dir={lab['dir'] / 'run_wiki'}"])
+
+
 def test_advise_different_corpus_and_no_lm(lab):
-    cfg = load_config(CONFIGS / "tiny.yaml", lab["base"] + [f"lm_pretrain.corpus=[{lab['dir'] / 'wiki_corpus.csv'}]",
-                                                            f"run.dir={lab['dir'] / 'run_wiki'}"])
+    cfg = _wiki_cfg(lab)
     adv = advise(cfg)
     assert adv.measurements.oov_token_rate > 0.3  # most review words are unknown to this LM
     assert (adv.size, adv.similarity, adv.recipe) == ("small", "different", "probe")
@@ -216,6 +221,9 @@ def test_read_back_finished_results(lab):
     t = pr.table("test")
     assert t.shape == (3, 2) and list(t.columns) == ["pretrained", "finetuned"]
     assert t.loc["2: lstm 2", "finetuned"] == pr.layers[5].test_accuracy and _png(Path(pr.files["png"]))
+    for cfg in (lab["cfg"], _wiki_cfg(lab)):  # written by the default (not slow) advise tests, unless deselected
+        if not (Path(cfg.run.dir) / "advise").is_dir():
+            advise(cfg)
     adv = read_advice(run / "advise")
     assert adv.recipe == "classifier_only" and adv.measurements.n_labelled == 240 and _png(Path(adv.files["png"]))
     other = read_advice(lab["dir"] / "run_wiki" / "advise")

@@ -1,9 +1,11 @@
 """Multi-task classification: one tiny shared encoder learns two tasks at once (sentiment by its words, topic
 by its subject), one softmax per task on one output layer; a column per task through the API, the CLI
 (metrics and a confusion matrix per task), save/load and ONNX; weighted losses; clear errors for unknown
-tasks and a task with one class. And the progressive sequence length (`classifier.max_len_schedule`)."""
+tasks and a task with one class; partial labels (a task labelled on some rows only: learned, scored and
+lost over those rows). And the progressive sequence length (`classifier.max_len_schedule`)."""
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -17,7 +19,7 @@ from ulmfit_lab.config import load_config
 from ulmfit_lab.data.sources import DataError, load_data
 from ulmfit_lab.serving.export import export_model
 from ulmfit_lab.toy import make_multitask
-from ulmfit_lab.training.multi import MaxLenSchedule, MultiTaskLoss
+from ulmfit_lab.training.multi import MaxLenSchedule, MultiTaskLoss, TaskAccuracy
 
 TASKS = ["sentiment", "topic"]
 
@@ -127,5 +129,103 @@ def test_max_len_schedule_lengthens_bptt3c_over_the_epochs(tmp_path, cache_dir):
     rows = [json.loads(x) for x in (tmp_path / "run" / "classifier" / "metrics.jsonl").read_text().splitlines()]
     assert [r["max_len"] for r in rows] == [16, 16, 32, 32]  # over the unfreezing phases
     assert json.loads((clf.model_dir_ / "model.json").read_text())["max_len"] == 320  # predicts with max_len
-    with pytest.raises(ConfigError, match="max_len_schedule: expected 1 to classifier.epochs"):
-        load_config("tiny", ["classifier.max_len_schedule=[10, 20]", "classifier.epochs=1"])
+    with pytest.raises(ConfigError, match="max_len_schedule: expected one or more lengths > 0"):
+        load_config("tiny", ["classifier.max_len_schedule=[10, 0]"])
+    short = MaxLenSchedule([140, 280, 700], total_epochs=2, offset=0, final=700)  # fewer epochs than lengths
+    assert [short.length_at(e) for e in range(2)] == [280, 700]
+
+
+def test_max_len_schedule_trains_on_the_pooled_chunks_only():
+    """A block shorter than `max_len` feeds the encoder only the chunks BPT3C pools (cut at a chunk boundary);
+    the last block and validation read whole texts."""
+    from fastai.callback.core import Callback
+    from fastai.callback.rnn import RNNCallback
+    from fastai.data.core import DataLoaders
+    from fastai.data.load import DataLoader
+    from fastai.learner import Learner
+    from fastai.losses import CrossEntropyLossFlat
+
+    from ulmfit_lab.config import ModelConfig
+    from ulmfit_lab.models.awd_lstm import build_classifier
+
+    torch.manual_seed(0)
+    ds = list(zip(torch.randint(2, 50, (16, 305)), torch.randint(0, 2, (16,))))
+    dls = DataLoaders(DataLoader(ds, bs=8), DataLoader(ds, bs=8))
+    model = build_classifier(60, 2, ModelConfig(emb_sz=8, n_hid=8, n_layers=1, bptt=10), 0.1, [4], max_len=200)
+    seen = []
+
+    class Widths(Callback):
+        order = 10  # after MaxLenSchedule
+
+        def before_batch(self):
+            seen.append((self.epoch, self.training, self.xb[0].shape[1]))
+
+    learn = Learner(dls, model, loss_func=CrossEntropyLossFlat(),
+                    cbs=[RNNCallback(), MaxLenSchedule([42, 200], total_epochs=2, offset=0, final=200), Widths()])
+    learn.fit(2)
+    # BPT3C pools the chunks starting at i with 305 - i <= 42: from 270 on, 35 tokens
+    assert {w for e, t, w in seen if t and e == 0} == {35}
+    assert {w for e, t, w in seen if t and e == 1} == {305}  # the last block: whole texts, as predictions
+    assert {w for e, t, w in seen if not t} == {305}  # validation: whole texts
+
+
+# ---------------------------------------------------------------- partial labels: a task labelled on some rows only
+
+
+def test_a_task_labelled_on_half_the_rows_is_learned_and_scored_on_those_rows(tmp_path, cache_dir):
+    train, test = make_multitask(200, seed=0), make_multitask(50, seed=1)
+    train.loc[train.index % 2 == 0, "topic"] = None  # empty cells in the CSV: not labelled for the task
+    test.loc[:9, "topic"] = None
+    train.to_csv(tmp_path / "train.csv", index=False)
+    test.to_csv(tmp_path / "test.csv", index=False)
+    run_dir = tmp_path / "run"
+    assert cli.main(["run", str(CONFIGS / "tiny.yaml"), f"data.train={tmp_path / 'train.csv'}",
+                     f"data.test={tmp_path / 'test.csv'}", "data.label_column=[sentiment, topic]",
+                     "lm_finetune.enabled=false", f"run.dir={run_dir}", f"run.cache_dir={cache_dir}"]) == 0
+    metrics = json.loads((run_dir / "evaluate" / "metrics.json").read_text())
+    assert metrics["n"] == 50 and metrics["tasks"]["sentiment"]["n"] == 50
+    topic = metrics["tasks"]["topic"]
+    assert topic["n"] == 40 and np.array(topic["confusion_matrix"]).sum() == 40  # the labelled rows only
+    assert topic["labels"] == ["book", "film"] and topic["accuracy"] >= 0.85  # no "missing" class; learned
+    preds = pd.read_csv(run_dir / "evaluate" / "predictions.csv")
+    assert preds.label_topic.isna().sum() == 10 and preds.prediction_topic.notna().all()  # every task predicted
+    rows = [json.loads(x) for x in (run_dir / "classifier" / "metrics.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(r["train_loss"]) and np.isfinite(r["valid_loss"]) for r in rows)
+
+
+def test_partial_labels_errors_count_the_labelled_rows(tmp_path):
+    cfg = load_config("tiny", ["data.label_column=[sentiment, topic]"]).data
+    df = make_multitask(40).assign(topic=lambda d: d.topic.where(d.index % 2 == 0, ""))  # "" is missing too
+    df.loc[3, "sentiment"] = np.nan  # and row 3 now has no label at all
+    with pytest.raises(DataError, match=r"1 row\(s\) have .* or no label in any task .*first rows: \[3\].*"
+                                        r"'sentiment': None, 'topic': None"):
+        load_data(cfg, tmp_path, train=df)
+    data = load_data(load_config("tiny", ["data.label_column=[sentiment, topic]", "data.drop_invalid=true"]).data,
+                     tmp_path, train=df)
+    assert len(data.train) + len(data.valid) == 39 and data.spec.tasks[1] == ("topic", ("book", "film"))
+    targets = np.array(data.spec.targets(data.train.label))
+    assert (targets[:, 1] == -1).any() and (targets[:, 0] >= 0).all()
+    one_class = df.drop(index=3).assign(topic=lambda d: d.topic.where(d.topic != "book", ""))
+    with pytest.raises(DataError, match=r"task 'topic' has one class .'film'. in \d+ labelled of 3\d rows"):
+        load_data(cfg, tmp_path, train=one_class)
+    ints = make_multitask(40).assign(topic=[i % 2 if i % 3 else np.nan for i in range(40)])  # read as floats
+    assert load_data(cfg, tmp_path, train=ints).spec.tasks[1] == ("topic", (0, 1))
+
+
+def test_a_batch_without_labels_for_a_task_has_a_finite_loss_and_accuracy():
+    logits = torch.randn(6, 5, requires_grad=True)
+    target = torch.tensor([[0, -1], [1, -1], [1, -1], [0, 2], [1, -1], [0, 0]])
+    loss_fn = MultiTaskLoss([(0, 2), (2, 5)], [1.0, 1.0])
+    want = F.cross_entropy(logits[:, :2], target[:, 0]) + F.cross_entropy(logits[3:, 2:][[0, 2]], target[[3, 5], 1])
+    assert loss_fn(logits, target).item() == pytest.approx(want.item())  # mean over the labelled rows only
+    none = loss_fn(logits[:3], target[:3])  # no row labelled for task 2
+    none.backward()
+    assert torch.isfinite(none) and none.item() == pytest.approx(F.cross_entropy(logits[:3, :2], target[:3, 0]).item())
+    assert torch.isfinite(logits.grad).all() and (logits.grad[:, 2:] == 0).all()
+    acc = TaskAccuracy([(0, 2), (2, 5)])
+    acc.reset()
+    for rows in (slice(0, 3), slice(3, 6)):  # the first batch has no label for task 2
+        acc.accumulate(SimpleNamespace(pred=logits[rows].detach(), y=target[rows]))
+    right = (logits[:, :2].argmax(1) == target[:, 0]).float().mean()
+    right2 = (logits[[3, 5], 2:].argmax(1) == target[[3, 5], 1]).float().mean()
+    assert acc.value.item() == pytest.approx(((right + right2) / 2).item())

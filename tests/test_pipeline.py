@@ -1,9 +1,14 @@
-"""The tiny config through the real CLI: every stage's artifacts, learning, and skipping on a rerun."""
+"""The tiny config through the real CLI: every stage's artifacts, learning, and skipping on a rerun.
+
+The run itself and one rerun go through a real `python -m ulmfit_lab.cli` process (`run_cli`); the other commands
+call the same `main` in this process (`call_cli`), which spares the ~10 s a fresh interpreter spends importing
+torch and fastai. Real processes for errors, `predict` and locks: test_reliability, test_predict_cli, test_wheel.
+"""
 
 import json
 
 import pandas as pd
-from conftest import run_cli
+from conftest import CONFIGS, call_cli, copy_run, run_cli
 
 from ulmfit_lab import Predictor
 
@@ -47,19 +52,22 @@ def test_second_run_skips_completed_stages(tiny_run):
     assert "skipped" in again.stdout
 
 
-def test_changed_classifier_config_reruns_only_downstream(tiny_run, tmp_path):
-    again = run_cli(*tiny_run["args"], "classifier.epochs=1")
-    summary = json.loads(again.stdout[again.stdout.index("{"):])
-    assert set(summary["skipped"]) == {"data", "lm_finetune"}
-    run_cli(*tiny_run["args"])  # put the session's run back to its own config
+def test_changed_classifier_config_reruns_only_downstream(tiny_run, tmp_path, capsys):
+    # on a copy of the session's run: the shared run keeps its own config (no second classifier training to put
+    # it back)
+    copy = copy_run(tiny_run["dir"], tmp_path / "tiny")
+    code, out, _ = call_cli(capsys, *tiny_run["args"], f"run.dir={copy}", "classifier.epochs=1")
+    summary = json.loads(out[out.index("{"):])
+    assert code == 0 and set(summary["skipped"]) == {"data", "lm_finetune"}
+    assert len((copy / "classifier" / "metrics.jsonl").read_text().splitlines()) == 1  # retrained: one epoch
 
 
-def test_stage_commands_and_predict_cli(tiny_run, tiny_csvs, tmp_path):
-    out = run_cli("lm-finetune", *tiny_run["args"][1:])
-    skipped = json.loads(out.stdout[out.stdout.index("{"):])["skipped"]
-    assert skipped == ["data", "lm_finetune"]
+def test_stage_commands_and_predict_cli(tiny_run, tiny_csvs, tmp_path, capsys):
+    code, out, _ = call_cli(capsys, "lm-finetune", *tiny_run["args"][1:])
+    skipped = json.loads(out[out.index("{"):])["skipped"]
+    assert code == 0 and skipped == ["data", "lm_finetune"]
     pred_file = tmp_path / "preds.csv"
-    run_cli("predict", str(tiny_run["dir"]), str(tiny_csvs["test"]), "--output", str(pred_file))
+    assert call_cli(capsys, "predict", str(tiny_run["dir"]), str(tiny_csvs["test"]), "--output", str(pred_file))[0] == 0
     df = pd.read_csv(pred_file)
     truth = pd.read_csv(tiny_csvs["test"])
     assert list(df.columns[:2]) == ["text", "label"] and "proba_pos" in df and len(df) == len(truth)
@@ -67,14 +75,15 @@ def test_stage_commands_and_predict_cli(tiny_run, tiny_csvs, tmp_path):
     assert (df.prediction == df.label).mean() >= 0.85
 
 
-def test_cli_errors_are_one_clear_line(tmp_path):
-    bad = run_cli("run", "configs/tiny.yaml", "classifier.epohcs=2", check=False)
-    assert bad.returncode == 2 and "did you mean 'epochs'" in bad.stderr and "Traceback" not in bad.stderr
-    missing = run_cli("run", "configs/tiny.yaml", f"data.train={tmp_path / 'nope.csv'}", f"run.dir={tmp_path}/r",
-                      check=False)
-    assert missing.returncode == 2 and "not found" in missing.stderr and "Traceback" not in missing.stderr
+def test_cli_errors_are_one_clear_line(tmp_path, capsys):
+    # (an exception escaping `main` fails this test; a real process's stderr: test_reliability, test_wheel)
+    code, _, err = call_cli(capsys, "run", str(CONFIGS / "tiny.yaml"), "classifier.epohcs=2")
+    assert code == 2 and "did you mean 'epochs'" in err and "Traceback" not in err
+    code, _, err = call_cli(capsys, "run", str(CONFIGS / "tiny.yaml"), f"data.train={tmp_path / 'nope.csv'}",
+                            f"run.dir={tmp_path}/r")
+    assert code == 2 and "not found" in err and "Traceback" not in err
 
 
-def test_help_explains_options():
-    out = run_cli("run", "--help")
-    assert "overrides" in out.stdout and "classifier.epochs=2" in out.stdout
+def test_help_explains_options(capsys):
+    code, out, _ = call_cli(capsys, "run", "--help")
+    assert code == 0 and "overrides" in out and "classifier.epochs=2" in out

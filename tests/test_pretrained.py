@@ -95,3 +95,28 @@ def test_lm_scratch_pretraining_then_finetune(tmp_path, cache_dir):
     assert res.lm.kind == "package" and res.lm.metrics["valid_perplexity"] < 60
     # the fine-tuning stage starts from the pretrained LM, so it starts far better than chance
     assert res.lm_finetune.metrics["valid_perplexity_before"] < 0.5 * res.data.metrics["vocab_size"]
+
+
+@pytest.mark.parametrize("lm_vocab", [True, False])
+def test_target_vocab_keeps_the_pretrained_words_the_texts_lack(tmp_path, cache_dir, lm_vocab):
+    """A word the LM knows but the labelled texts never show keeps its id (so its pretrained embedding) with
+    data.lm_vocab, and is xxunk without; the texts' own words keep their ids either way."""
+    train = make_reviews(120, seed=4)
+    specials = ["xxunk", "xxpad", "xxbos", "xxeos", "xxfld", "xxrep", "xxwrep", "xxup", "xxmaj"]
+    _write_wt103(tmp_path, specials + ["film", "zanzibar", "quixotic"])
+    cfg = load_config(CONFIGS / "tiny.yaml", [
+        "lm_pretrain.source=pretrained", f"lm_pretrain.weights={tmp_path / 'lstm_wt103.pth'}",
+        f"lm_pretrain.vocab={tmp_path / 'itos_wt103.pkl'}", f"data.lm_vocab={str(lm_vocab).lower()}",
+        f"run.dir={tmp_path / 'run'}", f"run.cache_dir={cache_dir}"])
+    test = make_reviews(10, seed=5).assign(text=lambda d: d.text + " zanzibar")
+    res = run_pipeline(cfg, until="data", data=load_data(cfg.data, tmp_path, train=train, test=test))
+    vocab = res.data.vocab()
+    own = [w for w in run_pipeline(load_config(CONFIGS / "tiny.yaml", [
+        f"run.dir={tmp_path / 'own'}", f"run.cache_dir={cache_dir}"]), until="data",
+        data=load_data(cfg.data, tmp_path, train=train, test=test)).data.vocab() if w != "xxfake"]
+    assert vocab[:len(own)] == own  # the texts' words first, ids unchanged
+    assert ("zanzibar" in vocab) == lm_vocab and ("quixotic" in vocab) == lm_vocab
+    assert len(vocab) % 8 == 0 and len(vocab) <= cfg.data.max_vocab + 8
+    ids = res.data.split("test")["ids"]
+    assert all((doc[-1] == vocab.index("zanzibar")) if lm_vocab else (doc[-1] == 0) for doc in ids)
+    assert res.data.metrics["vocab_from_lm"] == (2 if lm_vocab else 0)

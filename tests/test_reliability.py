@@ -15,7 +15,6 @@ import logging
 import os
 import pickle
 import re
-import shutil
 import subprocess
 import sys
 import warnings
@@ -25,7 +24,7 @@ import pandas as pd
 import pytest
 import safetensors.torch as st
 import torch
-from conftest import CONFIGS, ROOT
+from conftest import CONFIGS, ROOT, copy_run
 from synth import make_reviews
 
 from ulmfit_lab import cli
@@ -395,10 +394,7 @@ def finished_run(tmp_path_factory, cache_dir):
 def _copy(finished_run, tmp_path) -> tuple[Path, list[str]]:
     """A copy of the finished run; its markers' absolute artifact paths are moved to the copy."""
     src, args = finished_run
-    dst = tmp_path / "run"
-    shutil.copytree(src, dst)
-    for marker in dst.glob(f"*/{MARKER}"):
-        marker.write_text(marker.read_text(encoding="utf-8").replace(str(src), str(dst)), encoding="utf-8")
+    dst = copy_run(src, tmp_path / "run")
     return dst, [*args, f"run.dir={dst}"]
 
 

@@ -60,30 +60,42 @@ assert {str(ROOT)!r} not in sys.path and not any(pathlib.Path(p) == pathlib.Path
 """
 
 
-def test_readme_quickstart_runs_from_the_installed_wheel(wheel_venv, tmp_path):
-    code = readme_quickstart()
-    assert "SentimentClassifier" in code
-    checks = CHECKS + """
-assert pathlib.Path("my_model", "config.yaml").is_file() and not pathlib.Path("runs").exists()
-assert clf.config.model.emb_sz == 128  # the shipped quickstart recipe, found in the installed package
-assert clf.predict(["a great film", "dull and far too long"]) == ["pos", "neg"]
-assert clf.predict("a wonderful film") == "pos"
-print("QUICKSTART OK")
-"""
-    proc = run_in(wheel_venv, code + checks, tmp_path)
-    assert proc.returncode == 0 and "QUICKSTART OK" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-4000:]
-
-
-def test_shipped_configs_by_name_from_any_folder(wheel_venv, tmp_path):
-    proc = run_in(wheel_venv, CHECKS + """
+CONFIG_CHECKS = """
 from ulmfit_lab import SentimentClassifier, load_config
 from ulmfit_lab.config import shipped_configs
 assert {"quickstart", "tiny", "imdb"} <= set(shipped_configs())
 assert SentimentClassifier().config == SentimentClassifier.from_config("quickstart").config == load_config("quickstart")
 assert load_config("tiny").model.emb_sz == 16
 print("CONFIGS OK")
-""", tmp_path)
-    assert proc.returncode == 0 and "CONFIGS OK" in proc.stdout, proc.stderr[-3000:]
+"""
+
+QUICKSTART_CHECKS = """
+assert pathlib.Path("my_model", "config.yaml").is_file() and not pathlib.Path("runs").exists()
+assert clf.config.model.emb_sz == 256  # the shipped quickstart recipe, found in the installed package
+assert clf.config.lm_pretrain.weights == "reviews-fwd"  # ... from the LM shipped in the wheel
+assert clf.predict(["The plot was lovely.", "The plot was dull and far too long."]) == ["pos", "neg"]
+assert clf.predict("The acting was wonderful.") == "pos"
+print("QUICKSTART OK")
+"""
+
+
+@pytest.fixture(scope="module")
+def installed_script(wheel_venv, tmp_path_factory) -> subprocess.CompletedProcess:
+    """One interpreter for the checks below (each fresh one spends ~10 s importing torch and fastai): the shipped
+    configs first, then the README quickstart, which is all the script's own code from then on."""
+    code = readme_quickstart()
+    assert "SentimentClassifier" in code
+    return run_in(wheel_venv, CHECKS + CONFIG_CHECKS + code + QUICKSTART_CHECKS, tmp_path_factory.mktemp("script"))
+
+
+def test_readme_quickstart_runs_from_the_installed_wheel(installed_script):
+    proc = installed_script
+    assert proc.returncode == 0 and "QUICKSTART OK" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-4000:]
+
+
+def test_shipped_configs_by_name_from_any_folder(wheel_venv, installed_script, tmp_path):
+    proc = installed_script
+    assert "CONFIGS OK" in proc.stdout, proc.stderr[-3000:]
     cli = subprocess.run([wheel_venv / "bin" / "ulmfit-lab", "run", "tiny", "classifier.epohcs=2"], cwd=tmp_path,
                          capture_output=True, text=True, env={"PATH": os.environ["PATH"], "HOME": str(tmp_path)})
     assert cli.returncode == 2 and "did you mean 'epochs'" in cli.stdout + cli.stderr

@@ -27,8 +27,8 @@ import yaml
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import NotFittedError
 
-from .config import Config, ConfigError, from_dict, load_config
-from .data.labels import MULTI_LABEL, MULTI_TASK, label_columns
+from .config import Config, ConfigError, from_dict, label_columns, load_config
+from .data.labels import MULTI_LABEL, MULTI_TASK, is_missing
 from .data.sources import LABEL, TEXT, DataError, LabelledData, load_data
 from .device import Precision
 from .logs import console
@@ -210,7 +210,8 @@ class SentimentClassifier(ClassifierMixin, BaseEstimator):
                 text column) with `labels`.
             labels: one label per text, when `texts` holds no label column; a list of labels per text trains a
                 multi-label classifier; a DataFrame with a column per task (or a 2-D array, its columns named
-                by `data.label_column`) a multi-task one.
+                by `data.label_column`) a multi-task one; there a missing cell (NaN, None, "") means the text
+                is not labelled for that task.
             valid: optional validation DataFrame; otherwise `data.valid_pct` of the training rows.
             test: optional test DataFrame, evaluated after training (`result.evaluate.metrics`).
             unlabelled: extra texts used only for LM fine-tuning.
@@ -301,7 +302,8 @@ class SentimentClassifier(ClassifierMixin, BaseEstimator):
         """Accuracy of `predict(texts)` against `labels` (what scikit-learn's model selection maximizes).
 
         Multi-label and multi-task: the share of texts with every label (every task) right, as scikit-learn
-        scores multi-label and multi-output classifiers.
+        scores multi-label and multi-output classifiers; a task a text is not labelled for (a missing cell)
+        is not held against it.
         """
         from sklearn.metrics import accuracy_score
 
@@ -313,7 +315,8 @@ class SentimentClassifier(ClassifierMixin, BaseEstimator):
             return float(np.average(right, weights=sample_weight))
         if model.spec.mode == MULTI_TASK:
             truth = _task_frame(labels, list(pred.columns))
-            return float(np.average((truth.to_numpy() == pred.to_numpy()).all(axis=1), weights=sample_weight))
+            right = (truth.to_numpy() == pred.to_numpy()) | truth.map(is_missing).to_numpy()
+            return float(np.average(right.all(axis=1), weights=sample_weight))
         return float(accuracy_score(_as_labels(labels), pred, sample_weight=sample_weight))
 
     def predict_iter(self, texts: Iterable[str], chunk_size: int = 8192) -> Iterator[tuple[Any, np.ndarray]]:

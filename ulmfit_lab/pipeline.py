@@ -103,7 +103,7 @@ def run_pipeline(cfg: Config, until: Stage = "evaluate", data: LabelledData | No
                 write_text(ctx.run_dir / "command.txt", command + "\n")
         log.info(f"run directory {ctx.run_dir}, device {ctx.device}")
         if until != "lm":  # pretraining the general-domain LM needs no labelled data
-            res.data = distributed.on_main(lambda: data_stage.run(ctx, data))
+            res.data = distributed.on_main(lambda: data_stage.run(ctx, data, _lm_vocab(ctx)))
         for direction in cfg.model.directions:
             dctx, r = ctx.for_direction(direction), DirectionResult()
             res.directions[direction] = r
@@ -122,6 +122,14 @@ def run_pipeline(cfg: Config, until: Stage = "evaluate", data: LabelledData | No
     res.seconds = time.time() - t0
     log.info(f"done in {res.seconds:.1f} s" + (f" (skipped: {', '.join(res.skipped())})" if res.skipped() else ""))
     return res
+
+
+def _lm_vocab(ctx: Context) -> list[str] | None:
+    """The pretrained LMs' words for the target vocab (`data.lm_vocab`): each direction's LM, in order."""
+    if not (ctx.cfg.data.lm_vocab and ctx.cfg.lm_pretrain.source == "pretrained"):
+        return None
+    words = [w for d in ctx.cfg.model.directions for w in lm.pretrained_vocab(ctx.for_direction(d))]
+    return list(dict.fromkeys(words))
 
 
 def _model_dir(run_dir: Path, model_dirs: dict[str, str]) -> str:

@@ -9,6 +9,11 @@ handle all modes alike.
 
 The classifier has one output layer in every mode (`n_outputs` logits): the labels' logits side by side
 (sigmoid each), or the tasks' logits side by side (softmax each task's slice, `bounds`).
+
+Multi-task labels may be partial: a missing cell (NaN, None, empty string) means "not labelled for this task"
+(e.g. a complaint's reason, given for negative tweets only). It is None in the row's tuple and target
+`IGNORE` in the stored class indices, which the loss and metrics skip (`training/multi.py`). A row needs a
+label in at least one task.
 """
 
 from __future__ import annotations
@@ -20,12 +25,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..config import DataConfig
+from ..config import DataConfig, label_columns
 from .tables import DataError
 
 SINGLE, MULTI_LABEL, MULTI_TASK = "single", "multi_label", "multi_task"
 MODES = (SINGLE, MULTI_LABEL, MULTI_TASK)
 DEFAULT_SEP = "|"  # how a multi-label prediction file joins a text's labels when training named no separator
+IGNORE = -1  # a multi-task row's target for a task it is not labelled for
+
+
+def is_missing(v: Any) -> bool:
+    """A multi-task cell without a label: None, NaN (pandas' NA too) or a blank string."""
+    if isinstance(v, str):
+        return v.strip() == ""
+    return v is None or v is pd.NA or (isinstance(v, (float, np.floating)) and bool(np.isnan(v)))
 
 
 def _scalar(x: Any) -> Any:
@@ -94,7 +107,7 @@ class LabelSpec:
 
     def targets(self, labels: Sequence) -> list:
         """What the data stage stores per row: a class index (single), a 0/1 vector over `classes`
-        (multi-label), or a class index per task (multi-task)."""
+        (multi-label), or a class index per task (multi-task; `IGNORE` where the row has no label for it)."""
         if self.mode == SINGLE:
             index = {c: i for i, c in enumerate(self.classes)}
             return [index[y] for y in labels]
@@ -108,16 +121,10 @@ class LabelSpec:
                 out.append(row)
             return out
         indexes = [{c: i for i, c in enumerate(classes)} for _, classes in self.tasks]
-        return [[idx[y] for idx, y in zip(indexes, ys)] for ys in labels]
+        return [[IGNORE if y is None else idx[y] for idx, y in zip(indexes, ys)] for ys in labels]
 
 
 # ---------------------------------------------------------------- from the data config and the data
-
-
-def label_columns(cfg: DataConfig) -> list[str]:
-    """The configured label column(s), as a list."""
-    lc = cfg.label_column
-    return [lc] if isinstance(lc, str) else list(lc)
 
 
 def is_multi_task(cfg: DataConfig) -> bool:
@@ -177,22 +184,32 @@ def parse_label_sets(values: pd.Series, sep: str | None, where: str, drop_invali
 
 def spec_from_train(mode: str, train_labels: pd.Series, tasks: Sequence[str] = (), sep: str | None = None
                     ) -> LabelSpec:
-    """The spec that the train split defines: every label (or each task's classes) seen there, sorted."""
+    """The spec that the train split defines: every label (or each task's classes) seen there, sorted
+    (a multi-task row's None, no label for that task, is no class)."""
     if mode == SINGLE:
         return LabelSpec(SINGLE, tuple(sorted(train_labels.unique().tolist(), key=_sort_key)))
     if mode == MULTI_LABEL:
         return LabelSpec(MULTI_LABEL, tuple(sorted({y for ys in train_labels for y in ys}, key=_sort_key)), sep=sep)
-    per_task = [sorted({ys[i] for ys in train_labels}, key=_sort_key) for i in range(len(tasks))]
+    per_task = [sorted({ys[i] for ys in train_labels} - {None}, key=_sort_key) for i in range(len(tasks))]
     return LabelSpec(MULTI_TASK, tasks=tuple((t, tuple(c)) for t, c in zip(tasks, per_task)))
 
 
-def check_spec(spec: LabelSpec, where: str, n_rows: int) -> None:
-    """A model needs two classes per task, and two labels for a multi-label problem (expected / found / what to do)."""
+def labelled_rows(spec: LabelSpec, labels: pd.Series) -> list[int]:
+    """Multi-task: how many rows of `labels` carry a label for each task."""
+    return [int(labels.map(lambda ys, i=i: ys[i] is not None).sum()) for i in range(len(spec.tasks))]
+
+
+def check_spec(spec: LabelSpec, where: str, n_rows: int, labelled: Sequence[int] | None = None) -> None:
+    """A model needs two classes per task, and two labels for a multi-label problem (expected / found / what to do).
+
+    `labelled`: multi-task, the rows labelled for each task (default: all `n_rows`).
+    """
     if spec.mode == MULTI_TASK:
-        for task, classes in spec.tasks:
+        for (task, classes), n in zip(spec.tasks, labelled or [n_rows] * len(spec.tasks)):
             if len(classes) < 2:
-                raise DataError(f"{where}: task {task!r} has one class ({classes[0]!r}) in {n_rows} rows; each task "
-                                "needs at least two. Check the column, or drop it from data.label_column")
+                found = f"one class ({classes[0]!r})" if classes else "no label"
+                raise DataError(f"{where}: task {task!r} has {found} in {n} labelled of {n_rows} rows; each task "
+                                "needs at least two classes. Check the column, or drop it from data.label_column")
     elif spec.mode == MULTI_LABEL and len(spec.classes) < 2:
         raise DataError(f"{where}: only one label ({spec.classes[0]!r}) occurs in {n_rows} rows; multi-label "
                         "training needs at least two. Check data.label_column and data.label_sep")
@@ -204,7 +221,7 @@ def unseen_labels(spec: LabelSpec, labels: pd.Series) -> tuple[list, np.ndarray,
         for i, (task, classes) in enumerate(spec.tasks):
             known = set(classes)
             vals = labels.map(lambda ys, i=i: ys[i])
-            bad = ~vals.isin(known).to_numpy()
+            bad = ~vals.isin(known).to_numpy() & vals.notna().to_numpy()  # (None: not labelled for the task)
             if bad.any():
                 return sorted(set(vals[bad]), key=str), bad, f" of task {task!r}"
         return [], np.zeros(len(labels), dtype=bool), ""

@@ -17,14 +17,15 @@ import numpy as np
 import pandas as pd
 
 from .. import fileio
-from ..config import DataConfig
+from ..config import DataConfig, label_columns
 from .labels import (
     MULTI_LABEL,
     MULTI_TASK,
     SINGLE,
     LabelSpec,
     check_spec,
-    label_columns,
+    is_missing,
+    labelled_rows,
     mode_of,
     parse_label_sets,
     spec_from_train,
@@ -179,7 +180,8 @@ def standardize(df: pd.DataFrame, cfg: DataConfig, where: str, labelled: bool = 
     """Rename the configured columns to text/label and check every cell; errors list what was found.
 
     `mode` (`labels.py`; default: from `cfg` and this table's label cells) is kept in `attrs["label_mode"]`;
-    a multi-label or multi-task table comes back with a tuple per row in `label`.
+    a multi-label or multi-task table comes back with a tuple per row in `label` (multi-task: None for a
+    task the row has no label for; a row needs one in some task).
     """
     if not isinstance(df, pd.DataFrame):
         raise DataError(f"{where}: expected a table (DataFrame), found {type(df).__name__}")
@@ -196,18 +198,21 @@ def standardize(df: pd.DataFrame, cfg: DataConfig, where: str, labelled: bool = 
     if labelled and mode is None:
         mode = mode_of(cfg, None if tasks else out[LABEL])
     bad = ~out[TEXT].map(is_text)
-    if tasks:
-        bad |= out[tasks].isna().any(axis=1)
+    if tasks:  # a missing cell: not labelled for that task (partial labels); no label at all is an error
+        for col in tasks:
+            out[col] = _task_cells(out[col])
+        bad |= out[tasks].isna().all(axis=1)
     elif labelled and mode != MULTI_LABEL:  # (multi-label: a missing cell is an empty label list, below)
         bad |= out[LABEL].isna()
     if bad.any():
         rows = np.flatnonzero(bad.values)
         r = int(rows[0])
-        example = f"row {r}: text {_short(out[TEXT].iloc[r])}" + (f", label {_short(out[LABEL].iloc[r])}"
-                                                                   if labelled else "")
-        msg = (f"{where}: {len(rows)} row(s) have a missing or non-string text (or invalid Unicode)"
-               f"{' or a missing label' if labelled else ''} (first rows: {rows[:5].tolist()}, counted from 0 "
-               f"after the header; {example})")
+        label = (f", labels {_short(out.loc[r, tasks].to_dict(), 80)}" if tasks else
+                 f", label {_short(out[LABEL].iloc[r])}" if labelled else "")
+        missing = " or no label in any task" if tasks else " or a missing label" if labelled else ""
+        msg = (f"{where}: {len(rows)} row(s) have a missing or non-string text (or invalid Unicode){missing} "
+               f"(first rows: {rows[:5].tolist()}, counted from 0 after the header; row {r}: text "
+               f"{_short(out[TEXT].iloc[r])}{label})")
         if not cfg.drop_invalid:
             raise DataError(msg + "; fix them, or set data.drop_invalid=true to drop them")
         out = out[~bad].reset_index(drop=True)
@@ -225,7 +230,6 @@ def standardize(df: pd.DataFrame, cfg: DataConfig, where: str, labelled: bool = 
         raise DataError(f"{where}: no usable rows left after dropping invalid ones")
     for col in tasks:
         _check_label_types(out, col, where, f" in column {col!r}")
-        out[col] = out[col].map(_jsonable)
     if tasks:  # one tuple per row, in task order
         out = out.assign(**{LABEL: list(zip(*(out[t] for t in tasks)))}).drop(columns=[t for t in tasks if t != LABEL])
     elif labelled and mode == SINGLE:
@@ -235,10 +239,20 @@ def standardize(df: pd.DataFrame, cfg: DataConfig, where: str, labelled: bool = 
     return out
 
 
+def _task_cells(values: pd.Series) -> pd.Series:
+    """A task's column with None where the row has no label for it, and Python scalars elsewhere. Integer
+    labels come back as integers: a missing cell made pandas read the column as floats (1.0, NaN)."""
+    cells = [None if is_missing(v) else _jsonable(v) for v in values]
+    known = [v for v in cells if v is not None]
+    if len(known) < len(cells) and known and all(isinstance(v, float) and v.is_integer() for v in known):
+        cells = [None if v is None else int(v) for v in cells]
+    return pd.Series(cells, index=values.index, dtype=object)
+
+
 def _check_label_types(out: pd.DataFrame, col: str, where: str, what: str = "") -> None:
-    kinds = out[col].map(lambda v: type(_jsonable(v)).__name__)
+    kinds = out[col].dropna().map(lambda v: type(_jsonable(v)).__name__)  # (multi-task: None, no label)
     if kinds.nunique() > 1:
-        firsts = {k: int(np.flatnonzero((kinds == k).values)[0]) for k in sorted(set(kinds))}
+        firsts = {k: int(kinds.index[np.flatnonzero((kinds == k).values)[0]]) for k in sorted(set(kinds))}
         examples = ", ".join(f"{k} (e.g. row {r}: {_short(out[col].iloc[r])})" for k, r in firsts.items())
         raise DataError(
             f"{where}: labels{what} mix types: {examples}; use one type (all strings or all integers), "
@@ -454,7 +468,7 @@ def _check_multi(tr: pd.DataFrame, va: pd.DataFrame, te: pd.DataFrame | None, mo
     """Multi-label and multi-task: two classes per task (labels, for multi-label) in train; no label in
     valid or test that train lacks."""
     spec = spec_from_train(mode, tr[LABEL], label_columns(cfg) if mode == MULTI_TASK else [], cfg.label_sep)
-    check_spec(spec, where("train"), len(tr))
+    check_spec(spec, where("train"), len(tr), labelled_rows(spec, tr[LABEL]) if mode == MULTI_TASK else None)
     for name, df in (("valid", va), ("test", te)):
         if df is not None:
             unseen, rows, task = unseen_labels(spec, df[LABEL])

@@ -213,14 +213,27 @@ def label_issue_scores(texts: Sequence[str], labels: Sequence, seed: int = 0, fo
 
 
 def _stop_words() -> dict[str, frozenset[str]]:
+    """spaCy's stop-word lists, read from their `stop_words.py` files alone: importing `spacy.lang.fr.stop_words`
+    would run `spacy.lang.fr` first, whose tokenizer exceptions compile for ~9 s on a laptop CPU."""
     import importlib
+    import importlib.util
 
+    spacy = importlib.util.find_spec("spacy")  # finds the package without importing it
+    if spacy is None or not spacy.submodule_search_locations:
+        return {}
     out = {}
     for lang in ("en", "de", "fr", "es", "it", "nl", "pt"):
+        path = Path(spacy.submodule_search_locations[0]) / "lang" / lang / "stop_words.py"
         try:
-            out[lang] = frozenset(importlib.import_module(f"spacy.lang.{lang}.stop_words").STOP_WORDS)
-        except (ImportError, AttributeError):
-            continue
+            spec = importlib.util.spec_from_file_location(f"_ulmfit_lab_stop_words_{lang}", path)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)  # a plain module: `STOP_WORDS = set(...)`, no imports
+            out[lang] = frozenset(module.STOP_WORDS)
+        except (OSError, AttributeError, ImportError, SyntaxError):  # a spaCy whose file is no longer plain
+            try:
+                out[lang] = frozenset(importlib.import_module(f"spacy.lang.{lang}.stop_words").STOP_WORDS)
+            except (ImportError, AttributeError):
+                continue
     return out
 
 

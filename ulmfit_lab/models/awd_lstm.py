@@ -7,9 +7,12 @@ Layer groups drive both discriminative LRs and gradual unfreezing. For the LM th
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import torch
 from fastai.text.models.awdlstm import AWD_LSTM, awd_lstm_clas_config, awd_lstm_clas_split, awd_lstm_lm_config
 from fastai.text.models.core import get_language_model, get_text_classifier
-from torch import nn
+from torch import Tensor, nn
 
 from ..config import ModelConfig
 
@@ -28,6 +31,17 @@ def build_classifier(vocab_sz: int, n_class: int, m: ModelConfig, drop_mult: flo
     """fastai's classifier: BPT3C `SentenceEncoder` + concat pooling [last, max, mean] + head."""
     return get_text_classifier(AWD_LSTM, vocab_sz, n_class, seq_len=m.bptt, config=_arch(m, awd_lstm_clas_config),
                                drop_mult=drop_mult, lin_ftrs=list(head or [50]), max_len=max_len)
+
+
+def activate(logits: Tensor, sigmoid: bool = False, bounds: Sequence[tuple[int, int]] | None = None) -> Tensor:
+    """Probabilities from the classifier's logits (bs, n_outputs): one softmax over all of them (single-label), a
+    sigmoid per output (`sigmoid`: multi-label), or a softmax per task's slice (`bounds`: multi-task). Training's
+    `get_preds` and every inference path (torch, ONNX) read them through this one function."""
+    if sigmoid:
+        return torch.sigmoid(logits)
+    if bounds is not None and len(bounds) > 1:
+        return torch.cat([torch.softmax(logits[:, a:b], dim=-1) for a, b in bounds], dim=1)
+    return torch.softmax(logits, dim=-1)
 
 
 def lm_layer_groups(model: nn.Module) -> list[list[nn.Parameter]]:

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..models.awd_lstm import activate
 from ..text.vocab import PAD
 
 
@@ -166,16 +167,6 @@ def collate(ids: Sequence[np.ndarray], idx: np.ndarray, backwards: bool = False)
     for row, i in enumerate(idx):
         x[row, :lens[row]] = ids[i][::-1] if backwards else ids[i]
     return torch.from_numpy(x), torch.from_numpy(lens)
-
-
-def activate(logits: Tensor, sigmoid: bool = False, bounds: Sequence[tuple[int, int]] | None = None) -> Tensor:
-    """Probabilities from logits (bs, n_outputs): one softmax over all of them (single-label), a sigmoid per
-    output (`sigmoid`: multi-label), or a softmax per task's slice (`bounds`: multi-task)."""
-    if sigmoid:
-        return torch.sigmoid(logits)
-    if bounds is not None and len(bounds) > 1:
-        return torch.cat([torch.softmax(logits[:, a:b], dim=-1) for a, b in bounds], dim=1)
-    return torch.softmax(logits, dim=-1)
 
 
 @torch.inference_mode()

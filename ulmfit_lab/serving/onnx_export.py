@@ -31,8 +31,9 @@ from torch import Tensor, nn
 
 from ..data.labels import MULTI_LABEL, LabelSpec
 from ..models.artifact import META, VOCAB, CheckpointError, label_spec, thresholds
+from ..models.awd_lstm import activate
 from .base import BasePredictor, check_strings
-from .inference import FastClassifier, activate, collate, ensure_nonempty, plan_batches
+from .inference import FastClassifier, collate, ensure_nonempty, plan_batches
 
 ONNX = "model.onnx"
 OPSET = 17

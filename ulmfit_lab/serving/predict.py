@@ -27,11 +27,11 @@ from torch import nn
 from ..data.labels import DEFAULT_SEP, MULTI_LABEL, MULTI_TASK
 from ..device import Precision, resolve_precision
 from ..models.artifact import WEIGHTS, label_spec, read_artifact, resolve_model_dir, thresholds
-from ..models.awd_lstm import build_classifier
+from ..models.awd_lstm import activate, build_classifier
 from ..models.checkpoint import load_weights, model_config_from_meta
 from ..text.vocab import encode, fast_tokenizer, vocab_index
 from .base import CHUNK, BasePredictor, check_strings, decode, text_chunks
-from .inference import FastClassifier, activate, ensure_nonempty, prepare, run_batches
+from .inference import FastClassifier, ensure_nonempty, prepare, run_batches
 
 __all__ = ["CHUNK", "MIN_PARALLEL_CHARS", "Predictor", "add_prediction_columns", "add_proba_columns", "decode",
            "decode_rows", "load_fastai_classifier", "text_chunks"]

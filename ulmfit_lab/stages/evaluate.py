@@ -2,7 +2,8 @@
 
 Writes accuracy, macro-F1, the confusion matrix (JSON + PNG), a per-class report, and predictions.
 Multi-label: subset accuracy, micro/macro F1 and per-label precision/recall at the tuned thresholds.
-Multi-task: each task's metrics and confusion matrix (`confusion_matrix_<task>.png`).
+Multi-task: each task's metrics and confusion matrix (`confusion_matrix_<task>.png`) over the texts labelled
+for that task (partial labels, `data/labels.py`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..data.labels import MULTI_LABEL, MULTI_TASK, SINGLE, LabelSpec
+from ..data.labels import DEFAULT_SEP, IGNORE, MULTI_LABEL, MULTI_TASK, SINGLE, LabelSpec
 from ..fileio import atomic_path, write_json
 from ..plots import plot_confusion
 from ..serving.ensemble import mean_proba
@@ -65,11 +66,20 @@ def multilabel_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: list) -> 
 
 
 def multitask_metrics(y_true: np.ndarray, pred: pd.DataFrame, spec: LabelSpec) -> dict:
-    """`classification_metrics` per task (`tasks`), and their mean accuracy and macro-F1."""
-    tasks = {t: classification_metrics([classes[i] for i in y_true[:, k]], pred[t].tolist(), list(classes))
-             for k, (t, classes) in enumerate(spec.tasks)}
-    return {"n": len(y_true), "mean_accuracy": float(np.mean([m["accuracy"] for m in tasks.values()])),
-            "mean_macro_f1": float(np.mean([m["macro_f1"] for m in tasks.values()])), "tasks": tasks}
+    """`classification_metrics` per task (`tasks`) over the texts labelled for it (`n` each), and their mean
+    accuracy and macro-F1 (over the tasks with a labelled text; a task without: `n` 0, no figures)."""
+    tasks = {}
+    for k, (t, classes) in enumerate(spec.tasks):
+        rows = np.flatnonzero(y_true[:, k] != IGNORE)
+        if len(rows) == 0:
+            tasks[t] = {"n": 0, "accuracy": None, "macro_f1": None, "labels": list(classes),
+                        "confusion_matrix": np.zeros((len(classes),) * 2, dtype=int).tolist(), "per_class": {}}
+            continue
+        tasks[t] = classification_metrics([classes[i] for i in y_true[rows, k]], pred[t].iloc[rows].tolist(),
+                                          list(classes))
+    scored = [m for m in tasks.values() if m["n"]]
+    return {"n": len(y_true), "mean_accuracy": float(np.mean([m["accuracy"] for m in scored])),
+            "mean_macro_f1": float(np.mean([m["macro_f1"] for m in scored])), "tasks": tasks}
 
 
 def run(ctx: Context, data: DataResult, clfs: dict[str, ClassifierResult]) -> EvalResult:
@@ -136,10 +146,10 @@ def _evaluate_multi(ctx: Context, split: str, ds, predictors: dict[str, Predicto
     write_json(out / "metrics.json", metrics)
     preds = pd.DataFrame({"text": ds["text"]})
     if spec.mode == MULTI_LABEL:
-        preds["label"] = [(spec.sep or "|").join(str(c) for c, on in zip(spec.classes, row) if on) for row in y]
+        preds["label"] = [(spec.sep or DEFAULT_SEP).join(str(c) for c, on in zip(spec.classes, row) if on) for row in y]
     else:
         for k, (t, classes) in enumerate(spec.tasks):
-            preds[f"label_{t}"] = [classes[i] for i in y[:, k]]
+            preds[f"label_{t}"] = [None if i == IGNORE else classes[i] for i in y[:, k]]  # (not labelled)
     add_prediction_columns(preds, first if len(predictors) == 1 else _Mean(spec, th, first.labels), proba)
     with atomic_path(out / "predictions.csv") as tmp:
         preds.to_csv(tmp, index=False)
@@ -152,7 +162,7 @@ def _evaluate_multi(ctx: Context, split: str, ds, predictors: dict[str, Predicto
     keep = (*head, "n", "labels", "thresholds", "per_direction")
     summary = {k: metrics[k] for k in keep if k in metrics}
     if spec.mode == MULTI_TASK:
-        summary["tasks"] = {t: {k: m[k] for k in ("accuracy", "macro_f1", "confusion_matrix", "labels")}
+        summary["tasks"] = {t: {k: m[k] for k in ("n", "accuracy", "macro_f1", "confusion_matrix", "labels")}
                             for t, m in metrics["tasks"].items()}
     return {"split": split, "metrics": summary}
 

@@ -24,7 +24,7 @@ from ..data.sources import read_corpus
 from ..device import device_name
 from ..models.artifact import VOCAB, WEIGHTS, read_checkpoint_meta
 from ..models.awd_lstm import build_lm, lm_layer_groups, n_params
-from ..models.checkpoint import adapt_pretrained, lm_meta, read_lm_folder, save_checkpoint
+from ..models.checkpoint import adapt_pretrained, lm_meta, read_lm_folder, read_vocab, save_checkpoint
 from ..models.hub import locate_lm
 from ..text.corpus import DocIds, texts_hash
 from ..text.vocab import build_vocab, tokenize, write_ids
@@ -52,6 +52,11 @@ class LMResult(StageResult):
 def _resolve_pretrained(ctx: Context) -> dict:
     lp = ctx.cfg.lm_pretrain
     return locate_lm(lp.weights, lp.vocab, ctx.cache_dir, lp.sha256, ctx.cfg.model.backwards)
+
+
+def pretrained_vocab(ctx: Context) -> list[str]:
+    """The vocab of the pretrained LM `lm_pretrain.weights` (fetched first if it is a URL or fastai's name)."""
+    return read_vocab(Path(_resolve_pretrained(ctx)["vocab"]))
 
 
 def _pretrained_key(info: dict) -> str:

@@ -114,6 +114,24 @@ def build_vocab(token_sets: Sequence[Tokenized], min_freq: int = 3, max_vocab: i
     return make_vocab(count, min_freq=min_freq, max_vocab=max_vocab)
 
 
+def extend_vocab(vocab: Sequence[str], extra: Sequence[str], max_vocab: int) -> list[str]:
+    """`vocab`, then the words of `extra` it lacks in their order, up to `max_vocab` words in all.
+
+    `extra` is a pretrained LM's vocab: a word the labelled texts show fewer than `min_freq` times (or not at all)
+    would be `xxunk` at prediction time although the LM has an embedding for it. Padded to a multiple of 8 with
+    `xxfake` as fastai's `make_vocab` pads, so the ids of `vocab`'s words do not change.
+    """
+    out = [w for w in vocab if w != "xxfake"]
+    seen = set(out)
+    for w in extra:
+        if len(out) >= max_vocab:
+            break
+        if w not in seen and w != "xxfake":
+            out.append(w)
+            seen.add(w)
+    return out + ["xxfake"] * (8 - len(out) % 8)
+
+
 def vocab_index(vocab: Sequence[str]) -> dict[str, int]:
     """Token -> id, as fastai's `Numericalize` builds it (`xxfake` only pads the vocab: it is never a token)."""
     return {v: k for k, v in enumerate(vocab) if v != "xxfake"}

@@ -6,46 +6,79 @@ sequence length (`classifier.max_len_schedule`).
 - multi-task: one output layer holds every task's logits side by side (the head's hidden layers are shared,
   like the encoder); `MultiTaskLoss` is the weighted sum of a cross-entropy per task's slice. One output
   layer keeps the model folder, the fast path, TorchScript and ONNX as they are: only the activation
-  (a softmax per slice) knows about tasks.
+  (a softmax per slice) knows about tasks. A row not labelled for a task (target `IGNORE`) counts in
+  neither that task's loss nor its accuracy.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from fastai.callback.core import Callback
+from fastai.learner import Metric
 from fastai.losses import BCEWithLogitsLossFlat
 from fastai.metrics import accuracy, accuracy_multi
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ..data.labels import MULTI_LABEL, MULTI_TASK, LabelSpec
+from ..data.labels import IGNORE, MULTI_LABEL, MULTI_TASK, LabelSpec
+from ..models.awd_lstm import activate
 from .distributed import unwrap
 
 
 class MultiTaskLoss(nn.Module):
-    """Weighted sum over tasks of the cross-entropy of each task's logits (`bounds`) against its class index."""
+    """Weighted sum over tasks of the cross-entropy of each task's logits (`bounds`) against its class index.
+
+    Each task's cross-entropy is the mean over the rows labelled for it (target `IGNORE`: not labelled); a
+    batch without such a row adds 0 for that task (not NaN, PyTorch's mean over no rows).
+    """
 
     def __init__(self, bounds: Sequence[tuple[int, int]], weights: Sequence[float]):
         super().__init__()
         self.bounds, self.weights = list(bounds), [float(w) for w in weights]
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        return sum(w * F.cross_entropy(logits[:, a:b].float(), target[:, i].long())
-                   for i, ((a, b), w) in enumerate(zip(self.bounds, self.weights)))
+        total = logits.new_zeros((), dtype=torch.float32)
+        for i, ((a, b), w) in enumerate(zip(self.bounds, self.weights)):
+            t = target[:, i].long()
+            ce = F.cross_entropy(logits[:, a:b].float(), t, ignore_index=IGNORE, reduction="sum")
+            total = total + w * ce / (t != IGNORE).sum().clamp(min=1)
+        return total
 
     def activation(self, logits: Tensor) -> Tensor:  # fastai's get_preds: probabilities, a softmax per task
-        return torch.cat([torch.softmax(logits[:, a:b], dim=-1) for a, b in self.bounds], dim=1)
+        return activate(logits, bounds=self.bounds)
 
 
-def task_accuracy(bounds: Sequence[tuple[int, int]]) -> Callable[[Tensor, Tensor], Tensor]:
-    """A fastai metric: the mean over tasks of each task's accuracy."""
-    def task_accuracy(inp: Tensor, targ: Tensor) -> Tensor:
-        accs = [(inp[:, a:b].argmax(-1) == targ[:, i]).float().mean() for i, (a, b) in enumerate(bounds)]
-        return torch.stack(accs).mean()
-    return task_accuracy
+class TaskAccuracy(Metric):
+    """A fastai metric: the mean over tasks of each task's accuracy over the rows labelled for it.
+
+    Counted over the whole validation set, not averaged per batch: a batch may hold no row labelled for
+    a task. A task with no labelled row at all is left out of the mean.
+    """
+
+    def __init__(self, bounds: Sequence[tuple[int, int]]):
+        self.bounds = list(bounds)
+
+    def reset(self):
+        self.right, self.seen = torch.zeros(len(self.bounds)), torch.zeros(len(self.bounds))
+
+    def accumulate(self, learn):
+        pred, targ = learn.pred.detach(), learn.y.detach()
+        for i, (a, b) in enumerate(self.bounds):
+            labelled = targ[:, i] != IGNORE
+            self.right[i] += (pred[labelled, a:b].argmax(-1) == targ[labelled, i]).sum().cpu()
+            self.seen[i] += labelled.sum().cpu()
+
+    @property
+    def value(self):
+        seen = self.seen > 0
+        return (self.right[seen] / self.seen[seen]).mean() if seen.any() else None
+
+    @property
+    def name(self) -> str:
+        return "task_accuracy"
 
 
 def loss_and_metrics(spec: LabelSpec, task_weights: dict[str, float] | None = None) -> tuple[nn.Module | None, list]:
@@ -54,7 +87,7 @@ def loss_and_metrics(spec: LabelSpec, task_weights: dict[str, float] | None = No
         return BCEWithLogitsLossFlat(), [accuracy_multi]
     if spec.mode == MULTI_TASK:
         weights = [(task_weights or {}).get(t, 1.0) for t in spec.task_names]
-        return MultiTaskLoss(spec.bounds(), weights), [task_accuracy(spec.bounds())]
+        return MultiTaskLoss(spec.bounds(), weights), [TaskAccuracy(spec.bounds())]
     return None, [accuracy]
 
 
@@ -90,21 +123,40 @@ def tune_thresholds(proba: np.ndarray, y: np.ndarray, grid: np.ndarray | None = 
 class MaxLenSchedule(Callback):
     """Progressive sequence length: the encoder's BPT3C `max_len` per block of epochs.
 
-    The run's epochs (over every unfreezing phase) fall into `len(schedule)` near-equal consecutive blocks;
-    block k reads at most `schedule[k]` tokens of each text (its last ones, as BPT3C does). `offset`: the
-    epochs of earlier phases. After training the model reads `final` tokens again (`classifier.max_len`).
+    The run's epochs (over every unfreezing phase) fall into `len(schedule)` near-equal consecutive blocks
+    (a schedule longer than the epochs keeps its last lengths);
+    block k trains on at most `schedule[k]` tokens of each text (its last ones, whose outputs BPT3C pools).
+    `offset`: the epochs of earlier phases. After training the model reads `final` tokens again
+    (`classifier.max_len`).
+
+    Why the inputs are cut too: fastai's `SentenceEncoder` runs the LSTM over every chunk of a text and only
+    drops the outputs before the last `max_len` tokens, so a shorter `max_len` alone saves only part of the
+    backward pass. A block shorter than `final` therefore trains on the chunks BPT3C keeps (cut at a chunk
+    boundary, so the chunks stay aligned and its pad-row bookkeeping holds): the LSTM starts there from a zero
+    state instead of the state the earlier text left, and forward and backward both shrink. Validation reads
+    whole texts.
     """
 
     order = 5
 
     def __init__(self, schedule: Sequence[int], total_epochs: int, offset: int, final: int):
-        self.schedule, self.total, self.offset, self.final = list(schedule), total_epochs, offset, final
+        # more lengths than epochs (e.g. `epochs=2` over the quickstart's three): the last ones, longest last
+        self.schedule = list(schedule)[-max(1, total_epochs):]
+        self.total, self.offset, self.final = total_epochs, offset, final
 
     def length_at(self, epoch: int) -> int:
         return self.schedule[min(len(self.schedule) - 1, epoch * len(self.schedule) // self.total)]
 
     def before_epoch(self):
         unwrap(self.model)[0].max_len = self.length_at(self.offset + self.epoch)
+
+    def before_batch(self):
+        enc = unwrap(self.model)[0]
+        x = self.xb[0]
+        if not self.training or enc.max_len >= self.final or x.shape[1] <= enc.max_len:
+            return
+        start = -(-(x.shape[1] - enc.max_len) // enc.bptt) * enc.bptt  # the first chunk whose outputs are pooled
+        self.learn.xb = (x[:, start:], *self.xb[1:])
 
     def after_fit(self):
         unwrap(self.model)[0].max_len = self.final
