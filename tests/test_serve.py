@@ -271,11 +271,31 @@ def test_continuous_batcher_lets_documents_join_midway_and_answers_each_request_
     assert stats["requests"] == 12 and stats["texts"] == sum(map(len, requests)) and stats["errors"] == 0
     assert stats["largest_batch_texts"] == 6 and stats["queued_texts"] == 0 and stats["running_texts"] == 0
     assert stats["batches"] > 40  # ~250-token documents in 4- to 8-step segments
+    # every real token ran once (`tokens`), padding only in the slots (`document_steps`)
+    lengths = np.array([len(x) for x in predictor.encode(texts)])
+    assert stats["tokens"] == sum(int(lengths[idx].sum()) for idx in requests) < stats["document_steps"]
     last = batcher.submit(texts[:3])
     batcher.close()  # answers what it holds, then refuses
     np.testing.assert_allclose(last.result(timeout=0), expected[:3], atol=1e-6)
     with pytest.raises(ServerBusy, match="shutting down"):
         batcher.submit(["1"])
+    assert not batcher.alive
+
+
+def test_continuous_batcher_close_answers_a_request_still_being_tokenized(random_model, offline):
+    predictor = Predictor.load(random_model, precision="fp32", num_workers=0)
+    encode = predictor.encode
+
+    def slow_encode(texts):  # the tokenizer thread is still busy with the second request when the first is done
+        time.sleep(0.3)
+        return encode(texts)
+
+    predictor.encode = slow_encode
+    batcher = ContinuousBatcher(predictor, max_wait_ms=0).start()
+    first, second = batcher.submit(TEXTS[:1]), batcher.submit(TEXTS[1:3])
+    batcher.close()  # the model thread runs `first` and goes idle while `second` is tokenized: it must not stop
+    np.testing.assert_allclose(first.result(timeout=0), offline[0][:1], atol=1e-6)
+    np.testing.assert_allclose(second.result(timeout=0), offline[0][1:3], atol=1e-6)
     assert not batcher.alive
 
 

@@ -72,12 +72,14 @@ class ContinuousBatcher:
                                              bounds=predictor.spec.bounds())
         self._waiting: collections.deque[tuple[_Request, int]] = collections.deque()  # (request, row)
         self._cond = threading.Condition()
-        self._closed = False
+        self._closed = False  # submit refuses
+        self._tokenized_all = False  # closed, and every submitted request is queued for the model (or failed)
         self._tokenizer = ThreadPoolExecutor(1, thread_name_prefix="ulmfit-lab-tokenizer")
         self._thread = threading.Thread(target=self._run, name="ulmfit-lab-batcher", daemon=True)
         self._reset()
         self.stats = {"requests": 0, "texts": 0, "batches": 0, "largest_batch_texts": 0, "errors": 0,
-                      "queued_texts": 0, "running_texts": 0, "model_seconds": 0.0, "steps": 0, "document_steps": 0}
+                      "queued_texts": 0, "running_texts": 0, "model_seconds": 0.0, "steps": 0, "document_steps": 0,
+                      "tokens": 0}
 
     def start(self) -> ContinuousBatcher:
         self._thread.start()
@@ -114,6 +116,9 @@ class ContinuousBatcher:
             self._closed = True
         self._tokenizer.shutdown(wait=True)  # every submitted request is queued for the model now
         with self._cond:
+            # only now may the model thread stop once idle: stopping at `_closed` lost a request that was
+            # still being tokenized (its client waited for ever)
+            self._tokenized_all = True
             self._cond.notify_all()
         if self._thread.is_alive():
             self._thread.join(timeout)
@@ -169,7 +174,7 @@ class ContinuousBatcher:
         """Let waiting documents join (after `max_wait` when the model was idle); False once closed and done."""
         with self._cond:
             if not self._docs:
-                while not self._waiting and not self._closed:
+                while not self._waiting and not self._tokenized_all:
                     self._cond.wait()
                 if not self._waiting:
                     return False  # closed, nothing queued, nothing running
@@ -232,6 +237,8 @@ class ContinuousBatcher:
                 h, self._state[i] = rnn(h, self._state[i])
         out = h.float()
         self._pool_segment(out, model.max_len, model.bptt)
+        # real tokens run (not padding): what the model did in a time window, whether or not answered in it
+        self.stats["tokens"] += int(np.minimum(k, self._len - self._pos).sum())
         self._pos += k
         self.stats["batches"] += 1  # segments
         self.stats["steps"] += k  # LSTM steps; document_steps / steps: documents running per step
