@@ -345,9 +345,6 @@ def main() -> None:
     ap.add_argument("--atol", type=float, default=1e-5, help="probabilities: allowed difference from offline")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "serve_load_cpu.json"))
-    ap.add_argument("--client-nice", type=int, default=0, help="lower the clients' CPU priority by this much "
-                    "(0-19; the server keeps its own): on a small CPU the clients, which would run elsewhere, then "
-                    "take less of the cores the server's model runs on")
     ap.add_argument("--server-args", default="", help="`ulmfit-lab serve` options, e.g. '--max-wait-ms 50'")
     args = ap.parse_args()
     args.server_args = shlex.split(args.server_args)
@@ -382,8 +379,6 @@ def main() -> None:
         log = Path(tmp) / "server.log"  # its tail is printed if the server does not start
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         proc, url = start_server(model, args.precision, args.server_args, log)
-        if args.client_nice:  # Linux: this thread's priority, inherited by the client threads started below
-            os.nice(args.client_nice)
         try:
             limits = httpx.get(f"{url}/metadata", timeout=10).json()["limits"]
             bad = bad_requests(limits)
@@ -428,7 +423,6 @@ def main() -> None:
                                         (("min", 0), ("p10", 10), ("p50", 50), ("p90", 90), ("max", 100))},
                     "pairs_with_distinct_answers": round(distinct, 4)},
            "texts_per_request": f"1 to {args.max_texts_per_request}, uniform", "server_args": args.server_args,
-           "client_nice": args.client_nice,
            "limits": limits, "atol": args.atol,
            "offline": {"texts": len(pool), "tokens": int(tokens.sum()), "seconds": round(offline_s, 2),
                        "texts_per_s": round(len(pool) / offline_s, 2), "tokens_per_s": round(off_tps, 1),
