@@ -436,7 +436,11 @@ def main() -> None:
                     "wrong_lost_or_misordered_answers": wrong,
                     "bad_requests_sent": top["bad_sent"], "bad_answered_4xx_as_expected": top["bad_as_expected"],
                     "good_right_after_bad": top["good_right_after_bad"],
-                    "good_right_after_bad_ok": top["good_right_after_bad_ok"]},
+                    "good_right_after_bad_ok": top["good_right_after_bad_ok"],
+                    # levels where other processes took more than 0.15 cores (0 means offline's two runs differ
+                    # by more than 15%): the ratios of such a run are not to be trusted
+                    "shared_machine": [r["clients"] for r in results if (r["cpu_cores_used"] or {}).get("other", 0)
+                                       > 0.15] + ([0] if max(runs) > 1.15 * min(runs) else [])},
            "wall_seconds": round(time.time() - t0, 1)}
     out_path = Path(args.out)
     out_path.write_text(json.dumps(out, indent=2) + "\n")
@@ -453,7 +457,11 @@ def main() -> None:
                   f"{100 * r['served_over_offline_with_drain']:.0f}%; "
                   f"{sb.get('documents_per_step')} documents/step, {sb.get('ms_per_step')} ms/step, "
                   f"padding {sb.get('padding')}, busy {sb['model_busy']} (in the window)")
-    print(f"offline: {out['offline']['tokens_per_s']:.0f} tok/s -> {out_path} (+ .png)")
+    print(f"offline: {out['offline']['tokens_per_s']:.0f} tok/s (before / after the levels: "
+          f"{runs[0]:.0f} / {runs[1]:.0f}) -> {out_path} (+ .png)")
+    if out["bars"]["shared_machine"]:
+        print(f"WARNING: other processes used the CPU (levels {out['bars']['shared_machine']}) or offline's two "
+              "runs differ by more than 15%: the ratios are unsure; rerun on a quiet machine", file=sys.stderr)
     if wrong or top["bad_sent"] != top["bad_as_expected"]:
         raise SystemExit(f"{wrong} wrong, lost or misordered answers; {top['bad_sent'] - top['bad_as_expected']} "
                          f"bad requests answered otherwise: see {out_path}")
