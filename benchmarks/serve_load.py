@@ -105,11 +105,32 @@ def start_server(model: str, precision: str, extra: list[str], log: Path) -> tup
     raise SystemExit(f"the server did not start; its log: {log}\n{log.read_text()[-3000:]}")
 
 
+def cpu_use(server_pid: int | None) -> dict | None:
+    """CPU seconds so far (Linux /proc): the server, these clients, other processes, idle, stolen by the VM
+    host. A level whose `other` is not near 0 shared the machine with something else: rerun it."""
+    try:
+        import resource
+
+        tick = os.sysconf("SC_CLK_TCK")
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        with open(f"/proc/{server_pid}/stat") as f:
+            st = f.read().rsplit(")", 1)[1].split()
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+    except (OSError, ValueError, ImportError, IndexError):
+        return None
+    server, clients = (int(st[11]) + int(st[12])) / tick, ru.ru_utime + ru.ru_stime
+    busy = (v[0] + v[1] + v[2] + v[5] + v[6]) / tick  # user, nice, system, irq, softirq
+    return {"server": server, "clients": clients, "other": busy - server - clients, "idle": (v[3] + v[4]) / tick,
+            "steal": v[7] / tick}
+
+
 class Level:
     """One load level: `clients` threads for `seconds`, `n_bad` bad requests spread over it, every answer checked."""
 
     def __init__(self, url: str, pool: list[str], tokens: np.ndarray, expected: np.ndarray, labels: list, args,
-                 clients: int, seconds: float, n_bad: int, bad: list):
+                 clients: int, seconds: float, n_bad: int, bad: list, server_pid: int | None = None):
+        self.server_pid = server_pid
         self.url, self.pool, self.tokens, self.expected, self.labels = url, pool, tokens, expected, labels
         self.args, self.clients, self.seconds, self.bad = args, clients, seconds, bad
         self.quota = [n_bad // clients + (i < n_bad % clients) for i in range(clients)]
@@ -206,26 +227,71 @@ class Level:
 
     def run(self) -> dict:
         before = httpx.get(f"{self.url}/health", timeout=10).json()
+        cpu0 = cpu_use(self.server_pid)
         start = time.monotonic()
         threads = [threading.Thread(target=self.client, args=(s, start)) for s in range(self.clients)]
+        at_end: dict = {}
+        # the server's counters when the window closes (requests still running then are not answered yet)
+        timer = threading.Timer(self.seconds, lambda: at_end.update(
+            httpx.get(f"{self.url}/health", timeout=10).json(), t=time.monotonic() - start))
+        timer.start()
         for th in threads:
             th.start()
         for th in threads:
             th.join()
+        timer.join()
         wall = time.monotonic() - start
+        cpu1 = cpu_use(self.server_pid)
         after = httpx.get(f"{self.url}/health", timeout=10).json()
         lat = np.array(self.latencies) * 1000 if self.latencies else np.full(1, np.nan)
-        # throughput over the load itself: what was answered while every client was sending, over its duration
-        # (the requests still in flight at its end are checked too; `*_with_drain` counts them, over the wall time)
+        # throughput over the load itself, three ways: `tokens_per_s`, what was answered while every client was
+        # sending, over its duration (low by the work on requests still running at its end: with 30 s latency,
+        # much of a 60 s window); `tokens_per_s_with_drain`, everything answered over the wall time (low by the
+        # drain, where few documents run); `model_tokens_per_s`, the real tokens (no padding) the server's model
+        # ran within the window, from its counters (every one of them for a request answered and checked here,
+        # in or after the window; counted at segment ends, so the segment running at the end is left out)
+        model_tokens = at_end["tokens"] - before["tokens"] if "tokens" in at_end else None
         return {"clients": self.clients, "seconds": self.seconds, "wall_seconds": round(wall, 2), **self.c,
                 "texts_per_s": round(self.in_window["texts"] / self.seconds, 2),
                 "tokens_per_s": round(self.in_window["tokens"] / self.seconds, 1),
                 "tokens_per_s_with_drain": round(self.c["tokens"] / wall, 1),
+                "model_tokens_per_s": None if model_tokens is None else round(model_tokens / self.seconds, 1),
+                "window_counters_read_at_s": round(at_end.get("t", float("nan")), 2),
                 "latency_ms": {q: round(float(np.percentile(lat, p)), 1)
                                for q, p in (("p50", 50), ("p95", 95), ("p99", 99), ("max", 100))},
                 "bad_by_status": self.bad_by_status, "problems": self.problems,
-                "server_batching": {k: after[k] - before.get(k, 0) for k in ("requests", "texts", "batches")}
-                | {"largest_batch_texts": after["largest_batch_texts"], "errors": after["errors"]}}
+                "server_batching": self.batching(before, after, wall),
+                "server_in_window": self.in_window_counters(before, at_end),
+                "cpu_cores_used": None if cpu0 is None or cpu1 is None else
+                {k: round((cpu1[k] - cpu0[k]) / wall, 2) for k in cpu0}}
+
+    def in_window_counters(self, before: dict, at_end: dict) -> dict | None:
+        """The model's counters over the window alone (`server_batching` adds the drain, where few documents
+        run): documents per LSTM step, ms per step, padding (share of token slots), busy (share of the window)."""
+        if "tokens" not in at_end:
+            return None
+        d = {k: at_end[k] - before[k] for k in ("steps", "document_steps", "tokens", "model_seconds")}
+        if not d["steps"]:
+            return None
+        return {"documents_per_step": round(d["document_steps"] / d["steps"], 1),
+                "ms_per_step": round(1000 * d["model_seconds"] / d["steps"], 2),
+                "padding": round(1 - d["tokens"] / d["document_steps"], 3),
+                "model_busy": round(d["model_seconds"] / self.seconds, 3), "tokens": d["tokens"]}
+
+    def batching(self, before: dict, after: dict, wall: float) -> dict:
+        """The server's counters over the level: batches (segments, with continuous batching), the share of
+        the wall time the model ran (`model_busy`), and with continuous batching the documents running per LSTM
+        step and the share of token slots that were padding."""
+        d = {k: after[k] - before.get(k, 0) for k in ("requests", "texts", "batches", "model_seconds", "steps",
+                                                       "document_steps") if k in after}
+        out = {k: d[k] for k in ("requests", "texts", "batches")}
+        out |= {"largest_batch_texts": after["largest_batch_texts"], "errors": after["errors"],
+                "model_busy": round(d["model_seconds"] / wall, 3)}
+        if d.get("steps"):
+            out["documents_per_step"] = round(d["document_steps"] / d["steps"], 1)
+            out["ms_per_step"] = round(1000 * d["model_seconds"] / d["steps"], 2)
+            out["padding"] = round(1 - self.c["tokens"] / d["document_steps"], 3)
+        return out
 
 
 def plot(out: dict, path: Path) -> None:
@@ -243,7 +309,9 @@ def plot(out: dict, path: Path) -> None:
     a.set_xticks(x, [str(v) for v in x])
     a.minorticks_off()
     a.legend()
-    b.plot(x, [r["tokens_per_s"] for r in lv], "o-", label="served")
+    b.plot(x, [r["tokens_per_s"] for r in lv], "o-", label="answered in the window")
+    if all(r.get("model_tokens_per_s") is not None for r in lv):
+        b.plot(x, [r["model_tokens_per_s"] for r in lv], "s-", label="run by the model in the window")
     b.axhline(out["offline"]["tokens_per_s"], color="gray", ls=":", label="offline predict")
     b.axhline(0.8 * out["offline"]["tokens_per_s"], color="red", ls=":", lw=0.8, label="80% of offline")
     b.set(xscale="log", xlabel="concurrent clients", ylabel="tokens/s", title="Throughput", ylim=(0, None))
@@ -304,7 +372,6 @@ def main() -> None:
         expected = offline.predict_proba(pool)
         offline_s = time.perf_counter() - t
         labels = list(offline.labels)
-        del offline
         # how well the per-position check catches a swap: pairs of different texts whose answers differ
         a = expected[:, 0]
         distinct = float((np.abs(a[:, None] - a[None, :]) > args.atol).sum() / max(1, len(a) * (len(a) - 1)))
@@ -321,16 +388,33 @@ def main() -> None:
                 top = c == levels[-1]
                 print(f"{c} clients for {args.seconds if top else args.level_seconds:g} s ...", file=sys.stderr)
                 results.append(Level(url, pool, tokens, expected, labels, args, c,
-                                     args.seconds if top else args.level_seconds, args.bad if top else 0, bad).run())
+                                     args.seconds if top else args.level_seconds, args.bad if top else 0, bad,
+                                     proc.pid).run())
         finally:
             proc.terminate()
             proc.wait(60)
+        # offline again once the server is gone: this VM's speed drifts by 10-20% over minutes, so the
+        # comparison uses the mean of a run before and one after the levels (both are reported)
+        t = time.perf_counter()
+        again = offline.predict_proba(pool)
+        offline_after_s = time.perf_counter() - t
+        if not np.allclose(again, expected, atol=args.atol, rtol=0):
+            raise SystemExit("offline predict_proba changed between its two runs: the expected answers are unsure")
+        del offline
 
+    runs = [float(tokens.sum()) / offline_s, float(tokens.sum()) / offline_after_s]
+    offline_s = (offline_s + offline_after_s) / 2
     off_tps = float(tokens.sum()) / offline_s
     for r in results:
         r["served_over_offline_tokens"] = round(r["tokens_per_s"] / off_tps, 3)
         r["served_over_offline_texts"] = round(r["texts_per_s"] / (len(pool) / offline_s), 3)
+        r["served_over_offline_with_drain"] = round(r["tokens_per_s_with_drain"] / off_tps, 3)
+        if r["model_tokens_per_s"] is not None:
+            r["model_over_offline_tokens"] = round(r["model_tokens_per_s"] / off_tps, 3)
     top = results[-1]
+    # the bar is read on the model's tokens within the window where the server counts them (continuous
+    # batching): unlike the answered tokens, it is not biased by the latency at the window's edges
+    measure = "model_over_offline_tokens" if "model_over_offline_tokens" in top else "served_over_offline_tokens"
     wrong = sum(r[k] for r in results for k in ("lost", "mismatches", "unexpected_status", "transport_errors"))
     out = {"benchmark": "serve_load", "machine": machine(), "command": " ".join(sys.argv), "model": model_desc,
            "precision": args.precision, "data": pool_desc,
@@ -341,14 +425,22 @@ def main() -> None:
            "texts_per_request": f"1 to {args.max_texts_per_request}, uniform", "server_args": args.server_args,
            "limits": limits, "atol": args.atol,
            "offline": {"texts": len(pool), "tokens": int(tokens.sum()), "seconds": round(offline_s, 2),
-                       "texts_per_s": round(len(pool) / offline_s, 2), "tokens_per_s": round(off_tps, 1)},
+                       "texts_per_s": round(len(pool) / offline_s, 2), "tokens_per_s": round(off_tps, 1),
+                       "tokens_per_s_before_and_after": [round(x, 1) for x in runs],
+                       "note": "seconds: the mean of a run before the levels and one after them"},
            "levels": results,
-           "bars": {"served_over_offline_at_max_clients": top["served_over_offline_tokens"],
-                    "throughput_at_least_80pct": top["served_over_offline_tokens"] >= 0.8,
+           "bars": {"throughput_measure": measure, "throughput_over_offline_at_max_clients": top[measure],
+                    "throughput_at_least_80pct": top[measure] >= 0.8,
+                    "answered_in_window_over_offline": top["served_over_offline_tokens"],
+                    "answered_with_drain_over_offline": top["served_over_offline_with_drain"],
                     "wrong_lost_or_misordered_answers": wrong,
                     "bad_requests_sent": top["bad_sent"], "bad_answered_4xx_as_expected": top["bad_as_expected"],
                     "good_right_after_bad": top["good_right_after_bad"],
-                    "good_right_after_bad_ok": top["good_right_after_bad_ok"]},
+                    "good_right_after_bad_ok": top["good_right_after_bad_ok"],
+                    # levels where other processes took more than 0.15 cores (0 means offline's two runs differ
+                    # by more than 15%): the ratios of such a run are not to be trusted
+                    "shared_machine": [r["clients"] for r in results if (r["cpu_cores_used"] or {}).get("other", 0)
+                                       > 0.15] + ([0] if max(runs) > 1.15 * min(runs) else [])},
            "wall_seconds": round(time.time() - t0, 1)}
     out_path = Path(args.out)
     out_path.write_text(json.dumps(out, indent=2) + "\n")
@@ -358,7 +450,18 @@ def main() -> None:
               f"({100 * r['served_over_offline_tokens']:.0f}% of offline) p50 {r['latency_ms']['p50']:.0f} ms "
               f"p99 {r['latency_ms']['p99']:.0f} ms; {r['good_answered']}/{r['good_sent']} answered, "
               f"{r['mismatches']} mismatches, bad {r['bad_as_expected']}/{r['bad_sent']} as expected")
-    print(f"offline: {out['offline']['tokens_per_s']:.0f} tok/s -> {out_path} (+ .png)")
+        if r.get("model_tokens_per_s") is not None:
+            sb = r["server_in_window"]
+            print(f"     model in window {r['model_tokens_per_s']:.0f} tok/s "
+                  f"({100 * r['model_over_offline_tokens']:.0f}% of offline); answered with the drain "
+                  f"{100 * r['served_over_offline_with_drain']:.0f}%; "
+                  f"{sb.get('documents_per_step')} documents/step, {sb.get('ms_per_step')} ms/step, "
+                  f"padding {sb.get('padding')}, busy {sb['model_busy']} (in the window)")
+    print(f"offline: {out['offline']['tokens_per_s']:.0f} tok/s (before / after the levels: "
+          f"{runs[0]:.0f} / {runs[1]:.0f}) -> {out_path} (+ .png)")
+    if out["bars"]["shared_machine"]:
+        print(f"WARNING: other processes used the CPU (levels {out['bars']['shared_machine']}) or offline's two "
+              "runs differ by more than 15%: the ratios are unsure; rerun on a quiet machine", file=sys.stderr)
     if wrong or top["bad_sent"] != top["bad_as_expected"]:
         raise SystemExit(f"{wrong} wrong, lost or misordered answers; {top['bad_sent'] - top['bad_as_expected']} "
                          f"bad requests answered otherwise: see {out_path}")

@@ -1,5 +1,5 @@
 """`ulmfit-lab serve`: a real server on a free port, real HTTP requests (httpx). Answers equal offline
-`predict` in input order, also for concurrent requests (which are micro-batched); bad requests get 4xx JSON
+`predict` in input order, also for concurrent requests (which share the model's batches); bad requests get 4xx JSON
 errors and the server lives on; SIGTERM lets a request in flight finish."""
 
 import contextlib
@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import numpy as np
 import pytest
+import torch
 import uvicorn
 from conftest import ROOT, make_random_model
 from synth import make_reviews
@@ -23,7 +24,7 @@ from ulmfit_lab import cli
 from ulmfit_lab.models.artifact import write_ensemble
 from ulmfit_lab.serving.ensemble import load_model
 from ulmfit_lab.serving.predict import Predictor
-from ulmfit_lab.serving.serve import MicroBatcher, ServeLimits, ServerBusy, create_app
+from ulmfit_lab.serving.serve import ContinuousBatcher, MicroBatcher, ServeLimits, ServerBusy, create_app
 
 LIMITS = ServeLimits(max_texts=8, max_chars=2000, max_body_bytes=20_000, max_wait_ms=20)
 TEXTS = make_reviews(24, seed=5, n_sent=3).text.tolist() + ["", "ok", "é ☃ 😀 \x00", "The plot was dull. " * 20]
@@ -162,17 +163,38 @@ def test_unbounded_bodies_and_wrong_methods(client, offline):
 
 
 def test_a_failing_prediction_is_a_500_and_the_server_lives_on(client, app, offline, monkeypatch):
-    real = app.state.batcher.predict_proba
+    predictor = app.state.batcher.predictor
+    # a word none of TEXTS has: the model fails on any batch holding it (as on running out of memory)
+    used = set(np.concatenate(predictor.encode(TEXTS)).tolist())
+    word = next(w for i, w in enumerate(predictor.vocab)
+                if i not in used and w.isalpha() and w.islower() and not w.startswith("xx"))
+    boom = predictor.vocab.index(word)
+    real = predictor.model.embedding
 
-    def flaky(texts: list[str]) -> np.ndarray:
-        if "boom" in texts:
-            raise RuntimeError("out of memory")
-        return real(texts)
+    class Flaky(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if (x == boom).any():
+                raise RuntimeError("out of memory")
+            return real(x)
 
-    monkeypatch.setattr(app.state.batcher, "predict_proba", flaky)
-    resp = client.post("/predict", json={"texts": ["boom"]})
-    assert resp.status_code == 500 and resp.json()["error"]["code"] == "prediction_failed"
-    assert "RuntimeError: out of memory" in resp.json()["error"]["message"]
+    monkeypatch.setattr(predictor.model, "embedding", Flaky())
+    before = client.get("/health").json()
+    requests = [[0, 1], None, [2, 3, 4], [5]]  # None: the failing text; the others run beside it
+    barrier = threading.Barrier(len(requests))
+
+    def send(idx: list[int] | None) -> httpx.Response:
+        barrier.wait(timeout=10)
+        return client.post("/predict", json={"texts": [word] if idx is None else [TEXTS[i] for i in idx]})
+
+    with ThreadPoolExecutor(len(requests)) as pool:
+        answers = list(pool.map(send, requests))
+    for idx, resp in zip(requests, answers):
+        if idx is None:
+            assert resp.status_code == 500 and resp.json()["error"]["code"] == "prediction_failed"
+            assert "RuntimeError: out of memory" in resp.json()["error"]["message"]
+        else:
+            _check(resp, idx, offline)
+    assert client.get("/health").json()["errors"] - before["errors"] == 1
     _check(client.post("/predict", json={"texts": TEXTS[:2]}), [0, 1], offline)
 
 
@@ -226,6 +248,55 @@ def test_micro_batcher_fails_only_the_request_that_breaks_a_batch_and_bounds_its
     assert batcher.submit(["5"]).result(timeout=10)[0, 0] == 5.0 and batcher.alive
     assert batcher.stats["errors"] == 1 and batcher.stats["requests"] == 3
     batcher.close()
+
+
+@pytest.mark.parametrize("backwards", [False, True])
+def test_continuous_batcher_lets_documents_join_midway_and_answers_each_request_in_order(tmp_path, backwards):
+    model = make_random_model(tmp_path / "model", seed=2, backwards=backwards)
+    predictor = Predictor.load(model, precision="fp32", num_workers=0)
+    texts = TEXTS + [t * 3 for t in TEXTS[:6]]  # 1 to ~250 tokens: documents end in every segment
+    expected = predictor.predict_proba(texts)
+    # 4-step segments and at most 6 documents at a time (24 token slots / 4): documents wait, join midway, leave
+    batcher = ContinuousBatcher(predictor, max_wait_ms=0, max_batch_tokens=24, seg_len=8, min_seg=4)
+    rng = np.random.default_rng(1)
+    requests = [rng.choice(len(texts), size=rng.integers(1, 6), replace=False) for _ in range(12)]
+    first = [batcher.submit([texts[i] for i in idx]) for idx in requests[:6]]  # waiting together at the start
+    batcher.start()
+    while batcher.stats["batches"] < 5:  # the others arrive while documents are running
+        time.sleep(0.001)
+    futures = first + [batcher.submit([texts[i] for i in idx]) for idx in requests[6:]]
+    for idx, fut in zip(requests, futures):
+        np.testing.assert_allclose(fut.result(timeout=60), expected[idx], atol=1e-6)
+    stats = batcher.stats
+    assert stats["requests"] == 12 and stats["texts"] == sum(map(len, requests)) and stats["errors"] == 0
+    assert stats["largest_batch_texts"] == 6 and stats["queued_texts"] == 0 and stats["running_texts"] == 0
+    assert stats["batches"] > 40  # ~250-token documents in 4- to 8-step segments
+    # every real token ran once (`tokens`), padding only in the slots (`document_steps`)
+    lengths = np.array([len(x) for x in predictor.encode(texts)])
+    assert stats["tokens"] == sum(int(lengths[idx].sum()) for idx in requests) < stats["document_steps"]
+    last = batcher.submit(texts[:3])
+    batcher.close()  # answers what it holds, then refuses
+    np.testing.assert_allclose(last.result(timeout=0), expected[:3], atol=1e-6)
+    with pytest.raises(ServerBusy, match="shutting down"):
+        batcher.submit(["1"])
+    assert not batcher.alive
+
+
+def test_continuous_batcher_close_answers_a_request_still_being_tokenized(random_model, offline):
+    predictor = Predictor.load(random_model, precision="fp32", num_workers=0)
+    encode = predictor.encode
+
+    def slow_encode(texts):  # the tokenizer thread is still busy with the second request when the first is done
+        time.sleep(0.3)
+        return encode(texts)
+
+    predictor.encode = slow_encode
+    batcher = ContinuousBatcher(predictor, max_wait_ms=0).start()
+    first, second = batcher.submit(TEXTS[:1]), batcher.submit(TEXTS[1:3])
+    batcher.close()  # the model thread runs `first` and goes idle while `second` is tokenized: it must not stop
+    np.testing.assert_allclose(first.result(timeout=0), offline[0][:1], atol=1e-6)
+    np.testing.assert_allclose(second.result(timeout=0), offline[0][1:3], atol=1e-6)
+    assert not batcher.alive
 
 
 def test_cli_refuses_bad_models_and_limits_before_serving(tmp_path, random_model, capsys):

@@ -5,11 +5,12 @@
     GET  /metadata  labels, model card, versions, precision, limits
     GET  /docs      the OpenAPI page (/openapi.json)
 
-Requests go through one background thread (`MicroBatcher`): it takes the first waiting request, gathers
-more for at most `max_wait_ms` or until `max_batch_tokens` (estimated) are waiting, and runs them through
-the offline path (`Predictor.predict_proba`: tokenize, sort by length, batch by token budget) in one call;
-each request gets its own rows back, in its input order. Under load the model thus sees large batches, as
-offline `predict` does, while one request alone waits only `max_wait_ms` more.
+A single model's requests go through one background thread with continuous batching (`ContinuousBatcher`,
+continuous.py): each request is tokenized in a tokenizer thread, its documents join the running batch between
+LSTM segments and leave it when they end, so the model always runs with every document in flight; each request
+gets its own rows back, in its input order. An ensemble's requests are micro-batched (`MicroBatcher`): the
+first waiting request and those arriving within `max_wait_ms` (up to `max_batch_tokens`, estimated) run
+through the offline path (`predict_proba`: tokenize, sort by length, batch by token budget) in one call.
 
 Every request is bounded (body bytes, texts, characters per text, texts queued); anything malformed gets a
 4xx answer with a JSON error saying what was expected, what was found and what to do, and no input stops
@@ -35,6 +36,9 @@ from typing import Any
 import numpy as np
 
 from ..config import ConfigError
+from .continuous import ContinuousBatcher, ServerBusy
+
+__all__ = ["ContinuousBatcher", "MicroBatcher", "RequestError", "ServeLimits", "ServerBusy", "create_app", "serve"]
 
 CHARS_PER_TOKEN = 4  # fastai tokens of English text average a little over 4 characters (space included)
 
@@ -48,9 +52,10 @@ class ServeLimits:
         max_chars: characters per text (more: 413).
         max_body_bytes: bytes per request body (more: 413, before parsing).
         max_queued_texts: texts waiting for the model, all requests together (more: 503, retry later).
-        max_wait_ms: how long the batcher waits for more requests before running a batch.
-        max_batch_tokens: the batcher stops gathering once this many tokens (estimated as characters / 4)
-            are waiting; a larger request runs alone. The model itself batches by `Predictor.max_tokens`.
+        max_wait_ms: when the model is idle, how long the first request waits for others to run with it.
+        max_batch_tokens: continuous batching: token slots per LSTM segment (documents x steps); micro-batching
+            (ensembles): the batcher stops gathering once this many tokens (estimated as characters / 4) are
+            waiting, and a larger request runs alone.
     """
 
     max_texts: int = 256
@@ -67,10 +72,6 @@ class ServeLimits:
             bad.append(f"max_wait_ms: expected 0 or more, found {self.max_wait_ms}")
         if bad:
             raise ConfigError("serve limits: " + "; ".join(bad))
-
-
-class ServerBusy(RuntimeError):
-    """The queue is full, or the server is shutting down: the client should retry later."""
 
 
 @dataclass
@@ -101,7 +102,7 @@ class MicroBatcher:
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="ulmfit-lab-batcher", daemon=True)
         self.stats = {"requests": 0, "texts": 0, "batches": 0, "largest_batch_texts": 0, "errors": 0,
-                      "queued_texts": 0}
+                      "queued_texts": 0, "model_seconds": 0.0}
 
     def start(self) -> "MicroBatcher":
         self._thread.start()
@@ -172,6 +173,7 @@ class MicroBatcher:
         if not jobs:
             return
         texts = [t for j in jobs for t in j.texts]
+        t = time.perf_counter()
         try:
             proba = self.predict_proba(texts)
         except Exception as e:
@@ -183,6 +185,7 @@ class MicroBatcher:
             for j in jobs:
                 self._run_alone(j)
             return
+        self.stats["model_seconds"] += time.perf_counter() - t
         self._count(len(jobs), len(texts))
         start = 0
         for j in jobs:
@@ -336,7 +339,7 @@ def create_app(model: str | Path, precision: str = "auto", limits: ServeLimits |
 
     limits = limits or ServeLimits()
     folder = resolve_model_dir(model)
-    # num_workers=0: tokenize in the batcher thread; forking tokenizer processes from a threaded server is unsafe
+    # num_workers=0: tokenize in this process's threads; forking tokenizer processes from a threaded server is unsafe
     predictor = load_model(folder, device=device, precision=precision, num_workers=0)
     predictor.predict_proba(["warm up"])  # spaCy and the kernels set up now, not in the first request
     labels = list(predictor.labels)
@@ -344,8 +347,11 @@ def create_app(model: str | Path, precision: str = "auto", limits: ServeLimits |
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
-        app.state.batcher = MicroBatcher(predictor.predict_proba, limits.max_wait_ms, limits.max_batch_tokens,
-                                         limits.max_queued_texts).start()
+        # an ensemble's members each run their own model: they share a batch through the offline path
+        batcher = (MicroBatcher(predictor.predict_proba, limits.max_wait_ms, limits.max_batch_tokens,
+                                limits.max_queued_texts) if getattr(predictor, "members", None) else
+                   ContinuousBatcher(predictor, limits.max_wait_ms, limits.max_batch_tokens, limits.max_queued_texts))
+        app.state.batcher = batcher.start()
         try:
             yield
         finally:  # uvicorn has let the requests in flight finish by now
@@ -408,7 +414,7 @@ def _add_predict_route(app, predictor, labels: list, limits: ServeLimits) -> Non
     async def predict(request: Request):
         """Labels and class probabilities for each text, in input order.
 
-        Requests arriving together are run as one batch (at most `max_wait_ms` of waiting).
+        Requests share the model's batches: their texts join the running batch as it goes.
         """
         try:
             body = await read_body(request, limits.max_body_bytes)
