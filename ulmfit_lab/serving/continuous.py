@@ -38,6 +38,22 @@ class ServerBusy(RuntimeError):
     """The queue is full, or the server is shutting down: the client should retry later."""
 
 
+def admit(stats: dict, closed: bool, n: int, max_queued_texts: int) -> None:
+    """Count `n` more texts as queued in `stats`, or refuse them: the admission rule of both batchers (called
+    under the batcher's lock). One request is always let in, however large, when nothing waits.
+
+    Raises:
+        ServerBusy: the batcher is closed, or `max_queued_texts` would be passed.
+    """
+    if closed:
+        raise ServerBusy("the server is shutting down; retry on another instance or after it restarts")
+    queued = stats["queued_texts"]
+    if queued and queued + n > max_queued_texts:
+        raise ServerBusy(f"{queued} texts are waiting for the model (limit {max_queued_texts}, "
+                         "--max-queued-texts); retry shortly")
+    stats["queued_texts"] += n
+
+
 @dataclass(eq=False)
 class _Request:
     texts: int
@@ -98,13 +114,7 @@ class ContinuousBatcher:
         """
         req = _Request(len(texts), Future())
         with self._cond:
-            if self._closed:
-                raise ServerBusy("the server is shutting down; retry on another instance or after it restarts")
-            queued = self.stats["queued_texts"]
-            if queued and queued + len(texts) > self.max_queued_texts:
-                raise ServerBusy(f"{queued} texts are waiting for the model (limit {self.max_queued_texts}, "
-                                 "--max-queued-texts); retry shortly")
-            self.stats["queued_texts"] += len(texts)
+            admit(self.stats, self._closed, len(texts), self.max_queued_texts)
             self._tokenizer.submit(self._enqueue, req, texts)  # before close() shuts the tokenizer down
         return req.future
 

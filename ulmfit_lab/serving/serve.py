@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from ..config import ConfigError
-from .continuous import ContinuousBatcher, ServerBusy
+from .continuous import ContinuousBatcher, ServerBusy, admit
 
 __all__ = ["ContinuousBatcher", "MicroBatcher", "RequestError", "ServeLimits", "ServerBusy", "create_app", "serve"]
 
@@ -120,12 +120,7 @@ class MicroBatcher:
         """
         fut: Future = Future()
         with self._lock:
-            if self._closed:
-                raise ServerBusy("the server is shutting down; retry on another instance or after it restarts")
-            if self.stats["queued_texts"] and self.stats["queued_texts"] + len(texts) > self.max_queued_texts:
-                raise ServerBusy(f"{self.stats['queued_texts']} texts are waiting for the model (limit "
-                                 f"{self.max_queued_texts}, --max-queued-texts); retry shortly")
-            self.stats["queued_texts"] += len(texts)
+            admit(self.stats, self._closed, len(texts), self.max_queued_texts)
             self._queue.put(_Job(texts, sum(len(t) for t in texts) // CHARS_PER_TOKEN + len(texts), fut))
         return fut
 
