@@ -3,19 +3,24 @@
 For each dataset a pool of texts plays the unlabelled data (its labels hidden until a text is "labelled") and a
 fixed test set scores every step. Each seed runs two arms from nothing labelled up to the last budget:
   random     the next texts drawn at random from the pool (nested: the 100 contain the 50);
-  suggested  the first budget picked by diversity alone (k-means centres of the encoder features: nothing is
-             labelled yet), then each next batch by `ulmfit_lab.insight.select` (margin uncertainty of the
-             current model, uncertainty-weighted k-means over the encoder features).
+  suggested  what `ulmfit-lab suggest` picks: with nothing labelled a random sample, here the random arm's own
+             first draw (the same texts at the first budget pair the arms), then each next batch by
+             `ulmfit_lab.insight.select` (margin uncertainty of the current model, uncertainty-weighted k-means
+             over the encoder features). `--cold-start centre|cluster`: k-means cold starts instead (the earlier
+             rule: the text nearest each centre; or one random text per cluster), for comparison.
 Between rounds the model is refitted cheaply: a logistic regression (standardised features, C=`C`) on the frozen
 encoder's features (`lm_features`: the mean of every layer of the pretrained LM, embedding and each LSTM; with
 --layers top the old [last, max, mean] of its top layer; computed once for pool and test).
 Test accuracy is recorded at every budget for both arms. With --finetune, the texts each arm labelled at the
-last budget then train the full ULMFiT classifier once (the config's recipe; `data.valid_pct` of them
-validate), tested on the same test set.
+last budget then train the full ULMFiT classifier once per seed of --finetune-seeds (the config's recipe;
+`data.valid_pct` of them validate), tested on the same test set. The cheap refits cost seconds, so they run
+over more seeds (--seeds) than the fine-tunes: one budget's margin between two arms has a standard error of
+about a point over 3 seeds, as large as the effect measured.
 
 Usage:
   python benchmarks/active_learning.py --shared ../shared/data --datasets cr,imdb --budgets 50,100,200,400 \
-      --seeds 0,1,2 --finetune --out benchmarks/results/active_learning CONFIG [override ...]
+      --seeds 0,1,2,3,4,5,6,7,8,9 --finetune --finetune-seeds 0,1,2 --out benchmarks/results/active_learning \
+      CONFIG [override ...]
 Writes OUT/active_learning.json (machine, data, every accuracy, means, margins) and OUT/active_learning.png.
 """
 
@@ -44,15 +49,24 @@ from quickstart import ROOT, machine  # noqa: E402
 C = 0.1  # L2 strength of the cheap refit: 768 standardised features and 50-400 labels need strong shrinkage
 
 
-def load_dataset(name: str, shared: Path, pool: int, n_test: int, cache: Path, seed: int = 0
+def load_dataset(name: str, shared: Path, pool: int, n_test: int, cache: Path, seed: int = 0, dev: bool = False
                  ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(pool, test) with columns text, label. IMDb: `pool` random train reviews, `n_test` random test reviews;
-    CR: one random permutation, `n_test` sentences to test and up to `pool` of the rest to the pool."""
+    CR: one random permutation, `n_test` sentences to test and up to `pool` of the rest to the pool.
+
+    `dev`: choices are made here, never on test. The same pool draw, scored on texts outside it and outside the
+    test set: IMDb `n_test` other train reviews; CR the pool's last third (the pool keeps its first two thirds).
+    """
     rng = np.random.default_rng(seed)
     if name == "imdb":
         parts = read_source(str(shared / "imdb" / "aclImdb.tar.xz"), DataConfig(), cache)
         tr, te = parts["train"], parts["test"]
-        return (tr.iloc[rng.choice(len(tr), min(pool, len(tr)), replace=False)].reset_index(drop=True),
+        pidx = rng.choice(len(tr), min(pool, len(tr)), replace=False)
+        if dev:
+            rest = np.setdiff1d(np.arange(len(tr)), pidx)
+            didx = np.random.default_rng(seed + 1).choice(rest, min(n_test, len(rest)), replace=False)
+            return tr.iloc[pidx].reset_index(drop=True), tr.iloc[didx].reset_index(drop=True)
+        return (tr.iloc[pidx].reset_index(drop=True),
                 te.iloc[rng.choice(len(te), min(n_test, len(te)), replace=False)].reset_index(drop=True))
     if name == "cr":
         rows = [(line.strip(), lab) for lab in ("pos", "neg")
@@ -60,8 +74,11 @@ def load_dataset(name: str, shared: Path, pool: int, n_test: int, cache: Path, s
         df = pd.DataFrame(rows, columns=[TEXT, LABEL])
         idx = rng.permutation(len(df))
         n_test = min(n_test, len(df) // 3)
-        return (df.iloc[idx[n_test:n_test + pool]].reset_index(drop=True),
-                df.iloc[idx[:n_test]].reset_index(drop=True))
+        pool_df = df.iloc[idx[n_test:n_test + pool]].reset_index(drop=True)
+        if dev:
+            cut = 2 * len(pool_df) // 3
+            return pool_df.iloc[:cut].reset_index(drop=True), pool_df.iloc[cut:].reset_index(drop=True)
+        return pool_df, df.iloc[idx[:n_test]].reset_index(drop=True)
     raise SystemExit(f"unknown dataset {name!r}: expected imdb or cr")
 
 
@@ -98,9 +115,30 @@ def proba_all(model, x: np.ndarray, classes: list) -> np.ndarray:
     return out
 
 
+def kmeans_picks(feats: np.ndarray, n: int, seed: int, member: str) -> np.ndarray:
+    """The k-means cold starts, not adopted (`--cold-start`): from each of `n` k-means clusters of the pool (in
+    the space `select` clusters in: standardised, 50 principal directions) the text nearest its centre
+    (`centre`, the earlier rule) or a random one (`cluster`)."""
+    from sklearn.cluster import KMeans
+    from sklearn.decomposition import PCA
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(seed)
+    x = PCA(50, random_state=seed).fit_transform(StandardScaler().fit_transform(feats.astype(np.float64)))
+    km = KMeans(n_clusters=n, n_init=3, random_state=seed).fit(x)
+    dist = np.linalg.norm(x - km.cluster_centers_[km.labels_], axis=1)
+    groups = [np.flatnonzero(km.labels_ == c) for c in range(n)]
+    return np.array([g[np.argmin(dist[g])] if member == "centre" else rng.choice(g) for g in groups if len(g)],
+                    dtype=np.int64)
+
+
 def simulate(feats: np.ndarray, y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray, budgets: list[int],
-             seed: int) -> dict:
-    """Both arms for one seed: {arm: {"accuracy": [per budget], "picked": [pool rows at the last budget]}}."""
+             seed: int, cold_start: str = "random") -> dict:
+    """Both arms for one seed: {arm: {"accuracy": [per budget], "picked": [pool rows at the last budget]}}.
+
+    `cold_start`: the suggested arm's first budget, `random` (what `suggest` does with nothing labelled: the
+    random arm's own draw) or a k-means cold start (`centre`, `cluster`: see `kmeans_picks`).
+    """
     from threadpoolctl import threadpool_limits
 
     classes = sorted(set(y.tolist()))
@@ -117,7 +155,12 @@ def simulate(feats: np.ndarray, y: np.ndarray, test_x: np.ndarray, test_y: np.nd
         acc, model = [], None
         for b in budgets:
             proba = None if model is None else proba_all(model, feats, classes)
-            labelled[select(feats, b - int(labelled.sum()), proba, seed=seed, exclude=labelled)] = True
+            if model is None and cold_start == "random":
+                labelled[perm[:b]] = True
+            elif model is None:
+                labelled[kmeans_picks(feats, b, seed, cold_start)] = True
+            else:
+                labelled[select(feats, b - int(labelled.sum()), proba, seed=seed, exclude=labelled)] = True
             model = refit(feats[labelled], y[labelled], classes)
             acc.append(float((model.predict(test_x) == test_y).mean()))
         out["suggested"] = {"accuracy": acc, "picked": np.flatnonzero(labelled).tolist()}
@@ -141,7 +184,9 @@ def finetune(cfg: Config, pool: pd.DataFrame, test: pd.DataFrame, rows: list[int
 def summarize(per_seed: dict[int, dict], budgets: list[int]) -> dict:
     arms = {arm: np.array([per_seed[s][arm]["accuracy"] for s in per_seed]) for arm in ("random", "suggested")}
     margin = arms["suggested"].mean(0) - arms["random"].mean(0)
+    diff = arms["suggested"] - arms["random"]  # paired by seed
     return {"budgets": budgets,
+            "margin_se": (diff.std(0, ddof=1) / np.sqrt(len(diff))).round(4).tolist() if len(diff) > 1 else None,
             **{f"{arm}_mean": a.mean(0).round(4).tolist() for arm, a in arms.items()},
             **{f"{arm}_std": a.std(0).round(4).tolist() for arm, a in arms.items()},
             "margin": margin.round(4).tolist(), "min_margin": float(margin.min().round(4)),
@@ -173,7 +218,8 @@ def plot(results: dict, path: Path) -> None:
         ax.set_xticks(b, [str(x) for x in b])
         ax.set_xlabel("labelled texts")
         ax.set_ylabel("test accuracy")
-        ax.set_title(f"{name}: pool {r['pool']}, test {r['n_test']}, {len(r['per_seed'])} seeds")
+        scored = r.get("scored_on", "test")
+        ax.set_title(f"{name}: pool {r['pool']}, {scored} {r['n_test']}, {len(r['per_seed'])} seeds")
         ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     from ulmfit_lab.insight.html import atomic_png
@@ -191,11 +237,17 @@ def main() -> None:
     ap.add_argument("--shared", default=str(ROOT.parent / "shared" / "data"), help="the shared data folder")
     ap.add_argument("--datasets", default="cr,imdb", help="comma-separated: cr, imdb")
     ap.add_argument("--budgets", default="50,100,200,400", help="labelled texts at each step")
-    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--seeds", default="0,1,2,3,4,5,6,7,8,9", help="seeds of the cheap-refit simulation")
+    ap.add_argument("--finetune-seeds", default="0,1,2", help="seeds (of --seeds) whose last budget is fine-tuned")
     ap.add_argument("--pool", type=int, default=5000, help="pool texts per dataset (at most)")
     ap.add_argument("--n-test", type=int, default=2000, help="test texts per dataset (at most; CR: a third)")
     ap.add_argument("--layers", choices=("all", "top"), default="all", help="LM features: mean of every layer "
                     "(the library's default) or [last, max, mean] of the top layer")
+    ap.add_argument("--dev", action="store_true", help="score on a dev split (texts outside the pool and the "
+                    "test set), for choices; never choose on the test set")
+    ap.add_argument("--cold-start", choices=("random", "centre", "cluster"), default="random",
+                    help="the suggested arm's first budget: random (what `suggest` does with nothing labelled: "
+                    "the random arm's draw), or k-means centres / one random text per cluster, for comparison")
     ap.add_argument("--finetune", action="store_true", help="train the full classifier on each arm's last budget")
     ap.add_argument("--min-steps", type=int, default=200, help="fine-tuning: at least this many optimizer steps "
                     "(smaller batches, more epochs for a small N; 0: the config's as is)")
@@ -218,7 +270,7 @@ def main() -> None:
     results = json.loads(json_path.read_text()).get("results", {}) if json_path.is_file() else {}
     for name in args.datasets.split(","):
         t0 = time.time()
-        pool, test = load_dataset(name, Path(args.shared), args.pool, args.n_test, cache)
+        pool, test = load_dataset(name, Path(args.shared), args.pool, args.n_test, cache, dev=args.dev)
         if budgets[-1] > len(pool):
             raise SystemExit(f"{name}: budget {budgets[-1]} exceeds the pool of {len(pool)} texts")
         print(f"[active] {name}: pool {len(pool)}, test {len(test)}; encoding with {lm}", flush=True)
@@ -228,11 +280,12 @@ def main() -> None:
         y, test_y = pool[LABEL].astype(str).to_numpy(), test[LABEL].astype(str).to_numpy()
         per_seed = {}
         for seed in seeds:
-            per_seed[seed] = simulate(feats, y, test_x, test_y, budgets, seed)
+            per_seed[seed] = simulate(feats, y, test_x, test_y, budgets, seed, args.cold_start)
             print(f"[active] {name} seed {seed}: random {per_seed[seed]['random']['accuracy']}, suggested "
                   f"{per_seed[seed]['suggested']['accuracy']}", flush=True)
         t_sim = time.time() - t0 - t_feat
-        r = {"pool": len(pool), "n_test": len(test), "classes": sorted(set(y.tolist())),
+        r = {"pool": len(pool), "n_test": len(test), "scored_on": "dev" if args.dev else "test",
+             "classes": sorted(set(y.tolist())),
              "test_majority": float(pd.Series(test_y).value_counts(normalize=True).iloc[0]),
              "feature_dim": int(feats.shape[1]), "tokens": token_stats(lm, pool[TEXT].tolist(), cfg.classifier.max_len),
              "per_seed": {str(s): {a: {"accuracy": v[a]["accuracy"]}
@@ -241,7 +294,7 @@ def main() -> None:
                                                                   "simulation": round(t_sim, 1)}}
         if args.finetune:
             ft: dict[str, dict] = {"random": {}, "suggested": {}}
-            for seed in seeds:
+            for seed in [s for s in (int(x) for x in args.finetune_seeds.split(",")) if s in per_seed]:
                 for arm in ft:
                     ft[arm][str(seed)] = finetune(cfg, pool, test, per_seed[seed][arm]["picked"],
                                                   Path(args.run_root) / name / f"{arm}_seed{seed}", seed,
@@ -258,8 +311,10 @@ def main() -> None:
                        "features": ("mean of every layer (embedding and each LSTM)" if args.layers == "all" else
                                     "[last, max, mean] pooling of the LM's top LSTM layer")
                                    + f" over the last {cfg.classifier.max_len} tokens",
-                       "select": "first budget: k-means centres; then margin uncertainty, top 10n, "
-                                 "uncertainty-weighted k-means, nearest to centre",
+                       "select": f"first budget: {args.cold_start} (random: the random arm's draw); then margin "
+                                 "uncertainty, top 10n, uncertainty-weighted k-means, nearest to centre",
+                       "seeds": seeds, "cold_start": args.cold_start,
+                       "scored_on": "dev split (outside pool and test)" if args.dev else "test",
                        "finetune": "the config's classifier on the last budget's texts" if args.finetune else None},
             "command": " ".join(sys.argv), "machine": machine(), "results": results})
         plot(results, out / "active_learning.png")

@@ -81,8 +81,12 @@ def subset(docs: DocIds, n_tokens: int, seed: int) -> list[np.ndarray]:
     return out
 
 
-def step_seconds(cfg, n_vocab: int, loss_kind: str, bs: int, draws: int = 0, steps: int = 5) -> dict:
-    """Mean seconds per optimizer step on random ids, split into forward / loss / backward / optimizer."""
+def step_seconds(cfg, n_vocab: int, loss_kind: str, bs: int, draws: int = 0, steps: int = 5,
+                 bf16: bool = False) -> dict:
+    """Mean seconds per optimizer step on random ids, split into forward / loss / backward / optimizer.
+
+    `bf16`: forward and loss under CPU bf16 autocast, as `run.precision=bf16` trains on a CPU that has it.
+    """
     m, lp = cfg.model, cfg.lm_pretrain
     set_seed(0)
     model = build_lm(n_vocab, m, lp.drop_mult)
@@ -99,9 +103,10 @@ def step_seconds(cfg, n_vocab: int, loss_kind: str, bs: int, draws: int = 0, ste
     times = []
     for i in range(steps + 2):
         t = [time.perf_counter()]
-        out = model(x)[0]
-        t.append(time.perf_counter())
-        value = loss(out.reshape(-1, out.shape[-1]), y.reshape(-1)) if loss_kind == "plain" else loss(out, y)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = model(x)[0]
+            t.append(time.perf_counter())
+            value = loss(out.reshape(-1, out.shape[-1]), y.reshape(-1)) if loss_kind == "plain" else loss(out, y)
         t.append(time.perf_counter())
         value.backward()
         t.append(time.perf_counter())
@@ -112,7 +117,8 @@ def step_seconds(cfg, n_vocab: int, loss_kind: str, bs: int, draws: int = 0, ste
             times.append(np.diff(t))
     fwd, lo, bwd, op = np.mean(times, 0)
     total = fwd + lo + bwd + op
-    return {"loss": loss_kind, "bs": bs, "draws": draws or None, "forward_s": round(fwd, 4), "loss_s": round(lo, 4),
+    return {"loss": loss_kind, "bs": bs, "draws": draws or None, "precision": "bf16" if bf16 else "fp32",
+            "forward_s": round(fwd, 4), "loss_s": round(lo, 4),
             "backward_s": round(bwd, 4), "optimizer_s": round(op, 4), "step_s": round(total, 4),
             "tokens_per_s": round(bs * m.bptt / total, 1)}
 
@@ -175,6 +181,8 @@ def main() -> None:
     ap.add_argument("--init", help="an LM folder every trainer starts from, with the ids' vocab (e.g. the "
                     "campaign's previous pass); default: the same random weights")
     ap.add_argument("--part", default="candidates,train")
+    ap.add_argument("--bf16", action="store_true", help="candidates: also the sampled softmax in bf16 at 1, 2, 4 "
+                    "times the batch (on a CPU with native bf16)")
     ap.add_argument("--trainers", default="stock,today,sampled")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "lm_train_cpu.json"))
     ap.add_argument("overrides", nargs="*", help="config overrides, e.g. lm_pretrain.bs=32")
@@ -192,6 +200,9 @@ def main() -> None:
                              "LM whose vocab wrote these ids")
         n_vocab = len(vocab)
     precision = "bf16" if cpu_has_bf16() else "fp32"  # what `run.precision=bf16` trains in on this CPU
+    if args.bf16 and precision != "bf16":
+        raise SystemExit("--bf16: this CPU has no native bf16 (AVX-512 BF16 or AMX), and oneDNN has no bf16 LSTM "
+                         "without it; leave --bf16 out here")
     out: dict = {"benchmark": "lm_train_speed", "machine": machine(), "cpu_bf16": cpu_has_bf16(),
                  "precision_ours": precision, "precision_stock": "fp32", "ids": args.ids, "init": args.init,
                  "config": args.config, "overrides": args.overrides, "vocab": n_vocab,
@@ -202,6 +213,8 @@ def main() -> None:
         rows += [step_seconds(cfg, n_vocab, "sampled", bs, d) for d in (1024, 2048, 4096)]
         rows += [step_seconds(cfg, n_vocab, "fused", b) for b in (2 * bs, 4 * bs)]
         rows += [step_seconds(cfg, n_vocab, "sampled", 2 * bs, 2048)]
+        if args.bf16:  # the campaign's loss (sampled, 1,024 draws) at 1, 2 and 4 times the batch, in bf16
+            rows += [step_seconds(cfg, n_vocab, "sampled", b, 1024, bf16=True) for b in (bs, 2 * bs, 4 * bs)]
         base = rows[1]["tokens_per_s"]
         for r in rows:
             r["vs_fused"] = round(r["tokens_per_s"] / base, 3)

@@ -18,6 +18,8 @@ import pytest
 from conftest import ROOT
 from synth import make_reviews, review
 
+from ulmfit_lab.device import cpu_has_bf16
+
 TINY_MODEL = ["model.emb_sz=16", "model.n_hid=24", "model.n_layers=2", "model.bptt=16", "data.min_freq=1",
               "data.max_vocab=2000", "run.device=cpu"]
 # the scripts that default to configs/quickstart.yaml: no pretrained LM (the shipped one has its own sizes)
@@ -210,9 +212,12 @@ def test_lm_campaign_chains_passes_and_the_speed_benchmark_compares_trainers(sha
     out = tmp_path / "speed.json"
     _bench("lm_train_speed.py", "--ids", str(camp / "pass1" / "lm" / "ids"), "--tokens", "4000",
            "--valid-tokens", "1500", "--samples", "32", "--init", str(camp / "pass1" / "lm" / "model"),
-           "--out", str(out), *TINY_MODEL, "lm_pretrain.bs=8", "run.precision=fp32")
+           "--out", str(out), *TINY_MODEL, "lm_pretrain.bs=8", "run.precision=fp32",
+           *(["--bf16"] if cpu_has_bf16() else []))
     res = json.loads(out.read_text())
     assert {r["loss"] for r in res["candidates"]} == {"plain", "fused", "sampled"}
+    bf16_rows = [r for r in res["candidates"] if r["precision"] == "bf16"]
+    assert [r["bs"] for r in bf16_rows] == ([8, 16, 32] if cpu_has_bf16() else [])
     rows = {r["trainer"].split(" ")[0]: r for r in res["train"]["rows"]}
     assert set(rows) == {"stock", "today", "sampled"}
     for r in rows.values():  # every trainer saw the same tokens and is measured on the same held-out ids
@@ -221,14 +226,15 @@ def test_lm_campaign_chains_passes_and_the_speed_benchmark_compares_trainers(sha
     assert res["train"]["train_tokens"] >= 4000 and res["init"]
 
 
-def _active_learning(shared, tmp_path, cache_dir, tiny_run, datasets: str, seeds: str) -> dict:
+def _active_learning(shared, tmp_path, cache_dir, tiny_run, datasets: str, seeds: str, *extra: str) -> dict:
     out = tmp_path / "al"
     lm = tiny_run["dir"] / "lm_finetune" / "model"  # an LM folder of the tiny config's sizes
     _bench("active_learning.py", str(ROOT / "configs" / "tiny.yaml"), "lm_pretrain.source=pretrained",
            f"lm_pretrain.weights={lm}", "classifier.epochs=2", f"run.cache_dir={cache_dir}", "--shared", str(shared),
            "--datasets", datasets, "--budgets", "8,16,32", "--seeds", seeds, "--pool", "80", "--n-test", "40",
-           "--finetune", "--min-steps", "0", "--out", str(out), "--run-root", str(tmp_path / "runs"))
+           "--finetune", "--min-steps", "0", "--out", str(out), "--run-root", str(tmp_path / "runs"), *extra)
     res = json.loads((out / "active_learning.json").read_text())
+    assert all(r["scored_on"] == ("dev" if "--dev" in extra else "test") for r in res["results"].values())
     assert res["machine"]["torch"] and set(res["results"]) == set(datasets.split(","))
     for r in res["results"].values():
         s = r["summary"]
@@ -251,7 +257,7 @@ def test_active_learning_benchmark_runs_both_arms_and_the_final_finetune(shared,
 
 @pytest.mark.slow
 def test_active_learning_benchmark_on_both_datasets_and_seeds(shared, tmp_path, cache_dir, tiny_run):
-    _active_learning(shared, tmp_path, cache_dir, tiny_run, "cr,imdb", "0,1")
+    _active_learning(shared, tmp_path, cache_dir, tiny_run, "cr,imdb", "0,1", "--dev", "--cold-start", "cluster")
 
 
 @pytest.mark.slow  # a long end-to-end run; `pytest -m slow` runs it (the default suite stays under 15 min)

@@ -208,8 +208,12 @@ def test_select_prefers_uncertain_texts_spread_over_clusters():
     picks = select(feats, 5, proba, seed=0)
     assert len(set(picks.tolist())) == 5 and all(p[i] == 0.55 for i in picks)
     assert len({i // 60 for i in picks}) == 5  # one per cluster, not five from one
-    cold = select(feats, 5, None, seed=0)
-    assert len({i // 60 for i in cold}) == 5
+    # nothing labelled: a random sample (seeded), never an excluded text
+    taken = np.zeros(len(feats), bool)
+    taken[:150] = True
+    colds = [select(feats, 20, None, seed=s, exclude=taken) for s in range(3)]
+    assert all(len(set(c.tolist())) == 20 and c.min() >= 150 for c in colds)
+    assert (colds[0] == select(feats, 20, None, seed=0, exclude=taken)).all() and (colds[0] != colds[1]).any()
     done = np.zeros(len(feats), bool)
     done[picks] = True
     assert not set(select(feats, 5, proba, seed=0, exclude=done).tolist()) & set(picks.tolist())
@@ -257,9 +261,11 @@ def test_suggest_writes_a_csv_ready_to_label(tiny_run, tmp_path, capsys):
     assert len(out) == 12 and out["text"].is_unique and not set(out["text"]) & set(pool.head(30)["text"])
     assert out["uncertainty"].is_monotonic_decreasing
     assert (pool["text"].iloc[out["row"]].values == out["text"].values).all()
-    # an LM folder (nothing labelled yet): diversity alone
-    lm = suggest(tiny_run["dir"] / "lm_finetune" / "model", tmp_path / "pool.csv", n=8, out=tmp_path / "cold.csv")
+    # an LM folder (nothing labelled yet): a random sample, repeats and excluded texts left out
+    lm = suggest(tiny_run["dir"] / "lm_finetune" / "model", tmp_path / "pool.csv", n=8, out=tmp_path / "cold.csv",
+                 exclude=tmp_path / "done.csv")
     assert len(lm.table) == 8 and "uncertainty" not in lm.table and lm.table["text"].is_unique
+    assert not set(lm.table["text"]) & set(pool.head(30)["text"])
 
 def test_suggest_one_line_errors(tiny_run, tmp_path, capsys):
     code, _, err = call_cli(capsys, "suggest", str(tiny_run["dir"]), str(tmp_path / "nope.csv"))

@@ -68,7 +68,7 @@ def add_parsers(sub: argparse._SubParsersAction, overrides_help: str) -> None:
 
     d = ("Pick the texts to label next: the most uncertain ones (margin between the two likeliest classes), "
          "spread over the encoder's feature space by uncertainty-weighted k-means (one per cluster). With an LM "
-         "folder instead of a classifier (nothing labelled yet) the picks are k-means centres. Writes a CSV with "
+         "folder instead of a classifier (nothing labelled yet) the picks are a random sample. Writes a CSV with "
          "an empty label column, ready to label.")
     sp = sub.add_parser("suggest", help="Which texts to label next (uncertainty + diversity), as a CSV to label.",
                         description=d)
