@@ -39,7 +39,7 @@ from ulmfit_lab import load_config
 from ulmfit_lab.config import Config, DataConfig
 from ulmfit_lab.data.sources import LABEL, TEXT, LabelledData, _carve, read_source
 from ulmfit_lab.fileio import write_json
-from ulmfit_lab.insight.suggest import lm_features, select
+from ulmfit_lab.insight.suggest import kmeans_clusters, lm_features, select
 from ulmfit_lab.logs import show_progress
 from ulmfit_lab.stages.common import default_cache_dir
 
@@ -116,18 +116,11 @@ def proba_all(model, x: np.ndarray, classes: list) -> np.ndarray:
 
 
 def kmeans_picks(feats: np.ndarray, n: int, seed: int, member: str) -> np.ndarray:
-    """The k-means cold starts, not adopted (`--cold-start`): from each of `n` k-means clusters of the pool (in
-    the space `select` clusters in: standardised, 50 principal directions) the text nearest its centre
-    (`centre`, the earlier rule) or a random one (`cluster`)."""
-    from sklearn.cluster import KMeans
-    from sklearn.decomposition import PCA
-    from sklearn.preprocessing import StandardScaler
-
+    """The k-means cold starts, not adopted (`--cold-start`): from each of `n` k-means clusters of the pool (the
+    clustering `select` uses) the text nearest its centre (`centre`, the earlier rule) or a random one (`cluster`)."""
     rng = np.random.default_rng(seed)
-    x = PCA(50, random_state=seed).fit_transform(StandardScaler().fit_transform(feats.astype(np.float64)))
-    km = KMeans(n_clusters=n, n_init=3, random_state=seed).fit(x)
-    dist = np.linalg.norm(x - km.cluster_centers_[km.labels_], axis=1)
-    groups = [np.flatnonzero(km.labels_ == c) for c in range(n)]
+    labels, dist = kmeans_clusters(feats, n, seed)
+    groups = [np.flatnonzero(labels == c) for c in range(n)]
     return np.array([g[np.argmin(dist[g])] if member == "centre" else rng.choice(g) for g in groups if len(g)],
                     dtype=np.int64)
 
@@ -183,8 +176,8 @@ def finetune(cfg: Config, pool: pd.DataFrame, test: pd.DataFrame, rows: list[int
 
 def summarize(per_seed: dict[int, dict], budgets: list[int]) -> dict:
     arms = {arm: np.array([per_seed[s][arm]["accuracy"] for s in per_seed]) for arm in ("random", "suggested")}
-    margin = arms["suggested"].mean(0) - arms["random"].mean(0)
     diff = arms["suggested"] - arms["random"]  # paired by seed
+    margin = diff.mean(0)
     return {"budgets": budgets,
             "margin_se": (diff.std(0, ddof=1) / np.sqrt(len(diff))).round(4).tolist() if len(diff) > 1 else None,
             **{f"{arm}_mean": a.mean(0).round(4).tolist() for arm, a in arms.items()},

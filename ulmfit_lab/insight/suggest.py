@@ -126,6 +126,23 @@ def margin_uncertainty(proba: np.ndarray) -> np.ndarray:
     return 1.0 - (top2[:, 1] - top2[:, 0])
 
 
+def kmeans_clusters(features: np.ndarray, n: int, seed: int = 0, weight: np.ndarray | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """(cluster of each row, its distance to that cluster's centre) for `n` k-means clusters of `features`,
+    standardised and, when wider than 50, in their 50 principal directions; `weight`: k-means sample weights."""
+    from sklearn.cluster import KMeans
+    from sklearn.decomposition import PCA
+    from sklearn.preprocessing import StandardScaler
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):  # small problems: spinning BLAS threads only slow them down
+        x = StandardScaler().fit_transform(features.astype(np.float64))
+        if x.shape[1] > 50 and len(x) > 50:  # k-means distances in 50 principal directions: faster, less noise
+            x = PCA(50, random_state=seed).fit_transform(x)
+        km = KMeans(n_clusters=n, n_init=3, random_state=seed).fit(x, sample_weight=weight)
+    return km.labels_, np.linalg.norm(x - km.cluster_centers_[km.labels_], axis=1)
+
+
 def select(features: np.ndarray, n: int, proba: np.ndarray | None = None, seed: int = 0, beta: int = BETA,
            exclude: np.ndarray | None = None) -> np.ndarray:
     """Indices of `n` texts to label: uncertainty-weighted k-means over the `beta * n` most uncertain (see the
@@ -139,11 +156,6 @@ def select(features: np.ndarray, n: int, proba: np.ndarray | None = None, seed: 
         beta: candidates per pick.
         exclude: boolean mask of texts not to pick (already labelled).
     """
-    from sklearn.cluster import KMeans
-    from sklearn.decomposition import PCA
-    from sklearn.preprocessing import StandardScaler
-    from threadpoolctl import threadpool_limits
-
     avail = np.flatnonzero(~exclude) if exclude is not None else np.arange(len(features))
     if n <= 0 or len(avail) == 0:
         return np.array([], dtype=np.int64)
@@ -155,15 +167,10 @@ def select(features: np.ndarray, n: int, proba: np.ndarray | None = None, seed: 
     unc = margin_uncertainty(proba)
     order = avail[np.lexsort((rng.random(len(avail)), -unc[avail]))]  # most uncertain first, ties at random
     cand = order[:min(len(order), beta * n)]
-    with threadpool_limits(limits=1, user_api="blas"):  # small problems: spinning BLAS threads only slow them down
-        x = StandardScaler().fit_transform(features[cand].astype(np.float64))
-        if x.shape[1] > 50 and len(cand) > 50:  # k-means distances in 50 principal directions: faster, less noise
-            x = PCA(50, random_state=seed).fit_transform(x)
-        km = KMeans(n_clusters=n, n_init=3, random_state=seed).fit(x, sample_weight=unc[cand] + 1e-6)
-    dist = np.linalg.norm(x - km.cluster_centers_[km.labels_], axis=1)
+    labels, dist = kmeans_clusters(features[cand], n, seed, weight=unc[cand] + 1e-6)
     picks = []
     for c in range(n):
-        members = np.flatnonzero(km.labels_ == c)
+        members = np.flatnonzero(labels == c)
         if len(members):
             picks.append(cand[members[np.argmin(dist[members])]])
     picks = np.array(picks, dtype=np.int64)
