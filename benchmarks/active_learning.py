@@ -188,6 +188,16 @@ def summarize(per_seed: dict[int, dict], budgets: list[int]) -> dict:
                                            for k in range(len(budgets))]}
 
 
+def summarize_finetune(ft: dict[str, dict[str, dict]]) -> dict:
+    """Mean test accuracy of each arm's fine-tunes and the margin paired by seed (± its standard error)."""
+    seeds = sorted(set(ft["random"]) & set(ft["suggested"]), key=int)
+    means = {arm: float(np.mean([v["accuracy"] for v in d.values()])) for arm, d in ft.items()}
+    diff = np.array([ft["suggested"][s]["accuracy"] - ft["random"][s]["accuracy"] for s in seeds])
+    return {"mean": means, "margin": round(means["suggested"] - means["random"], 4),
+            "margin_se": round(float(diff.std(ddof=1) / np.sqrt(len(diff))), 4) if len(diff) > 1 else None,
+            "seeds_where_suggested_wins": int((diff >= 0).sum()), "n_seeds": len(seeds)}
+
+
 def plot(results: dict, path: Path) -> None:
     from ulmfit_lab.plots import _plt
 
@@ -294,8 +304,7 @@ def main() -> None:
                                                   args.min_steps)
                     print(f"[active] {name} seed {seed} {arm}: full fine-tune test accuracy "
                           f"{ft[arm][str(seed)]['accuracy']:.4f}", flush=True)
-            means = {arm: float(np.mean([v["accuracy"] for v in d.values()])) for arm, d in ft.items()}
-            r["finetune"] = {**ft, "mean": means, "margin": round(means["suggested"] - means["random"], 4)}
+            r["finetune"] = {**ft, **summarize_finetune(ft)}
         r["command"] = " ".join(sys.argv)
         results[name] = r
         write_json(json_path, {

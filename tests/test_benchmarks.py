@@ -246,6 +246,13 @@ def _active_learning(shared, tmp_path, cache_dir, tiny_run, datasets: str, seeds
         assert s["suggested_ge_random_at_every_budget"] == (min(s["margin"]) >= 0)
         assert r["finetune"]["margin"] == pytest.approx(r["finetune"]["mean"]["suggested"]
                                                         - r["finetune"]["mean"]["random"], abs=1e-4)
+        ft = r["finetune"]  # the fine-tunes are paired by seed: margin ± its standard error over the seeds
+        diffs = [ft["suggested"][k]["accuracy"] - ft["random"][k]["accuracy"] for k in ft["random"]]
+        assert ft["n_seeds"] == len(diffs) == len(set(seeds.split(",")) & {"0", "1", "2"})
+        assert ft["seeds_where_suggested_wins"] == sum(d >= 0 for d in diffs)
+        assert (ft["margin_se"] is None) == (len(diffs) == 1)
+        if len(diffs) > 1:
+            assert ft["margin_se"] == pytest.approx(np.std(diffs, ddof=1) / np.sqrt(len(diffs)), abs=1e-4)
     assert (out / "active_learning.png").stat().st_size > 5000
     return res
 
