@@ -28,8 +28,9 @@ def pass_result(folder: Path) -> dict | None:
 
     (A finished pass counts as it is, whatever the overrides now: a campaign keeps one recipe.)
     """
-    done = folder / "lm" / "DONE.json"
-    if not done.is_file():
+    # the stage folder is `lm`, or `lm_bwd` for a backward campaign (`model.backwards=true`)
+    done = next((d for d in (folder / "lm" / "DONE.json", folder / "lm_bwd" / "DONE.json") if d.is_file()), None)
+    if done is None:
         return None
     try:
         return json.loads(done.read_text(encoding="utf-8")).get("result")
