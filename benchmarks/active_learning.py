@@ -13,9 +13,12 @@ encoder's features (`lm_features`: the mean of every layer of the pretrained LM,
 --layers top the old [last, max, mean] of its top layer; computed once for pool and test).
 Test accuracy is recorded at every budget for both arms. With --finetune, the texts each arm labelled at the
 last budget then train the full ULMFiT classifier once per seed of --finetune-seeds (the config's recipe;
-`data.valid_pct` of them validate), tested on the same test set. The cheap refits cost seconds, so they run
-over more seeds (--seeds) than the fine-tunes: one budget's margin between two arms has a standard error of
-about a point over 3 seeds, as large as the effect measured.
+`data.valid_pct` of them validate), tested on the same test set; `--class-prior cold-start` trains the
+suggested arm's classifier for the class shares of its first budget (`classifier.class_prior`: its only texts
+drawn at random; the selected ones are nearer balance than the pool), as `suggest`'s advice says. Each fine-tune
+also records the share of test texts predicted per class and, for two classes, ROC AUC. The cheap refits cost
+seconds, so they run over more seeds (--seeds) than the fine-tunes: one budget's margin between two arms has a
+standard error of about a point over 3 seeds, as large as the effect measured.
 
 Usage:
   python benchmarks/active_learning.py --shared ../shared/data --datasets cr,imdb --budgets 50,100,200,400 \
@@ -171,7 +174,31 @@ def finetune(cfg: Config, pool: pd.DataFrame, test: pd.DataFrame, rows: list[int
     res = run_variant(cfg, [f"run.seed={seed}", *small_n_overrides(cfg, len(tr), min_steps)], run_dir,
                       data=LabelledData(tr, va, test, []))
     return {"accuracy": res.eval_accuracy, "macro_f1": res.eval_macro_f1, "valid_accuracy": res.valid_accuracy,
-            "n_train": len(tr), "n_valid": len(va), "seconds": res.seconds, "run_dir": res.run_dir}
+            **ranking(Path(res.run_dir) / "evaluate" / "predictions.csv"), "n_train": len(tr), "n_valid": len(va),
+            "train_share": {str(k): round(float(v), 4) for k, v in tr[LABEL].astype(str).value_counts(normalize=True)
+                            .sort_index().items()}, "seconds": res.seconds, "run_dir": res.run_dir}
+
+
+def ranking(predictions: Path) -> dict:
+    """What accuracy alone hides: the share of test texts predicted as each class and, for two classes, the
+    ROC AUC (threshold-free: how well the classifier ranks the texts, apart from where its 0.5 cut falls)."""
+    from sklearn.metrics import roc_auc_score
+
+    df = pd.read_csv(predictions)
+    shares = df["prediction"].astype(str).value_counts(normalize=True).sort_index()
+    out = {"predicted_share": {str(k): round(float(v), 4) for k, v in shares.items()}}
+    cols = [c for c in df.columns if c.startswith("proba_")]
+    if len(cols) == 2 and df["label"].nunique() == 2:
+        pos = cols[1][len("proba_"):]
+        out["roc_auc"] = round(float(roc_auc_score(df["label"].astype(str) == pos, df[cols[1]])), 4)
+    return out
+
+
+def cold_start_prior(labels: np.ndarray, classes: list) -> dict[str, float]:
+    """The class shares of the first budget's texts (a random sample: the only labels drawn at random in the
+    suggested arm), add-one smoothed so that a class the sample missed keeps a share."""
+    counts = np.array([(labels == c).sum() for c in classes], dtype=np.float64) + 1
+    return {str(c): round(float(v), 4) for c, v in zip(classes, counts / counts.sum())}
 
 
 def summarize(per_seed: dict[int, dict], budgets: list[int]) -> dict:
@@ -191,11 +218,23 @@ def summarize(per_seed: dict[int, dict], budgets: list[int]) -> dict:
 def summarize_finetune(ft: dict[str, dict[str, dict]]) -> dict:
     """Mean test accuracy of each arm's fine-tunes and the margin paired by seed (± its standard error)."""
     seeds = sorted(set(ft["random"]) & set(ft["suggested"]), key=int)
+    if not seeds:  # one arm fine-tuned (--finetune-arms): nothing to pair yet
+        return {"n_seeds": 0}
     acc = {arm: np.array([ft[arm][s]["accuracy"] for s in seeds]) for arm in ("random", "suggested")}
     diff = acc["suggested"] - acc["random"]  # paired by seed, as `summarize` derives the refit margin
-    return {"mean": {arm: float(a.mean()) for arm, a in acc.items()}, "margin": round(float(diff.mean()), 4),
-            "margin_se": round(float(diff.std(ddof=1) / np.sqrt(len(diff))), 4) if len(diff) > 1 else None,
-            "seeds_where_suggested_wins": int((diff >= 0).sum()), "n_seeds": len(seeds)}
+    out = {"mean": {arm: float(a.mean()) for arm, a in acc.items()}, "margin": round(float(diff.mean()), 4),
+           "margin_se": _se(diff), "seeds_where_suggested_wins": int((diff >= 0).sum()), "n_seeds": len(seeds)}
+    if all("roc_auc" in ft[arm][s] for arm in acc for s in seeds):  # the same, threshold-free
+        auc = {arm: np.array([ft[arm][s]["roc_auc"] for s in seeds]) for arm in acc}
+        d = auc["suggested"] - auc["random"]
+        out["roc_auc"] = {"mean": {arm: round(float(a.mean()), 4) for arm, a in auc.items()},
+                          "margin": round(float(d.mean()), 4), "margin_se": _se(d)}
+    return out
+
+
+def _se(diff: np.ndarray) -> float | None:
+    """Standard error of a mean of paired differences (None for one pair)."""
+    return round(float(diff.std(ddof=1) / np.sqrt(len(diff))), 4) if len(diff) > 1 else None
 
 
 def plot(results: dict, path: Path) -> None:
@@ -210,12 +249,14 @@ def plot(results: dict, path: Path) -> None:
             m, sd = np.array(s[f"{arm}_mean"]), np.array(s[f"{arm}_std"])
             ax.plot(b, m, marker="o", color=color, label=f"{arm} (frozen encoder + logistic head)")
             ax.fill_between(b, m - sd, m + sd, color=color, alpha=0.15)
-        if r.get("finetune"):
-            for arm, color in (("random", "tab:grey"), ("suggested", "tab:blue")):
-                accs = [v["accuracy"] for v in r["finetune"][arm].values()]
-                ax.errorbar([b[-1] * 1.06 if arm == "suggested" else b[-1] * 0.94], [np.mean(accs)],
-                            yerr=[np.std(accs)], marker="*", ms=12, color=color, ls="none",
-                            label=f"{arm}: full ULMFiT fine-tune at {b[-1]}")
+        plain, prior = r.get("finetune") or {}, r.get("finetune_class_prior") or {}
+        fts = [plain.get("random") or prior.get("random"), plain.get("suggested"), prior.get("suggested")]
+        for runs, x, color, what in zip(fts, (0.94, 1.06, 1.12), ("tab:grey", "tab:blue", "tab:green"),
+                                        ("random", "suggested", "suggested, classifier.class_prior")):
+            if runs:
+                accs = [v["accuracy"] for v in runs.values()]
+                ax.errorbar([b[-1] * x], [np.mean(accs)], yerr=[np.std(accs)], marker="*", ms=12, color=color,
+                            ls="none", label=f"{what}: full ULMFiT fine-tune at {b[-1]}")
         ax.set_xscale("log")
         ax.minorticks_off()  # only the budgets as ticks
         ax.set_xticks(b, [str(x) for x in b])
@@ -254,6 +295,11 @@ def main() -> None:
     ap.add_argument("--finetune", action="store_true", help="train the full classifier on each arm's last budget")
     ap.add_argument("--min-steps", type=int, default=200, help="fine-tuning: at least this many optimizer steps "
                     "(smaller batches, more epochs for a small N; 0: the config's as is)")
+    ap.add_argument("--finetune-arms", default="random,suggested", choices=("random,suggested", "random", "suggested"),
+                    help="the arms to fine-tune (one alone: to add to the other's runs of an earlier result file)")
+    ap.add_argument("--class-prior", choices=("none", "cold-start"), default="none",
+                    help="fine-tuning the suggested arm: `cold-start` trains it for the class shares of its first "
+                    "(random) budget (`classifier.class_prior`): selected texts are nearer balance than the data")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "active_learning"))
     ap.add_argument("--run-root", default="runs/active_learning", help="where the fine-tuning runs go")
     args = ap.parse_args()
@@ -298,13 +344,20 @@ def main() -> None:
         if args.finetune:
             ft: dict[str, dict] = {"random": {}, "suggested": {}}
             for seed in [s for s in (int(x) for x in args.finetune_seeds.split(",")) if s in per_seed]:
-                for arm in ft:
-                    ft[arm][str(seed)] = finetune(cfg, pool, test, per_seed[seed][arm]["picked"],
-                                                  Path(args.run_root) / name / f"{arm}_seed{seed}", seed,
+                for arm in args.finetune_arms.split(","):
+                    prior = None
+                    if arm == "suggested" and args.class_prior == "cold-start":
+                        prior = cold_start_prior(y[per_seed[seed]["random"]["picked"][:budgets[0]]], r["classes"])
+                    c = cfg if prior is None else cfg.replace(f"classifier.class_prior={json.dumps(prior)}")
+                    tag = f"{arm}_prior" if prior is not None else arm
+                    ft[arm][str(seed)] = finetune(c, pool, test, per_seed[seed][arm]["picked"],
+                                                  Path(args.run_root) / name / f"{tag}_seed{seed}", seed,
                                                   args.min_steps)
+                    ft[arm][str(seed)]["class_prior"] = prior
                     print(f"[active] {name} seed {seed} {arm}: full fine-tune test accuracy "
                           f"{ft[arm][str(seed)]['accuracy']:.4f}", flush=True)
-            r["finetune"] = {**ft, **summarize_finetune(ft)}
+            # the suggested arm trained for its cold start's class shares is another result than the plain one
+            r["finetune" if args.class_prior == "none" else "finetune_class_prior"] = {**ft, **summarize_finetune(ft)}
         r["command"] = " ".join(sys.argv)
         results[name] = r
         write_json(json_path, {
@@ -317,7 +370,8 @@ def main() -> None:
                                  "uncertainty, top 10n, uncertainty-weighted k-means, nearest to centre",
                        "seeds": seeds, "cold_start": args.cold_start,
                        "scored_on": "dev split (outside pool and test)" if args.dev else "test",
-                       "finetune": "the config's classifier on the last budget's texts" if args.finetune else None},
+                       "finetune": "the config's classifier on the last budget's texts" if args.finetune else None,
+                       "class_prior": args.class_prior if args.finetune else None},
             "command": " ".join(sys.argv), "machine": machine(), "results": results})
         plot(results, out / "active_learning.png")
     print(json.dumps({k: v["summary"] for k, v in results.items()}, indent=1))

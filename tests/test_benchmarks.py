@@ -236,21 +236,33 @@ def _active_learning(shared, tmp_path, cache_dir, tiny_run, datasets: str, seeds
     res = json.loads((out / "active_learning.json").read_text())
     assert all(r["scored_on"] == ("dev" if "--dev" in extra else "test") for r in res["results"].values())
     assert res["machine"]["torch"] and set(res["results"]) == set(datasets.split(","))
-    for r in res["results"].values():
+    key = "finetune_class_prior" if "cold-start" in extra else "finetune"  # --class-prior cold-start
+    for name, r in res["results"].items():
         s = r["summary"]
         assert s["budgets"] == [8, 16, 32] and set(r["per_seed"]) == set(seeds.split(","))
         for arm in ("random", "suggested"):
             assert all(0 <= a <= 1 for v in r["per_seed"].values() for a in v[arm]["accuracy"])
-            assert r["finetune"][arm]["0"]["n_train"] + r["finetune"][arm]["0"]["n_valid"] == 32
+            run = r[key][arm]["0"]
+            assert run["n_train"] + run["n_valid"] == 32
+            assert 0 <= run["roc_auc"] <= 1 and sum(run["predicted_share"].values()) == pytest.approx(1, abs=1e-3)
+            assert sum(run["train_share"].values()) == pytest.approx(1, abs=1e-3)
+            prior = run["class_prior"]  # --class-prior cold-start: the suggested arm's, from its first (random) texts
+            if arm == "suggested" and "cold-start" in extra:
+                assert set(prior) == set(r["classes"]) and sum(prior.values()) == pytest.approx(1, abs=1e-3)
+                assert (tmp_path / "runs" / name / "suggested_prior_seed0").is_dir()
+            else:
+                assert prior is None
         assert s["margin"] == pytest.approx([a - b for a, b in zip(s["suggested_mean"], s["random_mean"])], abs=2e-4)
         assert s["suggested_ge_random_at_every_budget"] == (min(s["margin"]) >= 0)
-        assert r["finetune"]["margin"] == pytest.approx(r["finetune"]["mean"]["suggested"]
-                                                        - r["finetune"]["mean"]["random"], abs=1e-4)
-        ft = r["finetune"]  # the fine-tunes are paired by seed: margin ± its standard error over the seeds
+        ft = r[key]  # the fine-tunes are paired by seed: margin ± its standard error over the seeds
+        assert ft["margin"] == pytest.approx(ft["mean"]["suggested"] - ft["mean"]["random"], abs=1e-4)
         diffs = [ft["suggested"][k]["accuracy"] - ft["random"][k]["accuracy"] for k in ft["random"]]
         assert ft["n_seeds"] == len(diffs) == len(set(seeds.split(",")) & {"0", "1", "2"})
         assert ft["seeds_where_suggested_wins"] == sum(d >= 0 for d in diffs)
         assert (ft["margin_se"] is None) == (len(diffs) == 1)
+        auc = ft["roc_auc"]  # threshold-free, paired the same way
+        assert auc["margin"] == pytest.approx(np.mean([ft["suggested"][k]["roc_auc"] - ft["random"][k]["roc_auc"]
+                                                       for k in ft["random"]]), abs=1e-4)
         if len(diffs) > 1:
             assert ft["margin_se"] == pytest.approx(np.std(diffs, ddof=1) / np.sqrt(len(diffs)), abs=1e-4)
     assert (out / "active_learning.png").stat().st_size > 5000
@@ -264,7 +276,8 @@ def test_active_learning_benchmark_runs_both_arms_and_the_final_finetune(shared,
 
 @pytest.mark.slow
 def test_active_learning_benchmark_on_both_datasets_and_seeds(shared, tmp_path, cache_dir, tiny_run):
-    _active_learning(shared, tmp_path, cache_dir, tiny_run, "cr,imdb", "0,1", "--dev", "--cold-start", "cluster")
+    _active_learning(shared, tmp_path, cache_dir, tiny_run, "cr,imdb", "0,1", "--dev", "--cold-start", "cluster",
+                     "--class-prior", "cold-start")
 
 
 @pytest.mark.slow  # a long end-to-end run; `pytest -m slow` runs it (the default suite stays under 15 min)

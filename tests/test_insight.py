@@ -253,9 +253,13 @@ def test_suggest_writes_a_csv_ready_to_label(tiny_run, tmp_path, capsys):
     pool["id"] = np.arange(len(pool))
     pool.to_csv(tmp_path / "pool.csv", index=False)
     pool.head(30).to_csv(tmp_path / "done.csv", index=False)
-    code, _, _ = call_cli(capsys, "suggest", str(tiny_run["dir"]), str(tmp_path / "pool.csv"), "--n", "12", "--exclude",
-                      str(tmp_path / "done.csv"), "-o", str(tmp_path / "next.csv"))
+    code, printed, _ = call_cli(capsys, "suggest", str(tiny_run["dir"]), str(tmp_path / "pool.csv"), "--n", "12",
+                                "--exclude", str(tmp_path / "done.csv"), "-o", str(tmp_path / "next.csv"))
     assert code == 0
+    # selected texts are not a random sample: the summary and the JSON beside the CSV say to train with a prior
+    advice = json.loads(printed[printed.index("{"):])["advice"]
+    assert "not a random sample" in advice and "classifier.class_prior" in advice
+    assert json.loads((tmp_path / "next.json").read_text())["advice"] == advice
     out = pd.read_csv(tmp_path / "next.csv", keep_default_na=False)
     assert list(out.columns[:4]) == ["rank", "text", "label", "id"] and (out["label"] == "").all()
     assert len(out) == 12 and out["text"].is_unique and not set(out["text"]) & set(pool.head(30)["text"])
@@ -265,6 +269,7 @@ def test_suggest_writes_a_csv_ready_to_label(tiny_run, tmp_path, capsys):
     lm = suggest(tiny_run["dir"] / "lm_finetune" / "model", tmp_path / "pool.csv", n=8, out=tmp_path / "cold.csv",
                  exclude=tmp_path / "done.csv")
     assert len(lm.table) == 8 and "uncertainty" not in lm.table and lm.table["text"].is_unique
+    assert lm.advice.startswith("a random sample") and "classifier.class_prior" in lm.advice
     assert not set(lm.table["text"]) & set(pool.head(30)["text"])
 
 def test_suggest_one_line_errors(tiny_run, tmp_path, capsys):

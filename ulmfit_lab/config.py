@@ -204,6 +204,11 @@ class ClassifierConfig(TrainConfig):
     max_len: Int = 1400
     # train at most the top N layer groups (1: the head alone on a frozen encoder); None: all of them
     trainable_groups: Int | None = field(default=None, metadata=IN_KEY_UNLESS_DEFAULT)
+    # single-label: the class shares to train for, e.g. {pos: 0.62, neg: 0.38}; each class's loss is weighted
+    # prior / its share of the training texts. For labels not drawn at random (`ulmfit-lab suggest` picks texts
+    # near the decision boundary, nearer balance than the data): a classifier learns its training shares as its
+    # prior. None: the training texts' own shares
+    class_prior: dict[Str, Float] | None = field(default=None, metadata=IN_KEY_UNLESS_DEFAULT)
     # multi-task: each task's loss weight (a task not named: 1.0); the loss is the weighted sum
     task_weights: dict[Str, Float] | None = field(default=None, metadata=IN_KEY_UNLESS_DEFAULT)
     # progressive sequence length: max_len per block of epochs, e.g. [100, 300, 700] (then predict with max_len)
@@ -508,7 +513,8 @@ def _check_values(cfg: Config) -> list[str]:
     positive("classifier.trainable_groups", cfg.classifier.trainable_groups, allow_none=True)
     if cfg.classifier.head and min(cfg.classifier.head) <= 0:
         errs.append(f"classifier.head: layer sizes must be > 0, found {cfg.classifier.head!r}")
-    errs += _check_labels(cfg.data) + _check_task_weights(cfg) + _check_max_len_schedule(cfg.classifier)
+    errs += _check_labels(cfg.data) + _check_task_weights(cfg) + _check_class_prior(cfg)
+    errs += _check_max_len_schedule(cfg.classifier)
     lp = cfg.lm_pretrain
     if lp.source == "scratch" and not lp.corpus:
         errs.append("lm_pretrain.corpus: source is 'scratch' but no corpus is given (list of paths)")
@@ -548,6 +554,21 @@ def _check_task_weights(cfg: Config) -> list[str]:
         return [f"classifier.task_weights: unknown task(s) {unknown}; the tasks are data.label_column {tasks}"]
     if any(v < 0 for v in w.values()) or not any(w.get(t, 1.0) > 0 for t in tasks):
         return [f"classifier.task_weights: weights must be >= 0 and not all 0, found {w!r}"]
+    return []
+
+
+def _check_class_prior(cfg: Config) -> list[str]:
+    """`classifier.class_prior`: one label column, one label per text, shares > 0 (the classifier stage checks
+    the class names against the data's)."""
+    p = cfg.classifier.class_prior
+    if p is None:
+        return []
+    if len(label_columns(cfg.data)) > 1 or cfg.data.label_sep is not None:
+        return [f"classifier.class_prior: set for a multi-task or multi-label config; it is for one label per text "
+                f"(single-label): drop it, found {p!r}"]
+    if not p or any(v <= 0 for v in p.values()):
+        return [f"classifier.class_prior: expected a share > 0 for each class, e.g. {{pos: 0.62, neg: 0.38}}; "
+                f"found {p!r}"]
     return []
 
 

@@ -107,7 +107,7 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> int:
 
         res = suggest(args.model, args.unlabelled, args.n, args.output, args.text_column, args.exclude, args.seed,
                       args.beta)
-        out = {"suggested": len(res.table)}
+        out = {"suggested": len(res.table), "advice": res.advice}
         files = res.files
     print(json.dumps({"command": args.command, **out, "files": files}, indent=2, default=str))
     return 0

@@ -45,13 +45,26 @@ from .report import normalize
 
 BETA = 10  # candidates per pick: Zhdanov (2019) found 10 a good default between pure uncertainty and diversity
 
+# What to do with the labels. Texts picked near the decision boundary are nearer balance than the data (CR: 57%
+# positive against 64%), and a classifier trained on them learns that as its prior: on CR dev splits its
+# predictions were 4.6 points less often positive than a random-label classifier's (benchmarks/README.md,
+# "Simulated labelling"). The first batch, a random sample, gives the data's class shares to train for.
+ADVICE_RANDOM = ("a random sample (nothing labelled yet): once labelled, its class shares estimate your data's; "
+                 "keep them: texts suggested later are not a random sample, so train on those with "
+                 "classifier.class_prior={label: share, ...} set to these shares")
+ADVICE_SELECTED = ("not a random sample: texts near the decision boundary, their classes nearer balance than your "
+                   "data's. Train on them with your data's class shares, e.g. those of your first (random) batch: "
+                   "classifier.class_prior={label: share, ...}")
+
 
 @dataclass
 class Suggestion:
-    """`table`: the picked texts, most uncertain first, with an empty `label` column to fill in."""
+    """`table`: the picked texts, most uncertain first, with an empty `label` column to fill in; `advice`: how to
+    train on them once labelled (a random sample, or selected texts that want `classifier.class_prior`)."""
 
     table: pd.DataFrame
     files: dict[str, str] = field(default_factory=dict)
+    advice: str = ""
 
 
 # ---------------------------------------------------------------- features
@@ -202,7 +215,7 @@ def suggest(model: str | Path, unlabelled: str | Path | Sequence[str], n: int = 
 
     Returns:
         A `Suggestion`: the input's columns for the picked rows plus `label` (empty), `rank`, `prediction`,
-        `confidence`, `uncertainty` and `row` (the input row).
+        `confidence`, `uncertainty` and `row` (the input row); its `advice` says how to train on them.
     """
     if n < 1:
         raise DataError(f"--n: expected at least 1 text to suggest; found {n}")
@@ -245,7 +258,7 @@ def suggest(model: str | Path, unlabelled: str | Path | Sequence[str], n: int = 
         table["prediction"] = [labels[i] for i in proba[picks].argmax(1)]
         table["confidence"] = proba[picks].max(1).round(4)
         table["uncertainty"] = margin_uncertainty(proba[picks]).round(4)
-    res = Suggestion(table.reset_index(drop=True))
+    res = Suggestion(table.reset_index(drop=True), advice=ADVICE_RANDOM if proba is None else ADVICE_SELECTED)
     if out is None and isinstance(unlabelled, (str, Path)):
         p = Path(unlabelled)
         out = p.with_name(p.name.split(".")[0] + "_to_label.csv")
@@ -258,7 +271,7 @@ def suggest(model: str | Path, unlabelled: str | Path | Sequence[str], n: int = 
                           "method": "margin uncertainty, top beta*n, uncertainty-weighted k-means, nearest to centre"
                           if proba is not None else "a random sample (no classifier yet: nothing to be uncertain "
                           "about)", "features": "the classifier head's input" if proba is not None else None,
-                          "beta": beta, "seed": seed})
+                          "beta": beta, "seed": seed, "advice": res.advice})
         res.files = {"csv": str(out), "json": str(meta)}
     return res
 

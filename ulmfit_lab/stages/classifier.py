@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ..config import key_dict
 from ..data.labels import MULTI_LABEL, SINGLE
@@ -25,7 +26,7 @@ from ..models.checkpoint import load_weights, save_checkpoint
 from ..serving.predict import Predictor
 from ..training import distributed
 from ..training.learner import fit_phases, make_learner
-from ..training.multi import MaxLenSchedule, loss_and_metrics, targets_array, tune_thresholds
+from ..training.multi import MaxLenSchedule, class_weights_for, loss_and_metrics, targets_array, tune_thresholds
 from ..training.schedules import unfreeze_phases
 from .common import Context, StageResult, run_cached
 from .data import DataResult, ids_of
@@ -58,7 +59,13 @@ def run(ctx: Context, data: DataResult, encoder: LMFinetuneResult) -> Classifier
         lm = build_lm(len(vocab), m)
         load_weights(lm, Path(encoder.model_dir) / WEIGHTS)  # a corrupt file: CheckpointError
         model[0].module.load_state_dict(lm[0].state_dict())  # the LM's encoder, weights only
-        loss_func, metrics = loss_and_metrics(spec, cc.task_weights)
+        weights = None if cc.class_prior is None else class_weights_for(cc.class_prior, classes, ytr)
+        if weights is not None:
+            log.info(f"classifier: class_prior {cc.class_prior}: loss weights "
+                     f"{dict(zip(map(str, classes), np.round(weights, 3).tolist()))}")
+        loss_func, metrics = loss_and_metrics(
+            spec, cc.task_weights, None if weights is None else torch.tensor(weights, dtype=torch.float32,
+                                                                              device=ctx.device))
         learn = make_learner(dls, model, classifier_layer_groups, cc, ctx.cfg.run, ctx.device, metrics,
                              stage.path, loss_func=loss_func)
         phases = unfreeze_phases(len(learn.opt.param_lists), cc.epochs, cc.gradual_unfreezing, cc.trainable_groups)

@@ -18,12 +18,13 @@ import numpy as np
 import torch
 from fastai.callback.core import Callback
 from fastai.learner import Metric
-from fastai.losses import BCEWithLogitsLossFlat
+from fastai.losses import BCEWithLogitsLossFlat, CrossEntropyLossFlat
 from fastai.metrics import accuracy, accuracy_multi
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..data.labels import IGNORE, MULTI_LABEL, MULTI_TASK, LabelSpec
+from ..data.tables import DataError
 from ..models.awd_lstm import activate
 from .distributed import unwrap
 
@@ -81,14 +82,38 @@ class TaskAccuracy(Metric):
         return "task_accuracy"
 
 
-def loss_and_metrics(spec: LabelSpec, task_weights: dict[str, float] | None = None) -> tuple[nn.Module | None, list]:
-    """(loss, metrics) of a label mode; loss None: the learner's default (cross-entropy), single-label."""
+def loss_and_metrics(spec: LabelSpec, task_weights: dict[str, float] | None = None,
+                     class_weights: torch.Tensor | None = None) -> tuple[nn.Module | None, list]:
+    """(loss, metrics) of a label mode; loss None: the learner's default (cross-entropy), single-label.
+    `class_weights`: single-label, one loss weight per class (`class_weights_for`)."""
     if spec.mode == MULTI_LABEL:
         return BCEWithLogitsLossFlat(), [accuracy_multi]
     if spec.mode == MULTI_TASK:
         weights = [(task_weights or {}).get(t, 1.0) for t in spec.task_names]
         return MultiTaskLoss(spec.bounds(), weights), [TaskAccuracy(spec.bounds())]
+    if class_weights is not None:
+        return CrossEntropyLossFlat(weight=class_weights), [accuracy]
     return None, [accuracy]
+
+
+def class_weights_for(prior: dict[str, float], classes: Sequence, y: np.ndarray) -> np.ndarray:
+    """Per class, prior / its share of the training targets `y` (class indices), scaled so the mean weight over
+    the training texts is 1 (the loss keeps its size, so the learning rates keep their meaning).
+
+    Raises:
+        DataError: `prior` names a class the data lacks, leaves one out, or a class has no training text.
+    """
+    names, prior = [str(c) for c in classes], {str(k): float(v) for k, v in prior.items()}  # YAML: 0/1 keys are ints
+    if set(prior) != set(names):
+        raise DataError(f"classifier.class_prior: expected a share for each class {names}; found "
+                        f"{sorted(prior)}. Name every class of the data once")
+    counts = np.bincount(y, minlength=len(names)).astype(np.float64)
+    if (counts == 0).any():
+        raise DataError(f"classifier.class_prior: class(es) {[n for n, c in zip(names, counts) if c == 0]} have no "
+                        "training text, so no weight can give them their share; label some, or drop the prior")
+    target = np.array([prior[n] for n in names])
+    w = (target / target.sum()) / (counts / counts.sum())
+    return w / (w * counts).sum() * counts.sum()
 
 
 def targets_array(spec: LabelSpec, column: Sequence) -> np.ndarray:

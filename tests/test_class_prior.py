@@ -1,0 +1,48 @@
+"""`classifier.class_prior`: a classifier trained for the class shares of the data, not of its labelled texts."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import call_cli, copy_run
+
+from ulmfit_lab import load_config
+from ulmfit_lab.config import ConfigError
+from ulmfit_lab.data.tables import DataError
+from ulmfit_lab.serving.predict import Predictor
+from ulmfit_lab.training.multi import class_weights_for
+
+
+def test_class_weights_give_each_class_its_prior_share_of_the_loss():
+    y = np.array([0] * 30 + [1] * 10)
+    for prior in ({"neg": 0.5, "pos": 0.5}, {"neg": 0.2, "pos": 0.8}, {"pos": 3, "neg": 1}):  # shares: any scale
+        w = class_weights_for(prior, ["neg", "pos"], y)
+        mass = w * np.bincount(y)
+        total = sum(prior.values())
+        assert mass / mass.sum() == pytest.approx([prior["neg"] / total, prior["pos"] / total])
+        assert w[y].mean() == pytest.approx(1.0)  # the loss keeps its size over the training texts
+    assert class_weights_for({0: 0.75, 1: 0.25}, [0, 1], y) == pytest.approx([1, 1])  # YAML int keys; already so
+    with pytest.raises(DataError, match=r"expected a share for each class \['neg', 'pos'\]; found \['neg', 'pso'\]"):
+        class_weights_for({"neg": 0.5, "pso": 0.5}, ["neg", "pos"], y)
+    with pytest.raises(DataError, match=r"\['pos'\] have no training text"):
+        class_weights_for({"neg": 0.5, "pos": 0.5}, ["neg", "pos"], np.zeros(5, dtype=np.int64))
+
+
+def test_class_prior_config_errors_say_what_to_do():
+    assert load_config("tiny", ["classifier.class_prior={pos: 0.6, neg: 0.4}"]).classifier.class_prior == {
+        "pos": 0.6, "neg": 0.4}
+    with pytest.raises(ConfigError, match=r"class_prior: expected a share > 0 for each class"):
+        load_config("tiny", ["classifier.class_prior={pos: 0.6, neg: 0}"])
+    with pytest.raises(ConfigError, match="class_prior: set for a multi-task or multi-label config"):
+        load_config("tiny", ["data.label_column=[sentiment, topic]", "classifier.class_prior={a: 1}"])
+
+
+def test_class_prior_moves_the_classifier_toward_that_prior(tiny_run, tiny_csvs, tmp_path, capsys):
+    # the same data, encoder and seed, one epoch each (the head alone: not yet sure of every text), once plain and
+    # once for a prior of 90% "pos" (the texts are 50/50): the second must lean to "pos" on the test texts
+    test, pos = pd.read_csv(tiny_csvs["test"]), {}
+    for name, extra in (("plain", []), ("prior", ["classifier.class_prior={pos: 0.9, neg: 0.1}"])):
+        run = copy_run(tiny_run["dir"], tmp_path / name)
+        code, _, err = call_cli(capsys, *tiny_run["args"], f"run.dir={run}", "classifier.epochs=1", *extra)
+        assert code == 0, err
+        pos[name] = Predictor.load(run / "classifier" / "model").predict_proba(test.text)[:, 1].mean()
+    assert pos["prior"] > pos["plain"] + 0.05, pos
