@@ -175,8 +175,12 @@ def finetune(cfg: Config, pool: pd.DataFrame, test: pd.DataFrame, rows: list[int
                       data=LabelledData(tr, va, test, []))
     return {"accuracy": res.eval_accuracy, "macro_f1": res.eval_macro_f1, "valid_accuracy": res.valid_accuracy,
             **ranking(Path(res.run_dir) / "evaluate" / "predictions.csv"), "n_train": len(tr), "n_valid": len(va),
-            "train_share": {str(k): round(float(v), 4) for k, v in tr[LABEL].astype(str).value_counts(normalize=True)
-                            .sort_index().items()}, "seconds": res.seconds, "run_dir": res.run_dir}
+            "train_share": shares(tr[LABEL]), "seconds": res.seconds, "run_dir": res.run_dir}
+
+
+def shares(labels: pd.Series) -> dict[str, float]:
+    """{class: its share of `labels`}, classes in sorted order."""
+    return {str(k): round(float(v), 4) for k, v in labels.astype(str).value_counts(normalize=True).sort_index().items()}
 
 
 def ranking(predictions: Path) -> dict:
@@ -185,8 +189,7 @@ def ranking(predictions: Path) -> dict:
     from sklearn.metrics import roc_auc_score
 
     df = pd.read_csv(predictions)
-    shares = df["prediction"].astype(str).value_counts(normalize=True).sort_index()
-    out = {"predicted_share": {str(k): round(float(v), 4) for k, v in shares.items()}}
+    out = {"predicted_share": shares(df["prediction"])}
     cols = [c for c in df.columns if c.startswith("proba_")]
     if len(cols) == 2 and df["label"].nunique() == 2:
         pos = cols[1][len("proba_"):]

@@ -59,13 +59,13 @@ def run(ctx: Context, data: DataResult, encoder: LMFinetuneResult) -> Classifier
         lm = build_lm(len(vocab), m)
         load_weights(lm, Path(encoder.model_dir) / WEIGHTS)  # a corrupt file: CheckpointError
         model[0].module.load_state_dict(lm[0].state_dict())  # the LM's encoder, weights only
-        weights = None if cc.class_prior is None else class_weights_for(cc.class_prior, classes, ytr)
-        if weights is not None:
+        class_weights = None
+        if cc.class_prior is not None:
+            w = class_weights_for(cc.class_prior, classes, ytr)
             log.info(f"classifier: class_prior {cc.class_prior}: loss weights "
-                     f"{dict(zip(map(str, classes), np.round(weights, 3).tolist()))}")
-        loss_func, metrics = loss_and_metrics(
-            spec, cc.task_weights, None if weights is None else torch.tensor(weights, dtype=torch.float32,
-                                                                              device=ctx.device))
+                     f"{dict(zip(map(str, classes), np.round(w, 3).tolist()))}")
+            class_weights = torch.tensor(w, dtype=torch.float32, device=ctx.device)
+        loss_func, metrics = loss_and_metrics(spec, cc.task_weights, class_weights)
         learn = make_learner(dls, model, classifier_layer_groups, cc, ctx.cfg.run, ctx.device, metrics,
                              stage.path, loss_func=loss_func)
         phases = unfreeze_phases(len(learn.opt.param_lists), cc.epochs, cc.gradual_unfreezing, cc.trainable_groups)

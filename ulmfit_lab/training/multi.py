@@ -112,8 +112,8 @@ def class_weights_for(prior: dict[str, float], classes: Sequence, y: np.ndarray)
         raise DataError(f"classifier.class_prior: class(es) {[n for n, c in zip(names, counts) if c == 0]} have no "
                         "training text, so no weight can give them their share; label some, or drop the prior")
     target = np.array([prior[n] for n in names])
-    w = (target / target.sum()) / (counts / counts.sum())
-    return w / (w * counts).sum() * counts.sum()
+    # mean weight over the texts: sum_c (p_c / (n_c / N)) * n_c / N = sum_c p_c = 1, already
+    return (target / target.sum()) / (counts / counts.sum())
 
 
 def targets_array(spec: LabelSpec, column: Sequence) -> np.ndarray:
