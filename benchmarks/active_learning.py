@@ -306,6 +306,9 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "active_learning"))
     ap.add_argument("--run-root", default="runs/active_learning", help="where the fine-tuning runs go")
     args = ap.parse_args()
+    if args.class_prior == "cold-start" and args.cold_start != "random":
+        raise SystemExit("--class-prior cold-start: the prior comes from the suggested arm's first texts as a random "
+                         f"sample; with --cold-start {args.cold_start} they are not one. Use --cold-start random")
     budgets = sorted(int(x) for x in args.budgets.split(","))
     seeds = [int(x) for x in args.seeds.split(",")]
     cfg = load_config(args.config, args.overrides)
