@@ -2,10 +2,14 @@
 against one process: ranks in sync, rank 0 the only writer, same samples seen, similar results, exact resume.
 """
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,12 +27,42 @@ CPU = torch.device("cpu")
 ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
 
 
-def _torchrun(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+def _descendants(pid: int) -> list[int]:
+    """Every process below `pid` (torchrun starts its ranks in sessions of their own: not in its group)."""
+    try:
+        kids = [int(k) for t in Path(f"/proc/{pid}/task").iterdir() for k in (t / "children").read_text().split()]
+    except OSError:
+        return []
+    return kids + [d for k in kids for d in _descendants(k)]
+
+
+def _run(cmd: list[str], env: dict, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run `cmd` to the end; if it hangs, fail with every process's Python stack (faulthandler on SIGUSR1, set
+    up by `ulmfit_lab.training.distributed.setup`) instead of waiting out a long timeout with nothing to show.
+    These runs take ~15 s alone; 300 s leaves room for a loaded CI machine."""
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=cwd) as proc:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            procs = _descendants(proc.pid)
+            for pid in procs:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGUSR1)
+            time.sleep(2)
+            for pid in [proc.pid, *procs]:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+            out, err = proc.communicate()
+            pytest.fail(f"still running after {timeout:.0f} s: {' '.join(cmd[2:])}\nstdout:\n{out[-3000:]}\n"
+                        f"stderr, with the ranks' stacks:\n{err[-12000:]}")
+    assert proc.returncode == 0, f"{out[-3000:]}\n{err[-3000:]}"
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def _torchrun(*args: str) -> subprocess.CompletedProcess:
     env = dict(ENV, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")]))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT / "tests", timeout=timeout)
-    assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return proc
+    return _run(cmd, env, ROOT / "tests")
 
 
 # ---------------------------------------------------------------- sharding, in one process
@@ -169,10 +203,7 @@ def ddp_run(tmp_path_factory, tiny_csvs, cache_dir):
     run_dir = tmp_path_factory.mktemp("ddp") / "tiny"
     args = ["run", str(CONFIGS / "tiny.yaml"), "--nproc", "2", f"data.train={tiny_csvs['train']}",
             f"data.test={tiny_csvs['test']}", f"run.dir={run_dir}", f"run.cache_dir={cache_dir}"]
-    env = dict(ENV)
-    proc = subprocess.run([sys.executable, "-m", "ulmfit_lab.cli", *args], capture_output=True, text=True,
-                          env=env, cwd=ROOT, timeout=600)
-    assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    proc = _run([sys.executable, "-m", "ulmfit_lab.cli", *args], dict(ENV), ROOT, timeout=600)
     return {"dir": run_dir, "proc": proc}
 
 

@@ -16,9 +16,11 @@ and gives each rank whole batches of half the steps, which breaks an LM's stream
 
 from __future__ import annotations
 
+import faulthandler
 import hashlib
 import logging
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -82,11 +84,14 @@ def setup(device: torch.device) -> torch.device:
     """Join the process group if launched as one of N processes; return this rank's device.
 
     NCCL when the run uses CUDA (each rank on GPU `LOCAL_RANK`), gloo on the CPU. Without a launcher this
-    does nothing and returns `device`.
+    does nothing and returns `device`. A rank sent SIGUSR1 prints every thread's Python stack to stderr and
+    goes on (`kill -USR1 PID`): where each rank of a run that seems stuck is waiting.
     """
     global _control
     if dist.is_initialized() or not launched():
         return _rank_device(device)
+    if hasattr(signal, "SIGUSR1"):
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
     if device.type == "cuda":
         local = int(os.environ.get("LOCAL_RANK", 0))
         if local >= torch.cuda.device_count():

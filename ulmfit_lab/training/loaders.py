@@ -239,11 +239,16 @@ def classifier_loaders(train_ids, train_y, valid_ids, valid_y, bs: int, bptt: in
     # the head's BatchNorm cannot train on one row: drop a last batch that would leave some rank a single row
     # (one process: a last batch of one text; fastai drops every incomplete last batch)
     drop_last = len(tr) > bs and 0 < len(tr) % bs < 2 * n_world
+    # No worker processes (fastai's SortedDL forks one per CPU core at every epoch): padding in-memory ids costs
+    # nothing beside the model, and a fork from a process running other threads (gloo's, OpenMP's, tqdm's
+    # monitor) can leave the child stuck on a lock no thread will release: a 2-rank run hung in its
+    # validation loader's fork about once in ten runs here (tests/test_distributed.py). LMDataLoader forks none.
     train_dl = _shard(ReplaySortedDL(tr, res=_lengths(train_ids).tolist(), bs=min(bs, len(tr)), shuffle=True,
-                                     drop_last=drop_last, before_batch=pad_batch(bptt), device=device),
-                      rank, world, pad_last=True)
+                                     drop_last=drop_last, before_batch=pad_batch(bptt), device=device,
+                                     num_workers=0), rank, world, pad_last=True)
     valid_dl = _shard(ShardedSortedDL(va, res=_lengths(valid_ids).tolist(), bs=bs * 2, shuffle=False,
-                                      before_batch=pad_batch(bptt), device=device), rank, world, pad_last=False)
+                                      before_batch=pad_batch(bptt), device=device, num_workers=0),
+                      rank, world, pad_last=False)
     if seed is not None:
         train_dl.rng.seed(seed)
     return DataLoaders(train_dl, valid_dl, device=device)
