@@ -1,15 +1,18 @@
-"""`classifier.class_prior`: a classifier trained for the class shares of the data, not of its labelled texts."""
+"""The single-label classifier's loss options: `classifier.class_prior` (trained for the class shares of the data,
+not of its labelled texts) and `classifier.label_smoothing`."""
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from conftest import call_cli, copy_run
 
 from ulmfit_lab import load_config
 from ulmfit_lab.config import ConfigError
+from ulmfit_lab.data.labels import LabelSpec
 from ulmfit_lab.data.tables import DataError
 from ulmfit_lab.serving.predict import Predictor
-from ulmfit_lab.training.multi import class_weights_for
+from ulmfit_lab.training.multi import class_weights_for, loss_and_metrics
 
 
 def test_class_weights_give_each_class_its_prior_share_of_the_loss():
@@ -46,3 +49,34 @@ def test_class_prior_moves_the_classifier_toward_that_prior(tiny_run, tiny_csvs,
         assert code == 0, err
         pos[name] = Predictor.load(run / "classifier" / "model").predict_proba(test.text)[:, 1].mean()
     assert pos["prior"] > pos["plain"] + 0.05, pos
+
+
+def test_label_smoothing_loss_is_the_smoothed_cross_entropy():
+    spec = LabelSpec(classes=("neg", "pos", "mid"))
+    logits, y = torch.tensor([[4.0, -2.0, 0.5], [0.1, 0.2, 3.0]]), torch.tensor([0, 2])
+    loss, _ = loss_and_metrics(spec, label_smoothing=0.3)
+    logp = torch.log_softmax(logits, -1)
+    target = torch.full_like(logp, 0.3 / 3)
+    target[torch.arange(2), y] += 0.7
+    assert float(loss(logits, y)) == pytest.approx(float(-(target * logp).sum(-1).mean()), rel=1e-5)
+    assert loss_and_metrics(spec)[0] is None  # 0: the learner's plain cross-entropy
+
+
+def test_label_smoothing_config_errors_say_what_to_do():
+    assert load_config("tiny", ["classifier.label_smoothing=0.1"]).classifier.label_smoothing == 0.1
+    with pytest.raises(ConfigError, match=r"label_smoothing: expected a share in \[0, 1\)"):
+        load_config("tiny", ["classifier.label_smoothing=1"])
+    with pytest.raises(ConfigError, match="label_smoothing: set for a multi-task or multi-label config"):
+        load_config("tiny", ["data.label_column=[sentiment, topic]", "classifier.label_smoothing=0.1"])
+
+
+def test_label_smoothing_keeps_the_classifier_from_certainty(tiny_run, tiny_csvs, tmp_path, capsys):
+    # the same data, encoder and seed, trained plain and with 40% of the target spread over the 2 classes (the
+    # smoothed target of a text's label is 0.8): the plain classifier grows surer of the training texts than 0.8
+    train, conf = pd.read_csv(tiny_csvs["train"]), {}
+    for name, extra in (("plain", []), ("smoothed", ["classifier.label_smoothing=0.4"])):
+        run = copy_run(tiny_run["dir"], tmp_path / name)
+        code, _, err = call_cli(capsys, *tiny_run["args"], f"run.dir={run}", *extra)
+        assert code == 0, err
+        conf[name] = Predictor.load(run / "classifier" / "model").predict_proba(train.text).max(1).mean()
+    assert conf["smoothed"] < 0.85 < conf["plain"], conf

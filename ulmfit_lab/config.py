@@ -209,6 +209,10 @@ class ClassifierConfig(TrainConfig):
     # near the decision boundary, nearer balance than the data): a classifier learns its training shares as its
     # prior. None: the training texts' own shares
     class_prior: dict[Str, Float] | None = field(default=None, metadata=IN_KEY_UNLESS_DEFAULT)
+    # single-label: the target puts 1 - label_smoothing on the label and spreads the rest over all classes
+    # (Szegedy et al. 2016), so the classifier cannot drive a few hundred texts, some ambiguous or mislabelled,
+    # to certainty. 0: plain cross-entropy
+    label_smoothing: Float = field(default=0.0, metadata=IN_KEY_UNLESS_DEFAULT)
     # multi-task: each task's loss weight (a task not named: 1.0); the loss is the weighted sum
     task_weights: dict[Str, Float] | None = field(default=None, metadata=IN_KEY_UNLESS_DEFAULT)
     # progressive sequence length: max_len per block of epochs, e.g. [100, 300, 700] (then predict with max_len)
@@ -513,7 +517,7 @@ def _check_values(cfg: Config) -> list[str]:
     positive("classifier.trainable_groups", cfg.classifier.trainable_groups, allow_none=True)
     if cfg.classifier.head and min(cfg.classifier.head) <= 0:
         errs.append(f"classifier.head: layer sizes must be > 0, found {cfg.classifier.head!r}")
-    errs += _check_labels(cfg.data) + _check_task_weights(cfg) + _check_class_prior(cfg)
+    errs += _check_labels(cfg.data) + _check_task_weights(cfg) + _check_class_prior(cfg) + _check_label_smoothing(cfg)
     errs += _check_max_len_schedule(cfg.classifier)
     lp = cfg.lm_pretrain
     if lp.source == "scratch" and not lp.corpus:
@@ -569,6 +573,18 @@ def _check_class_prior(cfg: Config) -> list[str]:
     if not p or any(v <= 0 for v in p.values()):
         return [f"classifier.class_prior: expected a share > 0 for each class, e.g. {{pos: 0.62, neg: 0.38}}; "
                 f"found {p!r}"]
+    return []
+
+
+def _check_label_smoothing(cfg: Config) -> list[str]:
+    """`classifier.label_smoothing`: in [0, 1), one label per text."""
+    eps = cfg.classifier.label_smoothing
+    if not 0 <= eps < 1:
+        return [f"classifier.label_smoothing: expected a share in [0, 1) of the target spread over the classes "
+                f"(0.1 is usual), found {eps}"]
+    if eps and (len(label_columns(cfg.data)) > 1 or cfg.data.label_sep is not None):
+        return [f"classifier.label_smoothing: set for a multi-task or multi-label config; it is for one label per "
+                f"text (single-label): drop it, found {eps}"]
     return []
 
 

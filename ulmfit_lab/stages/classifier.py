@@ -65,7 +65,7 @@ def run(ctx: Context, data: DataResult, encoder: LMFinetuneResult) -> Classifier
             log.info(f"classifier: class_prior {cc.class_prior}: loss weights "
                      f"{dict(zip(map(str, classes), np.round(w, 3).tolist()))}")
             class_weights = torch.tensor(w, dtype=torch.float32, device=ctx.device)
-        loss_func, metrics = loss_and_metrics(spec, cc.task_weights, class_weights)
+        loss_func, metrics = loss_and_metrics(spec, cc.task_weights, class_weights, cc.label_smoothing)
         learn = make_learner(dls, model, classifier_layer_groups, cc, ctx.cfg.run, ctx.device, metrics,
                              stage.path, loss_func=loss_func)
         phases = unfreeze_phases(len(learn.opt.param_lists), cc.epochs, cc.gradual_unfreezing, cc.trainable_groups)

@@ -83,16 +83,18 @@ class TaskAccuracy(Metric):
 
 
 def loss_and_metrics(spec: LabelSpec, task_weights: dict[str, float] | None = None,
-                     class_weights: torch.Tensor | None = None) -> tuple[nn.Module | None, list]:
+                     class_weights: torch.Tensor | None = None, label_smoothing: float = 0.0
+                     ) -> tuple[nn.Module | None, list]:
     """(loss, metrics) of a label mode; loss None: the learner's default (cross-entropy), single-label.
-    `class_weights`: single-label, one loss weight per class (`class_weights_for`)."""
+    `class_weights`: single-label, one loss weight per class (`class_weights_for`); `label_smoothing`:
+    single-label, the share of the target spread over all classes."""
     if spec.mode == MULTI_LABEL:
         return BCEWithLogitsLossFlat(), [accuracy_multi]
     if spec.mode == MULTI_TASK:
         weights = [(task_weights or {}).get(t, 1.0) for t in spec.task_names]
         return MultiTaskLoss(spec.bounds(), weights), [TaskAccuracy(spec.bounds())]
-    if class_weights is not None:
-        return CrossEntropyLossFlat(weight=class_weights), [accuracy]
+    if class_weights is not None or label_smoothing:
+        return CrossEntropyLossFlat(weight=class_weights, label_smoothing=label_smoothing), [accuracy]
     return None, [accuracy]
 
 
