@@ -122,6 +122,14 @@ def test_classifier_ranks_take_length_sorted_shares_of_each_batch(ids):
     assert seen == len(x)
 
 
+def test_loaders_fork_no_worker_processes(ids):
+    # fastai's SortedDL forks one worker per CPU core at every epoch by default; a fork from a process running
+    # gloo's and OpenMP's threads can hang in the child (seen here: a 2-rank run stuck in its validation loader)
+    x, y = ids
+    dls = [*classifier_loaders(x, y, x, y, 8, 8, False, CPU).loaders, *lm_loaders(x, x[:8], 6, 8, False, CPU).loaders]
+    assert [dl.fake_l.num_workers for dl in dls] == [0, 0, 0, 0]
+
+
 def test_last_classifier_batch_too_small_for_batchnorm_is_dropped(ids):
     x, y = ids
     x, y = x[:19], y[:19]  # 8 + 8 + 3: two ranks would get 2 and 1 rows of the last; BatchNorm needs 2 each
