@@ -561,13 +561,18 @@ def _check_task_weights(cfg: Config) -> list[str]:
     return []
 
 
+def _single_label(d: DataConfig) -> bool:
+    """One label column and one label per text (neither multi-task nor multi-label)."""
+    return len(label_columns(d)) == 1 and d.label_sep is None
+
+
 def _check_class_prior(cfg: Config) -> list[str]:
     """`classifier.class_prior`: one label column, one label per text, shares > 0 (the classifier stage checks
     the class names against the data's)."""
     p = cfg.classifier.class_prior
     if p is None:
         return []
-    if len(label_columns(cfg.data)) > 1 or cfg.data.label_sep is not None:
+    if not _single_label(cfg.data):
         return [f"classifier.class_prior: set for a multi-task or multi-label config; it is for one label per text "
                 f"(single-label): drop it, found {p!r}"]
     if not p or any(v <= 0 for v in p.values()):
@@ -582,7 +587,7 @@ def _check_label_smoothing(cfg: Config) -> list[str]:
     if not 0 <= eps < 1:
         return [f"classifier.label_smoothing: expected a share in [0, 1) of the target spread over the classes "
                 f"(0.1 is usual), found {eps}"]
-    if eps and (len(label_columns(cfg.data)) > 1 or cfg.data.label_sep is not None):
+    if eps and not _single_label(cfg.data):
         return [f"classifier.label_smoothing: set for a multi-task or multi-label config; it is for one label per "
                 f"text (single-label): drop it, found {eps}"]
     return []
