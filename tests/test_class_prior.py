@@ -30,24 +30,37 @@ def test_class_weights_give_each_class_its_prior_share_of_the_loss():
         class_weights_for({"neg": 0.5, "pos": 0.5}, ["neg", "pos"], np.zeros(5, dtype=np.int64))
 
 
-def test_class_prior_config_errors_say_what_to_do():
-    assert load_config("tiny", ["classifier.class_prior={pos: 0.6, neg: 0.4}"]).classifier.class_prior == {
-        "pos": 0.6, "neg": 0.4}
-    with pytest.raises(ConfigError, match=r"class_prior: expected a share > 0 for each class"):
-        load_config("tiny", ["classifier.class_prior={pos: 0.6, neg: 0}"])
-    with pytest.raises(ConfigError, match="class_prior: set for a multi-task or multi-label config"):
-        load_config("tiny", ["data.label_column=[sentiment, topic]", "classifier.class_prior={a: 1}"])
+@pytest.mark.parametrize("option, good, parsed, bad, error", [
+    ("class_prior", "{pos: 0.6, neg: 0.4}", {"pos": 0.6, "neg": 0.4}, "{pos: 0.6, neg: 0}",
+     "expected a share > 0 for each class"),
+    ("label_smoothing", "0.1", 0.1, "1", r"expected a share in \[0, 1\)")])
+def test_loss_option_config_errors_say_what_to_do(option, good, parsed, bad, error):
+    assert getattr(load_config("tiny", [f"classifier.{option}={good}"]).classifier, option) == parsed
+    with pytest.raises(ConfigError, match=f"{option}: {error}"):
+        load_config("tiny", [f"classifier.{option}={bad}"])
+    with pytest.raises(ConfigError, match=f"{option}: set for a multi-task or multi-label config"):
+        load_config("tiny", ["data.label_column=[sentiment, topic]", f"classifier.{option}={good}"])
+
+
+def _retrained(tiny_run, tmp_path, capsys, variants: dict[str, list[str]]) -> dict[str, Predictor]:
+    """The tiny run's classifier trained again (same data, encoder and seed) with each variant's overrides."""
+    out = {}
+    for name, extra in variants.items():
+        run = copy_run(tiny_run["dir"], tmp_path / name)
+        code, _, err = call_cli(capsys, *tiny_run["args"], f"run.dir={run}", *extra)
+        assert code == 0, err
+        out[name] = Predictor.load(run / "classifier" / "model")
+    return out
 
 
 def test_class_prior_moves_the_classifier_toward_that_prior(tiny_run, tiny_csvs, tmp_path, capsys):
     # the same data, encoder and seed, one epoch each (the head alone: not yet sure of every text), once plain and
     # once for a prior of 90% "pos" (the texts are 50/50): the second must lean to "pos" on the test texts
-    test, pos = pd.read_csv(tiny_csvs["test"]), {}
-    for name, extra in (("plain", []), ("prior", ["classifier.class_prior={pos: 0.9, neg: 0.1}"])):
-        run = copy_run(tiny_run["dir"], tmp_path / name)
-        code, _, err = call_cli(capsys, *tiny_run["args"], f"run.dir={run}", "classifier.epochs=1", *extra)
-        assert code == 0, err
-        pos[name] = Predictor.load(run / "classifier" / "model").predict_proba(test.text)[:, 1].mean()
+    test = pd.read_csv(tiny_csvs["test"])
+    one = "classifier.epochs=1"
+    models = _retrained(tiny_run, tmp_path, capsys,
+                        {"plain": [one], "prior": [one, "classifier.class_prior={pos: 0.9, neg: 0.1}"]})
+    pos = {name: p.predict_proba(test.text)[:, 1].mean() for name, p in models.items()}
     assert pos["prior"] > pos["plain"] + 0.05, pos
 
 
@@ -62,21 +75,10 @@ def test_label_smoothing_loss_is_the_smoothed_cross_entropy():
     assert loss_and_metrics(spec)[0] is None  # 0: the learner's plain cross-entropy
 
 
-def test_label_smoothing_config_errors_say_what_to_do():
-    assert load_config("tiny", ["classifier.label_smoothing=0.1"]).classifier.label_smoothing == 0.1
-    with pytest.raises(ConfigError, match=r"label_smoothing: expected a share in \[0, 1\)"):
-        load_config("tiny", ["classifier.label_smoothing=1"])
-    with pytest.raises(ConfigError, match="label_smoothing: set for a multi-task or multi-label config"):
-        load_config("tiny", ["data.label_column=[sentiment, topic]", "classifier.label_smoothing=0.1"])
-
-
 def test_label_smoothing_keeps_the_classifier_from_certainty(tiny_run, tiny_csvs, tmp_path, capsys):
     # the same data, encoder and seed, trained plain and with 40% of the target spread over the 2 classes (the
     # smoothed target of a text's label is 0.8): the plain classifier grows surer of the training texts than 0.8
-    train, conf = pd.read_csv(tiny_csvs["train"]), {}
-    for name, extra in (("plain", []), ("smoothed", ["classifier.label_smoothing=0.4"])):
-        run = copy_run(tiny_run["dir"], tmp_path / name)
-        code, _, err = call_cli(capsys, *tiny_run["args"], f"run.dir={run}", *extra)
-        assert code == 0, err
-        conf[name] = Predictor.load(run / "classifier" / "model").predict_proba(train.text).max(1).mean()
+    train = pd.read_csv(tiny_csvs["train"])
+    models = _retrained(tiny_run, tmp_path, capsys, {"plain": [], "smoothed": ["classifier.label_smoothing=0.4"]})
+    conf = {name: p.predict_proba(train.text).max(1).mean() for name, p in models.items()}
     assert conf["smoothed"] < 0.85 < conf["plain"], conf
